@@ -1,0 +1,49 @@
+"""The `distill` command: one verb per stage. It only parses arguments and dispatches to the stage's `main`.
+
+distill validate --input data/demo/train --image_root data/demo
+distill <verb> --help
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+# verb -> (module, config dataclass names, one-line help). Only verbs that work are registered.
+VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "validate": ("distill.validate", ("ValidateConfig",), "check a dataset and its images; report bad rows by line"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: distill <verb> [--config recipe.yaml] [--flag value ...]", "", "verbs:"]
+    lines += [f"  {verb:10s} {help_}" for verb, (_, _, help_) in VERBS.items()]
+    lines += ["", "distill <verb> --help lists a verb's flags."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"distill: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, class_names, _ = VERBS[verb]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(module_name)
+    from distill.configs import parse_configs
+
+    try:
+        configs = parse_configs(tuple(getattr(module, n) for n in class_names), rest, prog=f"distill {verb}")
+    except ValueError as e:  # unknown YAML keys, bad values caught in __post_init__
+        print(f"distill {verb}: {e}", file=sys.stderr)
+        return 2
+    return int(module.main(*configs) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

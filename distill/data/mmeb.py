@@ -1,0 +1,199 @@
+"""MMEB readers: MMEB-train rows, MMEB eval rows and our own example rows, from .jsonl, .parquet or a saved HF dataset.
+
+    from distill.data.mmeb import load_examples
+    for line, item in load_examples("data/demo/train/ShapesVQA.jsonl"):  # subset taken from the file stem
+        ...  # item is an example row (see distill.records) or a Problem
+
+MMEB-train rows: `qry` (text with an `<|image_1|>` placeholder), `qry_image_path`, `pos_text`, `pos_image_path`, optional
+`neg_text`, `neg_image_path`. MMEB eval rows: `qry_inst`, `qry_text`, `qry_img_path`, `tgt_inst`, `tgt_text` (candidate
+list, positive first), `tgt_img_path`. The subset name (MMEB dataset name) decides the task type via SUBSET_TASKS;
+for vqa and classification the gold `answer` is the positive's text. Ids of MMEB rows are `<subset>-<content hash>`:
+stable across reorderings and shards, and identical rows collide (reported as duplicates by `validate`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from distill.io import BadLine, iter_table
+from distill.records import make_example, side
+
+# MMEB dataset name -> task type. Train and eval spellings (ImageNet_1K / ImageNet-1K) both resolve: see `subset_task`.
+SUBSET_TASKS: dict[str, str] = {
+    # image classification
+    **dict.fromkeys(
+        ["ImageNet-1K", "N24News", "HatefulMemes", "VOC2007", "SUN397", "Place365", "ImageNet-A", "ImageNet-R",
+         "ObjectNet", "Country211"], "classification"),
+    # image VQA
+    **dict.fromkeys(
+        ["OK-VQA", "A-OKVQA", "DocVQA", "InfographicsVQA", "ChartQA", "Visual7W", "ScienceQA", "VizWiz", "GQA",
+         "TextVQA"], "vqa"),
+    # image retrieval
+    **dict.fromkeys(
+        ["VisDial", "CIRR", "VisualNews_t2i", "VisualNews_i2t", "MSCOCO_t2i", "MSCOCO_i2t", "NIGHTS", "WebQA",
+         "FashionIQ", "Wiki-SS-NQ", "OVEN", "EDIS"], "retrieval"),
+    # visual grounding
+    **dict.fromkeys(["MSCOCO", "RefCOCO", "RefCOCO-Matching", "Visual7W-Pointing"], "grounding"),
+    # video: classification, QA, retrieval, moment retrieval (MMEB-V2)
+    **dict.fromkeys(
+        ["K700", "SmthSmthV2", "HMDB51", "UCF101", "Breakfast", "MVBench", "Video-MME", "NExTQA", "EgoSchema",
+         "ActivityNetQA", "DiDeMo", "MSR-VTT", "MSVD", "VATEX", "YouCook2", "QVHighlight", "Charades-STA",
+         "MomentSeeker"], "video"),
+    # visual documents (MMEB-V2)
+    **dict.fromkeys(
+        ["ViDoRe_arxivqa", "ViDoRe_docvqa", "ViDoRe_infovqa", "ViDoRe_tabfquad", "ViDoRe_tatdqa",
+         "ViDoRe_shiftproject", "ViDoRe_syntheticDocQA_artificial_intelligence", "ViDoRe_syntheticDocQA_energy",
+         "ViDoRe_syntheticDocQA_government_reports", "ViDoRe_syntheticDocQA_healthcare_industry",
+         "ViDoRe_esg_reports_human_labeled_v2", "ViDoRe_biomedical_lectures_v2", "ViDoRe_economics_reports_v2",
+         "ViDoRe_esg_reports_v2", "VisRAG_ArxivQA", "VisRAG_ChartQA", "VisRAG_MP-DocVQA", "VisRAG_SlideVQA",
+         "VisRAG_InfoVQA", "VisRAG_PlotQA", "ViDoSeek-page", "ViDoSeek-doc", "MMLongBench-page", "MMLongBench-doc"],
+        "visdoc"),
+    # the bundled demo subsets (data/demo/make_demo.py): synthetic shapes, one per task type
+    "ShapesVQA": "vqa", "ShapesCLS": "classification", "ShapesT2I": "retrieval", "ShapesI2T": "retrieval",
+    "ShapesGround": "grounding",
+}  # fmt: skip
+
+IMAGE_PLACEHOLDER = re.compile(r"<\|image_\d+\|>")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+_NORMALISED = {_norm(k): v for k, v in SUBSET_TASKS.items()}
+
+
+def subset_task(subset: str) -> str:
+    """Task type of an MMEB subset name (case, '-' and '_' ignored); ValueError naming the known subsets otherwise."""
+    task = _NORMALISED.get(_norm(subset))
+    if task is None:
+        raise ValueError(f"unknown MMEB subset {subset!r}; known: {', '.join(sorted(SUBSET_TASKS))}")
+    return task
+
+
+@dataclass
+class Problem:
+    """A row that could not be turned into an example: 1-based line/row number, id if known, and why."""
+
+    line: int
+    reason: str
+    id: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"line": self.line, "id": self.id, "reason": self.reason}
+
+
+def _strip_placeholder(text: str | None) -> str:
+    return IMAGE_PLACEHOLDER.sub("", text or "").strip()
+
+
+def _split_instruction(qry: str) -> tuple[str, str]:
+    """MMEB-train merges instruction and text: 'Represent the given image with the following question: What ...'.
+
+    The instruction is everything up to and including the first ':' on the first line; without a ':' the whole string
+    is the instruction (e.g. 'Represent the given image for classification').
+    """
+    first_line = qry.split("\n", 1)[0]
+    if ":" in first_line:
+        inst, rest = qry.split(":", 1)
+        return inst.strip() + ":", rest.strip()
+    return qry.strip(), ""
+
+
+def _images(value) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, list):
+        return [v for v in value if v]
+    return [value]
+
+
+def _row_id(subset: str, row: dict) -> str:
+    return f"{subset}-{hashlib.sha1(orjson.dumps(row, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]}"
+
+
+def from_train_row(row: dict, subset: str, task: str) -> dict:
+    """An MMEB-train row as an example. KeyError names a missing required field."""
+    for key in ("qry", "pos_text"):
+        if key not in row or row[key] is None:
+            raise KeyError(key)
+    instruction, text = _split_instruction(_strip_placeholder(row["qry"]))
+    positive = side(_strip_placeholder(row["pos_text"]), _images(row.get("pos_image_path")))
+    negatives = []
+    if row.get("neg_text") or row.get("neg_image_path"):
+        negatives.append(side(_strip_placeholder(row.get("neg_text")), _images(row.get("neg_image_path"))))
+    answer = positive["text"] if task in ("vqa", "classification") else None
+    query = side(text, _images(row.get("qry_image_path")))
+    return make_example(_row_id(subset, row), task, subset, query, instruction, positive, negatives, answer)
+
+
+def from_eval_row(row: dict, subset: str, task: str) -> dict:
+    """An MMEB eval row (candidates in `tgt_text`/`tgt_img_path`, positive first) as an example."""
+    for key in ("qry_text", "tgt_text"):
+        if key not in row or row[key] is None:
+            raise KeyError(key)
+    texts = row["tgt_text"] if isinstance(row["tgt_text"], list) else [row["tgt_text"]]
+    imgs = row.get("tgt_img_path") or [""] * len(texts)
+    imgs = imgs if isinstance(imgs, list) else [imgs]
+    if not texts or len(imgs) != len(texts):
+        raise ValueError(f"tgt_text has {len(texts)} candidates but tgt_img_path has {len(imgs)}")
+    cands = [side(_strip_placeholder(t), _images(p)) for t, p in zip(texts, imgs, strict=True)]
+    answer = cands[0]["text"] if task in ("vqa", "classification") else None
+    query = side(_strip_placeholder(row["qry_text"]), _images(row.get("qry_img_path")))
+    instruction = _strip_placeholder(row.get("qry_inst"))
+    return make_example(_row_id(subset, row), task, subset, query, instruction, cands[0], cands[1:], answer)
+
+
+def row_format(row: dict) -> str:
+    """'ours', 'mmeb_train' or 'mmeb_eval', by the fields present."""
+    if "query" in row and "task" in row:
+        return "ours"
+    if "qry_inst" in row or isinstance(row.get("tgt_text"), list):
+        return "mmeb_eval"
+    return "mmeb_train"
+
+
+def convert_row(row: dict, subset: str | None) -> dict:
+    """Any supported row as an example; raises KeyError/ValueError with the reason."""
+    fmt = row_format(row)
+    if fmt == "ours":
+        return row
+    if subset is None:
+        raise ValueError("MMEB rows need a subset name (--subset, or the file name) to know the task type")
+    task = subset_task(subset)
+    return from_eval_row(row, subset, task) if fmt == "mmeb_eval" else from_train_row(row, subset, task)
+
+
+def load_examples(path: str | Path, subset: str | None = None) -> Iterator[tuple[int, dict | Problem]]:
+    """(1-based line, example or Problem) for every row of `path`; never raises on a bad row.
+
+    `subset` defaults to the file stem (or directory name) when that is a known MMEB subset; rows already in our
+    schema need none. A directory holding `*.jsonl`/`*.parquet` files (not a saved dataset) is read file by file,
+    each file's stem naming its subset; line numbers are then per file and problems name the file.
+    """
+    path = Path(path)
+    if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
+        for f in sorted([*path.glob("*.jsonl"), *path.glob("*.parquet")]):
+            for line, item in load_examples(f, subset):
+                if isinstance(item, Problem):
+                    item.reason = f"{f.name}: {item.reason}"
+                yield line, item
+        return
+    if subset is None and _norm(path.stem) in _NORMALISED:
+        subset = path.stem
+    for line, row in iter_table(path):
+        if isinstance(row, BadLine):
+            yield line, Problem(line, row.reason)
+            continue
+        try:
+            yield line, convert_row(row, subset)
+        except KeyError as e:
+            yield line, Problem(line, f"missing field {e.args[0]!r}", row.get("id"))
+        except (ValueError, TypeError, AttributeError) as e:
+            yield line, Problem(line, f"malformed row: {e}", row.get("id"))

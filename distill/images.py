@@ -1,0 +1,124 @@
+"""Open, check and resize images: one module for the teacher and the student, so the teacher sees what the student sees.
+
+- `resolve_image(root, rel)`: a relative path under `image_root`; absolute paths and `..`/symlink escapes are refused.
+- `open_image(path)`: size checks before decoding (zero-byte, oversized file, decompression bomb), `verify()`,
+  EXIF transpose, RGB. Every failure is an `ImageError` whose message names the file and the reason.
+- `resize_to_budget(img, min_pixels, max_pixels)`: Qwen2-VL's `smart_resize` (sides rounded to multiples of 28, area
+  kept within the budget), taken from transformers so we match the student's processor exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+# Defaults: Pillow's own bomb threshold (~89 MP) and a file-size cap far above any MMEB image.
+MAX_IMAGE_PIXELS = 89_478_485
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+# Qwen2-VL's patch (14) x spatial merge (2): both sides of a resized image are multiples of this.
+QWEN_FACTOR = 28
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; str() is '<path>: <reason>'."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def resolve_image(image_root: str | Path, rel_path: str) -> Path:
+    """Absolute path of `rel_path` under `image_root`; refuses absolute paths and anything resolving outside the root."""
+    if not rel_path:
+        raise ImageError(rel_path, "empty image path")
+    if os.path.isabs(rel_path):
+        raise ImageError(rel_path, f"absolute image path not allowed (paths are relative to image_root {image_root})")
+    root = Path(image_root).resolve()
+    full = (root / rel_path).resolve()
+    if not full.is_relative_to(root):
+        raise ImageError(rel_path, f"path escapes image_root {root}")
+    return full
+
+
+def open_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> Image.Image:
+    """Open, verify, EXIF-transpose and convert an image to RGB, or raise ImageError with the reason."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageError(path, "image file not found") from None
+    except OSError as e:
+        raise ImageError(path, f"cannot stat image: {e}") from None
+    if size == 0:
+        raise ImageError(path, "zero-byte image file")
+    if size > max_bytes:
+        raise ImageError(path, f"image file is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as probe:
+                w, h = probe.size
+                if w * h > max_pixels:
+                    raise ImageError(path, f"{w}x{h} = {w * h} pixels exceeds {max_pixels} (decompression bomb guard)")
+                probe.verify()
+            # verify() leaves the file unusable: reopen to decode.
+            with Image.open(path) as im:
+                im.load()
+                img = ImageOps.exif_transpose(im).convert("RGB")
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(path, f"decompression bomb: {e}") from None
+    except Exception as e:  # PIL raises many types for corrupt data (OSError, SyntaxError, struct.error, ...)
+        raise ImageError(path, f"corrupt or unreadable image ({type(e).__name__}: {e})") from None
+    return img
+
+
+def check_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> None:
+    """Raise ImageError if `open_image` would; used by `validate`."""
+    open_image(path, max_pixels=max_pixels, max_bytes=max_bytes).close()
+
+
+def target_size(
+    height: int, width: int, min_pixels: int, max_pixels: int, factor: int = QWEN_FACTOR
+) -> tuple[int, int]:
+    """(height, width) after Qwen2-VL's smart resize."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    return smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+def resize_to_budget(img: Image.Image, min_pixels: int, max_pixels: int, factor: int = QWEN_FACTOR) -> Image.Image:
+    """Resize to the size the Qwen2-VL processor would use for this pixel budget (bicubic, as the processor does)."""
+    h, w = target_size(img.height, img.width, min_pixels, max_pixels, factor)
+    if (h, w) == (img.height, img.width):
+        return img
+    return img.resize((w, h), Image.Resampling.BICUBIC)
+
+
+def encode_image(img: Image.Image, fmt: str = "PNG") -> bytes:
+    """Encode to PNG (lossless, default) or JPEG bytes."""
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def data_url(data: bytes, fmt: str = "PNG") -> str:
+    """A base64 data URL for the OpenAI `image_url` content part."""
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def decode_data_url(url: str) -> Image.Image:
+    """Inverse of `data_url` (used by `distill serve`); raises ValueError on anything but a base64 image data URL."""
+    if not url.startswith("data:image/") or ";base64," not in url:
+        raise ValueError("only base64 'data:image/...' URLs are accepted")
+    raw = base64.b64decode(url.split(";base64,", 1)[1], validate=True)
+    with Image.open(io.BytesIO(raw)) as im:
+        im.load()
+        return ImageOps.exif_transpose(im).convert("RGB")

@@ -1,0 +1,105 @@
+"""The row schema every stage reads and writes (JSONL, one object per line). Stages only ever add fields.
+
+example (what `validate` checks and `generate` reads)
+    id           str, unique within a dataset (MMEB rows get a content-hash id: see `distill.data.mmeb`)
+    task         one of TASKS
+    dataset      source dataset / MMEB subset name, e.g. "OK-VQA"
+    query        {"text": str, "images": [relative image path, ...]}
+    instruction  str, the task instruction ("Represent the given image with the following question:")
+    positive     {"text": str, "images": [...]}: the target the embedder must retrieve
+    negatives    [{"text": str, "images": [...]}, ...]   (may be empty)
+    answer       str | None: the gold answer/label for vqa and classification, else None
+    Image paths are relative to an `image_root` and may never escape it.
+
+trace = example + (written by `generate`)
+    sample_index int, 0..num_samples-1
+    trace        {"raw": str, "think": str, "final": str}
+    teacher      {"model", "prompt_id", "prompt_sha", "mode" (blind | hinted), "sampling": {...}}
+    usage        {"prompt_tokens": int, "completion_tokens": int}
+    status       ok | truncated | failed;  error: str when status != ok
+
+scored = trace + {"scores": {scorer name: float | None | small dict}}          (written by `score`)
+rejected = scored + {"rejected_by": [reason, ...]}                               (written by `filter`)
+"""
+
+from __future__ import annotations
+
+TASKS = ("vqa", "classification", "retrieval", "grounding", "video", "visdoc")
+TASKS_WITH_ANSWER = ("vqa", "classification")
+TRACE_STATUSES = ("ok", "truncated", "failed")
+
+
+def side(text: str = "", images: list[str] | None = None) -> dict:
+    """One side of a pair (query, positive or a negative): text plus relative image paths."""
+    return {"text": text or "", "images": list(images or [])}
+
+
+def make_example(
+    id: str,
+    task: str,
+    dataset: str,
+    query: dict,
+    instruction: str,
+    positive: dict,
+    negatives: list[dict] | None = None,
+    answer: str | None = None,
+) -> dict:
+    """Build an example row in the documented key order."""
+    return {
+        "id": id,
+        "task": task,
+        "dataset": dataset,
+        "query": query,
+        "instruction": instruction,
+        "positive": positive,
+        "negatives": list(negatives or []),
+        "answer": answer,
+    }
+
+
+def _side_problem(name: str, value) -> str | None:
+    if not isinstance(value, dict):
+        return f"field '{name}' must be an object with 'text' and 'images'"
+    if not isinstance(value.get("text", ""), str):
+        return f"field '{name}.text' must be a string"
+    images = value.get("images", [])
+    if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
+        return f"field '{name}.images' must be a list of non-empty path strings"
+    if not value.get("text") and not images:
+        return f"field '{name}' has neither text nor images"
+    return None
+
+
+def example_problems(row: dict) -> list[str]:
+    """Schema problems of an example row, as human-readable reasons (empty list = well formed)."""
+    if not isinstance(row, dict):
+        return ["row is not a JSON object"]
+    problems = []
+    for key in ("id", "task", "dataset", "query", "positive"):
+        if key not in row or row[key] in (None, ""):
+            problems.append(f"missing field '{key}'")
+    if problems:
+        return problems
+    if not isinstance(row["id"], str):
+        problems.append("field 'id' must be a string")
+    if row["task"] not in TASKS:
+        problems.append(f"unknown task {row['task']!r} (expected one of {', '.join(TASKS)})")
+    for name in ("query", "positive"):
+        if (p := _side_problem(name, row[name])) is not None:
+            problems.append(p)
+    negatives = row.get("negatives", [])
+    if not isinstance(negatives, list):
+        problems.append("field 'negatives' must be a list")
+    else:
+        problems += [p for i, n in enumerate(negatives) if (p := _side_problem(f"negatives[{i}]", n)) is not None]
+    if row["task"] in TASKS_WITH_ANSWER and not row.get("answer"):
+        problems.append(f"task {row['task']!r} needs a gold 'answer'")
+    return problems
+
+
+def image_paths(row: dict) -> list[str]:
+    """Every relative image path an example references (query, positive, negatives), in order, de-duplicated."""
+    paths = list(row["query"]["images"]) + list(row["positive"]["images"])
+    for neg in row.get("negatives", []):
+        paths += neg["images"]
+    return list(dict.fromkeys(paths))
