@@ -1,0 +1,105 @@
+"""How `distill run` wires the stages: each stage's verb, the config fields that carry its input and output paths
+inside a run directory, what it reads (for the skip fingerprint), and how its rows are counted for the run summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    verb: str
+    wire: Callable[[Path], dict]  # run_dir -> {config field: path}: the run layout
+    inputs: Callable[[dict], list[str]]  # resolved stage config -> the paths it reads
+    rows_in: Callable[[Path], Path | None]  # run_dir -> the JSONL whose lines count as rows in
+    rows_out: Callable[[Path], Path | None]
+    report: str | None = None  # the stage's own report, relative to its stage dir
+    teacher_field: str | None = None  # config field that takes a local teacher's base URL
+    needs_teacher: Callable[[dict], bool] = lambda cfg: False
+
+
+def _p(run_dir: Path, *parts: str) -> str:
+    return str(run_dir.joinpath(*parts))
+
+
+STAGES: list[StageSpec] = [
+    StageSpec(
+        "generate",
+        "generate",
+        wire=lambda d: {"output": _p(d, "generate", "traces.jsonl")},
+        inputs=lambda c: [c["input"]],
+        rows_in=lambda d: None,
+        rows_out=lambda d: d / "generate" / "traces.jsonl",
+        report="summary.json",
+        teacher_field="base_url",
+        needs_teacher=lambda c: not c.get("dry_run", False),
+    ),
+    StageSpec(
+        "score",
+        "score",
+        wire=lambda d: {"input": _p(d, "generate", "traces.jsonl"), "output": _p(d, "score", "scored.jsonl")},
+        inputs=lambda c: [c["input"]],
+        rows_in=lambda d: d / "generate" / "traces.jsonl",
+        rows_out=lambda d: d / "score" / "scored.jsonl",
+    ),
+    StageSpec(
+        "filter",
+        "filter",
+        wire=lambda d: {
+            "input": _p(d, "score", "scored.jsonl"),
+            "kept": _p(d, "filter", "kept.jsonl"),
+            "rejected": _p(d, "filter", "rejected.jsonl"),
+        },
+        inputs=lambda c: [c["input"]],
+        rows_in=lambda d: d / "score" / "scored.jsonl",
+        rows_out=lambda d: d / "filter" / "kept.jsonl",
+        report="report.md",
+    ),
+    StageSpec(
+        "export",
+        "export",
+        wire=lambda d: {"input": _p(d, "filter", "kept.jsonl"), "output": _p(d, "export", "dataset")},
+        inputs=lambda c: [c["input"]],
+        rows_in=lambda d: d / "filter" / "kept.jsonl",
+        rows_out=lambda d: None,
+    ),
+    StageSpec(
+        "train",
+        "train",
+        wire=lambda d: {"dataset_path": _p(d, "export", "dataset"), "output_dir": _p(d, "train", "model")},
+        inputs=lambda c: [c["dataset_path"], c["model_name_or_path"]],
+        rows_in=lambda d: None,
+        rows_out=lambda d: None,
+        report="model/README.md",
+    ),
+]
+
+
+def _count_lines(path: Path | None) -> int | None:
+    if path is None or not path.exists():
+        return None
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _tokens(path: Path) -> int | None:
+    """Prompt + completion tokens recorded in trace rows' `usage`."""
+    if not path.exists():
+        return None
+    from distill.io import read_jsonl
+
+    return sum(
+        (r.get("usage") or {}).get("prompt_tokens", 0) + (r.get("usage") or {}).get("completion_tokens", 0)
+        for r in read_jsonl(path)
+    )
+
+
+def stage_summary(spec: StageSpec, run_dir: Path) -> dict:
+    summary = {"rows_in": _count_lines(spec.rows_in(run_dir)), "rows_out": _count_lines(spec.rows_out(run_dir))}
+    if spec.name == "generate":
+        summary["tokens"] = _tokens(run_dir / "generate" / "traces.jsonl")
+    return summary
