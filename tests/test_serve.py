@@ -103,7 +103,8 @@ def start_server(args: list[str], stderr_path: Path, env: dict, timeout: float =
 def server(tiny_vlm, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     text_lm = build_tiny_text_lm(tmp / "tiny-text")
-    env = {**os.environ, KEY_ENV: KEY, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, KEY_ENV: KEY, "HF_HUB_OFFLINE": "1", "PYTHONPATH": pythonpath}
     args = ["--model", str(tiny_vlm), "--model", f"txt={text_lm}", "--api_key_env", KEY_ENV,
             "--max_batch_size", "8", "--batch_wait_ms", "50", "--default_max_tokens", "16"]  # fmt: skip
     srv = start_server(args, tmp / "stderr.log", env)
@@ -198,8 +199,11 @@ def test_concurrent_requests_are_batched_and_match_solo_answers(server, tiny_vlm
         (b'{"model": "nope", "messages": [{"role": "user", "content": "hi"}]}', 404, "does not exist"),
         (b'{"model": "txt", "messages": [{"role": "user", "content": "hi"}], "stream": true}', 400, "streaming"),
         (b'{"model": "txt", "messages": [{"role": "user", "content": "hi"}], "temperature": 9}', 400, "temperature"),
-        (b'{"model": "txt", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}', 400,
-         "maximum context length"),
+        (
+            b'{"model": "txt", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}',
+            400,
+            "maximum context length",
+        ),
     ],
 )
 def test_bad_requests_get_openai_errors(server, body, status, needle):
@@ -242,8 +246,27 @@ def test_wrong_key_is_401_then_sigterm_exits_cleanly_without_logging_the_key(ser
 @pytest.mark.parametrize(
     "body, needle",
     [
-        ({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}, "data URLs"),  # fmt: skip
-        ({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}, "invalid image"),  # fmt: skip
+        (
+            {
+                "model": "m",
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}
+                ],
+            },
+            "data URLs",
+        ),
+        (
+            {
+                "model": "m",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}],
+                    }
+                ],
+            },
+            "invalid image",
+        ),
         ({"model": "m", "messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "content[0]"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 0}, "'n'"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": "5"}, "'max_tokens'"),

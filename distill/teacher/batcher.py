@@ -68,8 +68,10 @@ class Batcher:
     def stats(self) -> dict:
         with self._stats_lock:
             return {
-                **{k: self._stats[k] for k in ("requests", "batches", "rows", "failed", "prompt_tokens",
-                                               "completion_tokens")},  # fmt: skip
+                **{
+                    k: self._stats[k]
+                    for k in ("requests", "batches", "rows", "failed", "prompt_tokens", "completion_tokens")
+                },
                 "largest_batch_rows": self._largest,
                 "waiting": self._queue.qsize(),
                 "max_batch_size": self.max_batch_size,

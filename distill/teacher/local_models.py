@@ -107,7 +107,9 @@ def resolve_local_model(name_or_path: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Materialise the embedded SmolLM2-135M-Instruct teacher as a HF checkpoint.")
+    ap = argparse.ArgumentParser(
+        description="Materialise the embedded SmolLM2-135M-Instruct teacher as a HF checkpoint."
+    )
     ap.add_argument("dir", nargs="?", default=None, help=f"target directory (default: {default_smollm2_dir()})")
     ap.add_argument("--force", action="store_true", help="convert again even if the directory is complete")
     args = ap.parse_args(argv)

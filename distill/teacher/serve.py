@@ -41,8 +41,11 @@ LISTENING = "distill serve listening on"
 class ServeConfig:
     model: list[str] = field(
         default_factory=list,
-        metadata={"help": "Model to serve, repeatable: PATH (id = directory name), NAME=PATH, or 'smollm2' (the "
-                  "embedded SmolLM2-135M-Instruct).", "action": "extend"},  # fmt: skip
+        metadata={
+            "help": "Model to serve, repeatable: PATH (id = directory name), NAME=PATH, or 'smollm2' (the "
+            "embedded SmolLM2-135M-Instruct).",
+            "action": "extend",
+        },
     )
     host: str = field(default="127.0.0.1", metadata={"help": "Interface to bind (loopback by default)."})
     port: int = field(default=8000, metadata={"help": "TCP port; 0 = any free port (printed once listening)."})
@@ -50,17 +53,22 @@ class ServeConfig:
     batch_wait_ms: float = field(
         default=10.0, metadata={"help": "How long the oldest waiting request may wait for others to batch with (ms)."}
     )
-    device: str = field(default="auto", metadata={"help": "torch device: auto (cuda if available, else cpu), cpu, cuda:0."})
+    device: str = field(
+        default="auto", metadata={"help": "torch device: auto (cuda if available, else cpu), cpu, cuda:0."}
+    )
     dtype: str = field(
         default="auto", metadata={"help": "auto (bfloat16 on cuda, float32 on cpu), float32, bfloat16 or float16."}
     )
     default_max_tokens: int = field(
-        default=512, metadata={"help": "Completion token limit when a request sets neither max_tokens nor max_completion_tokens."}
+        default=512,
+        metadata={"help": "Completion token limit when a request sets neither max_tokens nor max_completion_tokens."},
     )
     max_n: int = field(default=16, metadata={"help": "Largest `n` (choices per request) accepted."})
     api_key_env: str | None = field(
         default=None,
-        metadata={"help": "Name of an env var holding the API key; if set, requests need 'Authorization: Bearer <key>'."},
+        metadata={
+            "help": "Name of an env var holding the API key; if set, requests need 'Authorization: Bearer <key>'."
+        },
     )
 
     def __post_init__(self):
