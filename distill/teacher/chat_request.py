@@ -121,7 +121,7 @@ def _image(part: dict, where: str) -> Image.Image:
                    "no remote URLs", where)  # fmt: skip
     try:
         return decode_data_url(url)
-    except (ValueError, binascii.Error, OSError) as e:  # PIL raises OSError subclasses on undecodable bytes
+    except (ValueError, binascii.Error, OSError, Image.DecompressionBombError) as e:  # PIL: OSError on bad bytes
         raise _bad(f"{where}: invalid image data URL ({type(e).__name__}: {e})", where) from None
 
 

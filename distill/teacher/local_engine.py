@@ -99,23 +99,22 @@ class LocalModel:
         return "image-text" if self.is_vlm else "text-only"
 
     def prepare(self, request: ChatRequest) -> Prepared:
-        """Render the chat template and tokenize; RequestError(400) for image input to a text-only model or a prompt
-        that does not fit the context."""
+        """Render the chat template and tokenize; RequestError(400) for image input to a text-only model, messages
+        the template or processor refuses, or a prompt that does not fit the context."""
+        from jinja2 import TemplateError
+
         if request.images and not self.is_vlm:
             raise RequestError(400, f"model {self.model_id!r} is a text-only model and cannot take image input "
                                f"({len(request.images)} image_url part(s) sent); send images to an image-text model",
                                code="image_input_not_supported", param="messages")  # fmt: skip
-        with self._tokenizer_lock:
-            if self.is_vlm:
-                text = self.processor.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
-                inputs = self.processor(text=[text], images=request.images or None, return_tensors="pt")
-                prepared = Prepared(inputs["input_ids"][0].tolist(), inputs.get("pixel_values"),
-                                    inputs.get("image_grid_thw"))  # fmt: skip
-            else:
-                messages = [{"role": m["role"], "content": "\n".join(p["text"] for p in m["content"])}
-                            for m in request.messages]  # fmt: skip
-                text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-                prepared = Prepared(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        try:
+            prepared = self._tokenize(request)
+        except TemplateError as e:  # e.g. templates that insist on alternating roles
+            raise RequestError(400, f"the chat template of {self.model_id!r} rejected the messages: {e}",
+                               param="messages") from None  # fmt: skip
+        except ValueError as e:  # e.g. an image whose aspect ratio the processor refuses
+            raise RequestError(400, f"model {self.model_id!r} cannot process this input: {e}",
+                               param="messages") from None  # fmt: skip
         wanted = prepared.prompt_tokens + request.params.max_tokens
         if self.max_context and wanted > self.max_context:
             raise RequestError(400, f"This model's maximum context length is {self.max_context} tokens. However, you "
@@ -123,6 +122,18 @@ class LocalModel:
                                f"{request.params.max_tokens} in the completion).",
                                code="context_length_exceeded", param="messages")  # fmt: skip
         return prepared
+
+    def _tokenize(self, request: ChatRequest) -> Prepared:
+        with self._tokenizer_lock:
+            if self.is_vlm:
+                text = self.processor.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
+                inputs = self.processor(text=[text], images=request.images or None, return_tensors="pt")
+                return Prepared(inputs["input_ids"][0].tolist(), inputs.get("pixel_values"),
+                                inputs.get("image_grid_thw"))  # fmt: skip
+            messages = [{"role": m["role"], "content": "\n".join(p["text"] for p in m["content"])}
+                        for m in request.messages]  # fmt: skip
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return Prepared(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _collate(self, rows: list[Prepared]) -> dict:
         width = max(r.prompt_tokens for r in rows)

@@ -13,6 +13,7 @@ needs the `llm` CLI and its llama.cpp build).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.util
 import logging
 import os
@@ -60,14 +61,24 @@ def materialise_smollm2(path: str | Path | None = None, force: bool = False) -> 
     Writes into a temporary sibling directory and renames it into place, so a killed conversion never leaves a
     half-written model that later loads would trust.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
-
     path = Path(path) if path is not None else default_smollm2_dir()
     if is_materialised(path) and not force:
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Two servers starting at once: the second waits for the first's conversion instead of redoing it.
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_materialised(path) and not force:
+            return path
+        return _convert(path)
+
+
+def _convert(path: Path) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
     gguf = smollm2_gguf_path()
-    log.info("materialising SmolLM2-135M-Instruct from %s into %s (one-off, ~30-50 s on CPU)", gguf, path)
+    log.info("materialising SmolLM2-135M-Instruct from %s into %s (one-off: ~20 s on 2 CPU cores)", gguf, path)
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -80,11 +91,11 @@ def materialise_smollm2(path: str | Path | None = None, force: bool = False) -> 
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
         (tmp / _DONE_MARKER).write_text(f"converted from {gguf.name} in {time.perf_counter() - start:.1f} s\n")
         if path.exists():
             shutil.rmtree(path)

@@ -191,6 +191,9 @@ def main(config: ServeConfig) -> int:
     except (ValueError, OSError) as e:
         print(f"distill serve: {e}", file=sys.stderr)
         return 2
+    if not api_key and config.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s without --api_key_env: anyone who can reach this port can use the models",
+                    config.host)  # fmt: skip
     batcher = Batcher(config.max_batch_size, config.batch_wait_ms / 1000)
     batcher.start()
     app = build_app(models, batcher, config, api_key)
