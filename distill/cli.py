@@ -13,6 +13,7 @@ import sys
 # verb -> (module, config dataclass names, one-line help). Only verbs that work are registered.
 VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "validate": ("distill.validate", ("ValidateConfig",), "check a dataset and its images; report bad rows by line"),
+    "serve": ("distill.teacher.serve", ("ServeConfig",), "OpenAI-compatible server over local HF models (batched)"),
 }
 
 
