@@ -79,7 +79,10 @@ def _retry_after(value: str | None) -> float | None:
 
 def _usage(data: dict) -> dict:
     u = data.get("usage") or {}
-    return {"prompt_tokens": int(u.get("prompt_tokens") or 0), "completion_tokens": int(u.get("completion_tokens") or 0)}
+    return {
+        "prompt_tokens": int(u.get("prompt_tokens") or 0),
+        "completion_tokens": int(u.get("completion_tokens") or 0),
+    }
 
 
 def parse_response(raw: bytes) -> tuple[dict | None, str | None]:
@@ -112,6 +115,7 @@ class TeacherClient:
         self._rest_until = dict.fromkeys(config.base_urls, 0.0)
         self._turn = 0
         self.retries = 0
+        self._sleep = asyncio.sleep  # tests swap in a recorder to check backoff delays without waiting
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> TeacherClient:
@@ -181,7 +185,7 @@ class TeacherClient:
                 delay = min(retry_after, cfg.retry_after_max_s) * random.uniform(1.0, 1.2)
             else:  # full jitter: spreads retries of requests that failed together
                 delay = random.uniform(0.5, 1.0) * min(cfg.backoff_max_s, cfg.backoff_base_s * 2**attempt)
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
         reason = f"failed after {len(errors)} attempt(s): {errors[-1]}"
         return {"status": "failed", "error": reason, "content": None, "reasoning_content": None,
                 "finish_reason": None, "usage": {"prompt_tokens": 0, "completion_tokens": 0}, "attempts": len(errors)}  # fmt: skip
@@ -238,4 +242,3 @@ def complete_many(requests: list[dict], config: ClientConfig, journal_path: str 
             text = f"<think>{rec['reasoning_content']}</think>{text or ''}"
         out.append({"status": rec["status"], "text": text, "error": rec.get("error"), "usage": rec.get("usage") or {}})
     return out
-

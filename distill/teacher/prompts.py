@@ -151,15 +151,19 @@ def _image_parts(images: list[str], store: ImageStore) -> list[dict]:
     return [{"type": "image_url", "image_url": {"url": IMAGE_REF + store.digest(p)}} for p in images]
 
 
-def render(example: dict, templates: TemplateSet, store: ImageStore, mode: str = "blind", side: str = "query") -> Rendered:
+def render(
+    example: dict, templates: TemplateSet, store: ImageStore, mode: str = "blind", side: str = "query"
+) -> Rendered:
     """Keyed messages for one example; raises ImageError when an image cannot be read (the row then fails)."""
     if mode not in MODES or side not in SIDES:
         raise ValueError(f"mode must be one of {MODES} and side one of {SIDES}")
     tpl = templates.for_example(example["task"], side)
-    subject, other = (example["query"], example["positive"]) if side == "query" else (example["positive"], example["query"])
+    subject, other = (
+        (example["query"], example["positive"]) if side == "query" else (example["positive"], example["query"])
+    )
     hint_images = list(other["images"]) if side == "query" and mode == "hinted" else []
     fields = {
-        "instruction": example.get("instruction") or "",
+        "instruction": (example.get("instruction") or "") if side == "query" else "",  # it instructs the query side
         "text": subject["text"],
         "answer": example.get("answer") or other["text"],
         "target": other["text"],
@@ -172,7 +176,11 @@ def render(example: dict, templates: TemplateSet, store: ImageStore, mode: str =
     # Query images first, then the text (Qwen-VL convention), then the target images a hint refers to.
     user: str | list[dict] = text  # plain string when there is no image: what text-only servers expect
     if images:
-        user = [*_image_parts(subject["images"], store), {"type": "text", "text": text}, *_image_parts(hint_images, store)]
+        user = [
+            *_image_parts(subject["images"], store),
+            {"type": "text", "text": text},
+            *_image_parts(hint_images, store),
+        ]
     messages = [{"role": "system", "content": _fill(tpl.system, fields)}, {"role": "user", "content": user}]
     sha = hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return Rendered(messages, images, tpl.prompt_id, sha)

@@ -44,12 +44,14 @@ def journal_key(model: str, messages: list[dict], sampling: dict, sample_index: 
 def drive(config: ClientConfig, journal: Journal, items: list[tuple[str, dict | Callable[[], dict]]], desc: str):
     """Send what the journal lacks; returns (failures {key: result}, stats dict)."""
     seen: set[str] = set()
-    todo = []
+    todo, journaled = [], 0
     for key, body in items:
-        if key not in journal and key not in seen:
+        if key in journal:
+            journaled += 1
+        elif key not in seen:
             seen.add(key)
             todo.append((key, body))
-    stats = {"to_send": len(todo), "journaled_before": len(items) - len(todo), "ok": 0, "truncated": 0, "failed": 0,
+    stats = {"to_send": len(todo), "journaled_before": journaled, "same_content": len(items) - len(todo) - journaled, "ok": 0, "truncated": 0, "failed": 0,
              "prompt_tokens": 0, "completion_tokens": 0, "retries": 0, "concurrency_decreases": 0}  # fmt: skip
     failures: dict[str, dict] = {}
     if not todo:

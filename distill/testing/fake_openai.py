@@ -29,7 +29,8 @@ FAULTS = ("429", "500", "503", "stall", "drop", "bad_json", "empty_choices", "le
 
 class FakeOpenAI:
     def __init__(self, latency_s: float = 0.0, fault_rate: float = 0.0, faults: tuple[str, ...] = FAULTS,
-                 stall_s: float = 5.0, retry_after: str = "0.05", seed: int = 0, parse: bool = True):  # fmt: skip
+                 stall_s: float = 5.0, retry_after: str = "0.05", seed: int = 0, parse: bool = True,
+                 record: bool = False, status: int | None = None):  # fmt: skip
         self.latency_s, self.fault_rate, self.faults = latency_s, fault_rate, faults
         self.stall_s, self.retry_after, self.parse = stall_s, retry_after, parse
         self._rng = random.Random(seed)
@@ -39,6 +40,8 @@ class FakeOpenAI:
         self.fault_counts: Counter = Counter()
         self.auth_headers: set[str] = set()
         self.models: Counter = Counter()
+        self.record, self.status = record, status
+        self.requests: list[dict] = []  # with record=True: {"path", "headers", "body"} of each request
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -68,6 +71,10 @@ class FakeOpenAI:
             return web.Response(body=self._completion("fake", "0" * 12, "stop", 8), content_type="application/json")
         key = request.headers.get("X-Distill-Key") or hashlib.sha256(raw).hexdigest()
         self.seen_keys.append(key)
+        if self.record:
+            self.requests.append({"path": request.path, "headers": dict(request.headers), "body": orjson.loads(raw)})
+        if self.status is not None:  # a fixed error status for every request (tests of non-retryable errors)
+            return web.json_response({"error": {"message": f"status {self.status}"}}, status=self.status)
         if auth := request.headers.get("Authorization"):
             self.auth_headers.add(auth)
         try:
