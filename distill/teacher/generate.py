@@ -154,10 +154,10 @@ def plan(config: GenerateConfig, examples: list[dict], store: ImageStore) -> lis
 
 
 def dry_run(config: GenerateConfig, entries: list[dict], store: ImageStore, journaled: set[str]) -> dict:
-    todo = [e for e in entries if "key" in e and e["key"] not in journaled]
+    todo = list({e["key"]: e for e in entries if "key" in e and e["key"] not in journaled}.values())
     tokens = sum(approx_prompt_tokens(e["rendered"], store) for e in todo)
     info = {"requests": len(todo), "already_journaled": len(entries) - len(todo), "approx_prompt_tokens": tokens}
-    print(f"dry run: {len(todo)} requests to send ({info['already_journaled']} journaled or unsendable), "
+    print(f"dry run: {len(todo)} requests to send ({info['already_journaled']} journaled, same-content or unreadable), "
           f"~{tokens} prompt tokens, at most {len(todo) * config.max_tokens} completion tokens")  # fmt: skip
     if config.price_input_per_mtok is not None:
         cost = tokens / 1e6 * config.price_input_per_mtok
