@@ -8,8 +8,8 @@ from PIL import Image
 from distill.records import make_example, side
 from distill.teacher.prompts import (
     IMAGE_REF,
-    TASK_TEMPLATES,
     TARGET_TEMPLATE,
+    TASK_TEMPLATES,
     ImageStore,
     TemplateSet,
     load_template,

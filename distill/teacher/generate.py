@@ -149,7 +149,9 @@ def plan(config: GenerateConfig, examples: list[dict], store: ImageStore) -> lis
             sampling = config.sampling(i)
             out.append({"example": ex, "sample_index": i, "key": request_key(model, r.messages, sampling, i),
                         "model": model, "rendered": r, "sampling": sampling,
-                        "body": partial(_body, model, r.messages, r.images, sampling, store)})  # fmt: skip
+                        # a factory when images must be encoded (run in a thread by the client), else the body itself
+                        "body": partial(_body, model, r.messages, r.images, sampling, store) if r.images
+                        else {"model": model, "messages": r.messages, **sampling}})  # fmt: skip
     return out
 
 
@@ -196,7 +198,11 @@ def main(config: GenerateConfig) -> int:
               f"{problems[0]['reason']}", file=sys.stderr)  # fmt: skip
         return 1
     store = ImageStore(config.image_root, config.min_pixels, config.max_pixels)
-    entries = plan(config, examples, store)
+    try:
+        entries = plan(config, examples, store)
+    except ValueError as e:  # a broken prompt template: a config error, not a row error
+        print(f"distill generate: {e}", file=sys.stderr)
+        return 2
     if config.dry_run:
         journaled = Journal(paths["journal"]).keys() if paths["journal"].exists() else set()
         dry_run(config, entries, store, journaled)

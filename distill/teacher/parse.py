@@ -20,7 +20,9 @@ def parse_trace(content: str | None, reasoning_content: str | None = None) -> di
     """{"raw", "think", "final"} from a chat completion message's `content` and optional `reasoning_content`."""
     content = content or ""
     if reasoning_content:
-        inner = parse_trace(content) if _CLOSE.search(content) else {"think": "", "final": _OPEN.sub("", content).strip()}
+        inner = (
+            parse_trace(content) if _CLOSE.search(content) else {"think": "", "final": _OPEN.sub("", content).strip()}
+        )
         think = "\n".join(t for t in (reasoning_content.strip(), inner["think"]) if t)
         return {"raw": f"<think>{reasoning_content}</think>{content}", "think": think, "final": inner["final"]}
     close = _CLOSE.search(content)
