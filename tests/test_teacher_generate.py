@@ -214,3 +214,27 @@ def test_kill_9_then_resume_sends_only_what_is_missing(server, tmp_path):
     assert all(r["status"] == "ok" for r in rows)
     lines = journal.read_bytes().split(b"\n")
     assert lines[-1] == b"" and all(json.loads(x) for x in lines[:-1])  # no partial line left behind
+
+
+def test_journal_reopens_after_torn_tail_and_refuses_a_second_writer(tmp_path):
+    from distill.teacher.journal import Journal
+
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as j:
+        j.put("a", {"content": "x"})
+        with pytest.raises(RuntimeError, match="in use"):
+            Journal(path)
+    with open(path, "ab") as f:
+        f.write(b'{"key": "b", "content": "torn')  # a write cut by kill -9
+    with Journal(path) as j:
+        assert "a" in j and "b" not in j and j.get("a")["content"] == "x"
+        j.put("b", {"content": "y"})
+        j.put("b", {"content": "z"})  # already journaled: ignored
+    assert [json.loads(x)["key"] for x in path.read_text().splitlines()] == ["a", "b"]
+
+
+def test_missing_key_env_stops_before_sending(server, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DISTILL_NO_SUCH_KEY", raising=False)
+    fake, url = server()
+    assert cli_main(gen_args(url, tmp_path / "t.jsonl", "--api_key_env", "DISTILL_NO_SUCH_KEY")) == 2
+    assert "DISTILL_NO_SUCH_KEY" in capsys.readouterr().err and fake.seen_keys == []

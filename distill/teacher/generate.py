@@ -207,6 +207,11 @@ def main(config: GenerateConfig) -> int:
         journaled = Journal(paths["journal"]).keys() if paths["journal"].exists() else set()
         dry_run(config, entries, store, journaled)
         return 0
+    try:
+        config.client().api_key()  # fail before any work when the named env var is missing
+    except ValueError as e:
+        print(f"distill generate: {e}", file=sys.stderr)
+        return 2
     save_resolved_config(paths["config"], config)
     with Journal(paths["journal"]) as journal:
         items = [(e["key"], e["body"]) for e in entries if "key" in e]

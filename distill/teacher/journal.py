@@ -8,11 +8,13 @@ reuses every answer (curator-style). Only answers (ok / truncated) are journaled
 Records are appended one flushed line each through `distill.io.AppendLog`: after `kill -9` at any moment the journal
 holds complete lines plus at most one torn tail, which AppendLog cuts on open. Only key -> byte offset is held in
 memory, so a journal of millions of answers stays cheap; `get` reads the record back from disk.
-One journal per process: shards write their own (their outputs differ), `distill merge` joins outputs.
+One writer per journal (an flock refuses a second): shards write their own (their outputs differ), `distill merge`
+joins the outputs.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 from pathlib import Path
 
@@ -32,6 +34,14 @@ class Journal:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch()
+        self._reader = open(self.path, "rb")
+        try:  # two writers would interleave lines: refuse clearly (the lock dies with its process, kill -9 included)
+            fcntl.flock(self._reader.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._reader.close()
+            raise RuntimeError(f"{self.path} is in use by another process (one writer per journal)") from None
         self._log = AppendLog(self.path)  # cuts a torn tail first, so the scan below sees whole lines only
         self._offsets: dict[str, int] = {}
         self._size = 0
@@ -44,7 +54,6 @@ class Journal:
                 if isinstance(key, str):
                     self._offsets.setdefault(key, self._size)
                 self._size += len(line)
-        self._reader = open(self.path, "rb")
 
     def __contains__(self, key: str) -> bool:
         return key in self._offsets

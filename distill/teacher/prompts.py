@@ -100,6 +100,7 @@ class ImageStore:
         self._urls: OrderedDict[str, str] = OrderedDict()
         self._bytes, self._limit = 0, int(cache_mb * 2**20)
         self._lock = threading.Lock()
+        self._encoding: dict[str, threading.Lock] = {}  # path -> lock held while that image is being encoded
         self.encoded = 0  # how many encodings were done (a test checks each distinct image is encoded once)
 
     def digest(self, rel: str) -> str:
@@ -114,14 +115,20 @@ class ImageStore:
             if rel in self._urls:
                 self._urls.move_to_end(rel)
                 return self._urls[rel]
-        img = resize_to_budget(open_image(resolve_image(self.root, rel)), self.min_pixels, self.max_pixels)
-        url = data_url(encode_image(img))
-        with self._lock:
-            self.encoded += 1
-            self._urls[rel] = url
-            self._bytes += len(url)
-            while self._bytes > self._limit and len(self._urls) > 1:
-                self._bytes -= len(self._urls.popitem(last=False)[1])
+            path_lock = self._encoding.setdefault(rel, threading.Lock())
+        with path_lock:  # samples of one example arrive together: one thread encodes, the others wait for it
+            with self._lock:
+                if rel in self._urls:
+                    return self._urls[rel]
+            img = resize_to_budget(open_image(resolve_image(self.root, rel)), self.min_pixels, self.max_pixels)
+            url = data_url(encode_image(img))
+            with self._lock:
+                self.encoded += 1
+                self._urls[rel] = url
+                self._bytes += len(url)
+                while self._bytes > self._limit and len(self._urls) > 1:
+                    self._bytes -= len(self._urls.popitem(last=False)[1])
+                self._encoding.pop(rel, None)
         return url
 
     def approx_tokens(self, rel: str) -> int:
