@@ -18,10 +18,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+
+from tqdm import tqdm
 
 from distill.configs import config_dict, save_resolved_config
 from distill.data.mmeb import Problem, load_examples
@@ -138,7 +141,8 @@ def _body(model: str, messages: list[dict], images: list[str], sampling: dict, s
 def plan(config: GenerateConfig, examples: list[dict], store: ImageStore) -> list[dict]:
     """One entry per (example, sample): key, model, prompt ids, sampling, a body factory, or an input error."""
     templates, out = TemplateSet(config.prompts_dir), []
-    for ex in examples:
+    # Rendering hashes every image file once (keys need the bytes' digest): a visible phase on large inputs.
+    for ex in tqdm(examples, desc="render", unit="ex", disable=not config.progress, mininterval=1.0):
         try:
             r = render(ex, templates, store, config.mode, config.side)
         except (ImageError, OSError) as e:
@@ -189,7 +193,7 @@ def trace_row(entry: dict, config: GenerateConfig, record: dict | None, error: s
 
 
 def main(config: GenerateConfig) -> int:
-    paths = config.paths()
+    paths, start = config.paths(), time.monotonic()
     examples, problems = load_shard(config)
     for p in problems:
         log.warning("%s:%s: %s", config.input, p["line"], p["reason"])
@@ -227,7 +231,8 @@ def main(config: GenerateConfig) -> int:
         "failed_reasons": dict(Counter(r["error"].split(":")[0][:60] for r in rows if r["status"] == "failed")),
         "prompt_tokens": sum(r["usage"]["prompt_tokens"] for r in rows),
         "completion_tokens": sum(r["usage"]["completion_tokens"] for r in rows),
-        "requests": {**stats, "images_encoded": store.encoded}, "config": config_dict(config),
+        "requests": {**stats, "images_encoded": store.encoded}, "elapsed_s": round(time.monotonic() - start, 3),
+        "config": config_dict(config),
     }  # fmt: skip
     write_json_atomic(paths["summary"], summary)
     print(f"generate: {len(examples)} examples -> {len(rows)} rows: {statuses['ok']} ok, {statuses['truncated']} "
