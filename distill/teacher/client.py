@@ -156,6 +156,8 @@ class TeacherClient:
         except aiohttp.ClientError as e:  # refused, reset, server disconnected, payload errors
             self._rest_until[url] = time.monotonic() + min(30.0, 1.0 + self.config.backoff_base_s)
             return None, f"connection error: {type(e).__name__}: {e}", None, True
+        except Exception as e:  # anything else is a bug or a bad request on our side: fail this row, keep the run
+            return None, f"client error: {type(e).__name__}: {e}", None, False
 
     async def complete(self, body: dict, key: str | None = None) -> dict:
         """One chat completion with retries. Returns parse_response's dict, or {"status": "failed", "error", ...}."""
