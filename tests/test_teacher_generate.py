@@ -238,3 +238,19 @@ def test_missing_key_env_stops_before_sending(server, tmp_path, capsys, monkeypa
     fake, url = server()
     assert cli_main(gen_args(url, tmp_path / "t.jsonl", "--api_key_env", "DISTILL_NO_SUCH_KEY")) == 2
     assert "DISTILL_NO_SUCH_KEY" in capsys.readouterr().err and fake.seen_keys == []
+
+
+@pytest.mark.parametrize("strict, rc, rows_out", [("false", 0, 2), ("true", 1, None)])
+def test_merge_reports_bad_lines(tmp_path, capsys, caplog, strict, rc, rows_out):
+    a = tmp_path / "a.jsonl"
+    a.write_text('{"id": "x", "sample_index": 0, "status": "failed"}\n{torn\n{"id": "y", "sample_index": 0}\n')
+    b = tmp_path / "b.jsonl"
+    b.write_text('{"id": "x", "sample_index": 0, "status": "ok"}\n')
+    out = tmp_path / "m.jsonl"
+    assert cli_main(["merge", "--inputs", str(a), str(b), "--output", str(out), "--strict", strict]) == rc
+    assert f"{a}:2: invalid JSON" in caplog.text
+    if rows_out is None:
+        assert not out.exists()
+    else:
+        rows = read_jsonl(out)
+        assert len(rows) == rows_out and rows[0]["status"] == "ok"  # the better duplicate wins

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import sys
 import time
 from collections import Counter
@@ -192,6 +193,12 @@ def trace_row(entry: dict, config: GenerateConfig, record: dict | None, error: s
     return row
 
 
+def reason_class(error: str) -> str:
+    """'failed after 7 attempt(s): HTTP 503: {...}' -> 'HTTP 503' (for the summary's failed_reasons)."""
+    error = re.sub(r"^failed after \d+ attempt\(s\): ", "", error or "no answer")
+    return re.sub(r"\s*\(.*", "", error.split(":")[0]).strip()
+
+
 def main(config: GenerateConfig) -> int:
     paths, start = config.paths(), time.monotonic()
     examples, problems = load_shard(config)
@@ -217,27 +224,35 @@ def main(config: GenerateConfig) -> int:
         print(f"distill generate: {e}", file=sys.stderr)
         return 2
     save_resolved_config(paths["config"], config)
+    totals: Counter = Counter()
+    failed_reasons: Counter = Counter()
+
+    def rows(journal: Journal, failures: dict):  # streamed into the atomic writer: no list of all rows in memory
+        for e in entries:
+            err = e.get("error") or failures.get(e.get("key"), {}).get("error")
+            row = trace_row(e, config, journal.get(e["key"]) if "key" in e else None, err)
+            totals.update({row["status"]: 1, **row["usage"]})
+            if row["status"] == "failed":
+                failed_reasons[reason_class(row["error"])] += 1
+            yield row
+
     with Journal(paths["journal"]) as journal:
         items = [(e["key"], e["body"]) for e in entries if "key" in e]
         failures, stats = drive(config.client(), journal, items, desc="generate")
-        rows = [trace_row(e, config, journal.get(e["key"]) if "key" in e else None,
-                          e.get("error") or failures.get(e.get("key"), {}).get("error")) for e in entries]  # fmt: skip
-    write_jsonl_atomic(config.output, rows)
-    statuses = Counter(r["status"] for r in rows)
+        n_rows = write_jsonl_atomic(config.output, rows(journal, failures))
     summary = {
         "input": config.input, "output": config.output, "examples": len(examples), "bad_input_rows": len(problems),
-        "problems": problems[:200], "rows_out": len(rows), "ok": statuses["ok"], "truncated": statuses["truncated"],
-        "failed": statuses["failed"],
-        "failed_reasons": dict(Counter(r["error"].split(":")[0][:60] for r in rows if r["status"] == "failed")),
-        "prompt_tokens": sum(r["usage"]["prompt_tokens"] for r in rows),
-        "completion_tokens": sum(r["usage"]["completion_tokens"] for r in rows),
+        "problems": problems[:200], "rows_out": n_rows, "ok": totals["ok"], "truncated": totals["truncated"],
+        "failed": totals["failed"], "failed_reasons": dict(failed_reasons),
+        "prompt_tokens": totals["prompt_tokens"], "completion_tokens": totals["completion_tokens"],
         "requests": {**stats, "images_encoded": store.encoded}, "elapsed_s": round(time.monotonic() - start, 3),
         "config": config_dict(config),
     }  # fmt: skip
     write_json_atomic(paths["summary"], summary)
-    print(f"generate: {len(examples)} examples -> {len(rows)} rows: {statuses['ok']} ok, {statuses['truncated']} "
-          f"truncated, {statuses['failed']} failed; sent {stats['to_send']} ({stats['journaled_before']} from the "
-          f"journal, {stats['same_content']} same-content), {summary['prompt_tokens']} prompt + {summary['completion_tokens']} completion tokens; "
+    print(f"generate: {len(examples)} examples -> {n_rows} rows: {totals['ok']} ok, {totals['truncated']} truncated, "
+          f"{totals['failed']} failed{f' {dict(failed_reasons)}' if failed_reasons else ''}; sent {stats['to_send']} requests "
+          f"({stats['journaled_before']} answers from the journal, {stats['same_content']} same-content); "
+          f"{totals['prompt_tokens']} prompt + {totals['completion_tokens']} completion tokens; "
           f"{len(problems)} bad input rows -> {config.output} (summary {paths['summary']})")  # fmt: skip
     return 0  # failed rows are data (with their reason), not a failed run
 
