@@ -114,7 +114,7 @@ class FakeOpenAI:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
-        return site._server.sockets[0].getsockname()[1]
+        return self._runner.addresses[0][1]
 
     def start(self, port: int = 0) -> str:
         """Serve on 127.0.0.1 (a free port by default) in a daemon thread; returns the base_url ('.../v1')."""
