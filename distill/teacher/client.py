@@ -162,7 +162,7 @@ class TeacherClient:
     async def complete(self, body: dict, key: str | None = None) -> dict:
         """One chat completion with retries. Returns parse_response's dict, or {"status": "failed", "error", ...}."""
         cfg, payload = self.config, orjson.dumps(body)
-        headers = {"X-Distill-Key": key} if key else {}  # lets servers/logs correlate; ignored by vLLM and OpenAI
+        headers = {"X-Distill-Content-Key": key} if key else {}  # lets servers/logs correlate; ignored by vLLM and OpenAI
         url, errors = None, []
         for attempt in range(cfg.max_retries + 1):
             url = self._pick(avoid=url if len(errors) else None)

@@ -8,7 +8,7 @@
 Every request waits `latency_s` (asyncio.sleep: no CPU work) and is answered with a deterministic ECR-shaped trace.
 With probability `fault_rate` it instead gets the next fault in FAULTS order (so every kind shows up): 429 with
 Retry-After, 500, 503 with Retry-After, a stall past the client timeout, a dropped connection, malformed JSON,
-empty choices, or `finish_reason: length`. It records each request's content key (the `X-Distill-Key` header, else
+empty choices, or `finish_reason: length`. It records each request's content key (the `X-Distill-Content-Key` header, else
 the sha256 of the body) so tests can check what was (re)sent.
 """
 
@@ -69,7 +69,7 @@ class FakeOpenAI:
         if not self.parse:  # benchmark mode: no CPU work beyond reading the body
             await asyncio.sleep(self.latency_s)
             return web.Response(body=self._completion("fake", "0" * 12, "stop", 8), content_type="application/json")
-        key = request.headers.get("X-Distill-Key") or hashlib.sha256(raw).hexdigest()
+        key = request.headers.get("X-Distill-Content-Key") or hashlib.sha256(raw).hexdigest()
         self.seen_keys.append(key)
         if self.record:
             self.requests.append({"path": request.path, "headers": dict(request.headers), "body": orjson.loads(raw)})
