@@ -7,7 +7,8 @@ request after a fixed latency with no CPU work, so the best possible rate is con
 128 and 0.2 s). Reported: achieved req/s, its ratio to that limit, and client CPU ms per request, for text-only
 requests and for one distinct small image (base64 PNG data URL) per request; "ours + journal" is the path `generate`
 takes (client + journal + progress); "bare aiohttp loop" is the leanest loop possible, the ceiling on this machine
-at this moment (other processes share the CPUs), so ours / bare shows our own overhead. CPU ms/req counts this process only (the journaled case runs in a thread of it).
+at this moment (other processes share the CPUs), so ours / bare shows our own overhead. CPU ms/req counts this
+process only (the journaled case runs in a thread of it).
 Not a test: it prints figures only.
 """
 
@@ -85,8 +86,9 @@ async def bare_aiohttp(url: str, msgs: list, concurrency: int) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
         async def one(m):
-            async with sem, session.post(url + "/chat/completions", data=orjson.dumps(
-                    {"model": "fake", "messages": m, "max_tokens": 16}), headers={"Content-Type": "application/json"}) as r:  # fmt: skip
+            payload = orjson.dumps({"model": "fake", "messages": m, "max_tokens": 16})
+            headers = {"Content-Type": "application/json"}
+            async with sem, session.post(url + "/chat/completions", data=payload, headers=headers) as r:
                 assert orjson.loads(await r.read())["choices"]
 
         await asyncio.gather(*(one(m) for m in msgs))
@@ -125,7 +127,8 @@ def main() -> None:
         print(f"{'case':12s} {'client':28s} {'seconds':>8s} {'req/s':>8s} {'/limit':>7s} {'cpu ms/req':>11s}")
         for case, images in (("text", False), ("1 image/req", True)):
             msgs = messages_for(args.requests, images)
-            clients = (("bare aiohttp loop (ceiling)", bare_aiohttp), ("ours (aiohttp+orjson)", ours), ("ours + journal (generate)", ours_journaled),
+            clients = (("bare aiohttp loop (ceiling)", bare_aiohttp), ("ours (aiohttp+orjson)", ours),
+                       ("ours + journal (generate)", ours_journaled),
                        ("AsyncOpenAI + semaphore", plain_openai))  # fmt: skip
             for name, fn in clients:
                 wall, cpu = measure(fn, url, msgs, args.concurrency)

@@ -3,8 +3,8 @@
 Why not the `openai` SDK: at 128 requests in flight against a 0.2 s server (limit 640 req/s) the plain AsyncOpenAI
 client reaches 0.07-0.3 of the limit, CPU-bound in httpx's connection pool, and 0.66 with its aiohttp backend; a lean
 aiohttp + orjson loop reaches 0.92-0.94 (shared/ENV.md; `benchmarks/teacher_throughput.py` measures ours side by side).
-The teacher stage is client-bound at scale, so we speak the same wire format directly: POST `{base_url}/chat/completions`
-with `{"model", "messages", **sampling}` and `Authorization: Bearer <key>`; `tests/test_teacher_client.py` checks the
+The teacher stage is client-bound at scale, so we speak the same wire format directly:
+POST `{base_url}/chat/completions` with `{"model", "messages", **sampling}` and `Authorization: Bearer <key>`; `tests/test_teacher_client.py` checks the
 SDK and this client send and read the same shapes.
 
 Faults: 408/409/429/5xx, timeouts, dropped connections, malformed JSON and empty `choices` are retried with exponential
@@ -85,6 +85,11 @@ def _usage(data: dict) -> dict:
     }
 
 
+def failed_result(reason: str, attempts: int) -> dict:
+    return {"status": "failed", "error": reason, "content": None, "reasoning_content": None, "finish_reason": None,
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0}, "attempts": attempts}  # fmt: skip
+
+
 def parse_response(raw: bytes) -> tuple[dict | None, str | None]:
     """(result, None) for a usable chat completion body, else (None, retryable reason)."""
     try:
@@ -162,7 +167,9 @@ class TeacherClient:
     async def complete(self, body: dict, key: str | None = None) -> dict:
         """One chat completion with retries. Returns parse_response's dict, or {"status": "failed", "error", ...}."""
         cfg, payload = self.config, orjson.dumps(body)
-        headers = {"X-Distill-Content-Key": key} if key else {}  # lets servers/logs correlate; ignored by vLLM and OpenAI
+        headers = (
+            {"X-Distill-Content-Key": key} if key else {}
+        )  # lets servers/logs correlate; ignored by vLLM and OpenAI
         url, errors = None, []
         for attempt in range(cfg.max_retries + 1):
             url = self._pick(avoid=url if len(errors) else None)
@@ -188,9 +195,7 @@ class TeacherClient:
             else:  # full jitter: spreads retries of requests that failed together
                 delay = random.uniform(0.5, 1.0) * min(cfg.backoff_max_s, cfg.backoff_base_s * 2**attempt)
             await self._sleep(delay)
-        reason = f"failed after {len(errors)} attempt(s): {errors[-1]}"
-        return {"status": "failed", "error": reason, "content": None, "reasoning_content": None,
-                "finish_reason": None, "usage": {"prompt_tokens": 0, "completion_tokens": 0}, "attempts": len(errors)}  # fmt: skip
+        return failed_result(f"failed after {len(errors)} attempt(s): {errors[-1]}", len(errors))
 
     async def run(self, items: Iterable[tuple[str, dict | Callable[[], dict]]], on_result) -> None:
         """Send every (key, body or body factory) with `max_concurrency` workers; `on_result(key, result)` per item.
@@ -207,9 +212,7 @@ class TeacherClient:
                     try:
                         body = await loop.run_in_executor(None, body)
                     except Exception as e:
-                        on_result(key, {"status": "failed", "error": f"bad input: {e}", "content": None,
-                                        "reasoning_content": None, "finish_reason": None,
-                                        "usage": {"prompt_tokens": 0, "completion_tokens": 0}, "attempts": 0})  # fmt: skip
+                        on_result(key, failed_result(f"bad input: {e}", 0))
                         continue
                 on_result(key, await self.complete(body, key))
 

@@ -250,7 +250,8 @@ def main(config: GenerateConfig) -> int:
     }  # fmt: skip
     write_json_atomic(paths["summary"], summary)
     print(f"generate: {len(examples)} examples -> {n_rows} rows: {totals['ok']} ok, {totals['truncated']} truncated, "
-          f"{totals['failed']} failed{f' {dict(failed_reasons)}' if failed_reasons else ''}; sent {stats['to_send']} requests "
+          f"{totals['failed']} failed{f' {dict(failed_reasons)}' if failed_reasons else ''}; "
+          f"sent {stats['to_send']} requests "
           f"({stats['journaled_before']} answers from the journal, {stats['same_content']} same-content); "
           f"{totals['prompt_tokens']} prompt + {totals['completion_tokens']} completion tokens; "
           f"{len(problems)} bad input rows -> {config.output} (summary {paths['summary']})")  # fmt: skip

@@ -51,8 +51,9 @@ def drive(config: ClientConfig, journal: Journal, items: list[tuple[str, dict | 
         elif key not in seen:
             seen.add(key)
             todo.append((key, body))
-    stats = {"to_send": len(todo), "journaled_before": journaled, "same_content": len(items) - len(todo) - journaled, "ok": 0, "truncated": 0, "failed": 0,
-             "prompt_tokens": 0, "completion_tokens": 0, "retries": 0, "concurrency_decreases": 0}  # fmt: skip
+    stats = {"to_send": len(todo), "journaled_before": journaled, "same_content": len(items) - len(todo) - journaled,
+             "ok": 0, "truncated": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "retries": 0,
+             "concurrency_decreases": 0}  # fmt: skip
     failures: dict[str, dict] = {}
     if not todo:
         return failures, stats

@@ -8,8 +8,8 @@
 Every request waits `latency_s` (asyncio.sleep: no CPU work) and is answered with a deterministic ECR-shaped trace.
 With probability `fault_rate` it instead gets the next fault in FAULTS order (so every kind shows up): 429 with
 Retry-After, 500, 503 with Retry-After, a stall past the client timeout, a dropped connection, malformed JSON,
-empty choices, or `finish_reason: length`. It records each request's content key (the `X-Distill-Content-Key` header, else
-the sha256 of the body) so tests can check what was (re)sent.
+empty choices, or `finish_reason: length`. It records each request's content key (the `X-Distill-Content-Key`
+header, else the sha256 of the body) so tests can check what was (re)sent.
 """
 
 from __future__ import annotations
