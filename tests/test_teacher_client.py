@@ -5,7 +5,7 @@ import openai
 import orjson
 import pytest
 
-from distill.teacher.client import ClientConfig, TeacherClient, complete_many, parse_response
+from distill.teacher.client import ClientConfig, TeacherClient, complete_many, parse_response, retry_after_s
 from distill.teacher.limiter import AdaptiveLimiter
 from distill.testing.fake_openai import FakeOpenAI
 
@@ -193,3 +193,13 @@ def test_missing_key_env_is_a_clear_error(monkeypatch):
 def test_client_config_validation(kw, match):
     with pytest.raises(ValueError, match=match):
         ClientConfig(**{"base_urls": ["http://127.0.0.1:1/v1"], "model": "m", **kw})
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("3", 3.0), ("0.25", 0.25), ("-1", 0.0), (None, None), ("soon", None),
+     ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0)],  # now = 07:28:00 below
+)  # fmt: skip
+def test_retry_after_header(value, expected):
+    now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert retry_after_s(value, now=now) == expected

@@ -17,6 +17,7 @@ by `api_key_env` and scrubbed from every error message.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import os
 import random
 import time
@@ -70,11 +71,19 @@ class ClientConfig:
         return key
 
 
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:  # an HTTP date: rare from model servers; fall back to our own backoff
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
 
 
 def _usage(data: dict) -> dict:
@@ -155,7 +164,7 @@ class TeacherClient:
                     return result, err or "", None, True
                 retryable = resp.status in RETRY_STATUSES or resp.status >= 500
                 detail = raw[:300].decode("utf-8", "replace").strip()
-                return None, f"HTTP {resp.status}: {detail}", _retry_after(resp.headers.get("Retry-After")), retryable
+                return None, f"HTTP {resp.status}: {detail}", retry_after_s(resp.headers.get("Retry-After")), retryable
         except asyncio.TimeoutError:
             return None, f"timeout after {self.config.timeout_s:g} s", None, True
         except aiohttp.ClientError as e:  # refused, reset, server disconnected, payload errors

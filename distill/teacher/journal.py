@@ -6,7 +6,8 @@ same request always has the same key, whatever row order, shard, num_samples or 
 reuses every answer (curator-style). Only answers (ok / truncated) are journaled; failures are retried on the next run.
 
 Records are appended one flushed line each through `distill.io.AppendLog`: after `kill -9` at any moment the journal
-holds complete lines plus at most one torn tail, which AppendLog cuts on open. Only key -> byte offset is held in
+holds complete lines plus at most one torn tail, which AppendLog cuts on open. Lines are flushed, not fsynced: a killed
+process loses nothing (the OS has the bytes); a machine crash may lose the last answers, which are then re-sent. Only key -> byte offset is held in
 memory, so a journal of millions of answers stays cheap; `get` reads the record back from disk.
 One writer per journal (an flock refuses a second): shards write their own (their outputs differ), `distill merge`
 joins the outputs.
