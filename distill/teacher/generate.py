@@ -161,16 +161,25 @@ def plan(config: GenerateConfig, examples: list[dict], store: ImageStore) -> lis
 
 
 def dry_run(config: GenerateConfig, entries: list[dict], store: ImageStore, journaled: set[str]) -> dict:
-    todo = list({e["key"]: e for e in entries if "key" in e and e["key"] not in journaled}.values())
+    """Print (and return) what a real run would send; sends nothing and writes nothing."""
+    keyed = [e for e in entries if "key" in e]
+    todo = list({e["key"]: e for e in keyed if e["key"] not in journaled}.values())
     tokens = sum(approx_prompt_tokens(e["rendered"], store) for e in todo)
-    info = {"requests": len(todo), "already_journaled": len(entries) - len(todo), "approx_prompt_tokens": tokens}
-    print(f"dry run: {len(todo)} requests to send ({info['already_journaled']} journaled, same-content or unreadable), "
-          f"~{tokens} prompt tokens, at most {len(todo) * config.max_tokens} completion tokens")  # fmt: skip
+    n_journaled = sum(e["key"] in journaled for e in keyed)
+    info = {"requests": len(todo), "journaled": n_journaled, "same_content": len(keyed) - n_journaled - len(todo),
+            "unreadable_input": len(entries) - len(keyed), "approx_prompt_tokens": tokens}  # fmt: skip
+    print(f"dry run: {len(todo)} requests to send ({n_journaled} already journaled, {info['same_content']} same-content, "
+          f"{info['unreadable_input']} with unreadable images), ~{tokens} prompt tokens, "
+          f"at most {len(todo) * config.max_tokens} completion tokens")  # fmt: skip
     if config.price_input_per_mtok is not None:
         cost = tokens / 1e6 * config.price_input_per_mtok
-        worst = cost + len(todo) * config.max_tokens / 1e6 * (config.price_output_per_mtok or 0.0)
-        info.update(cost_prompt_usd=round(cost, 4), cost_upper_bound_usd=round(worst, 4))
-        print(f"cost: ${cost:.4f} for prompts, at most ${worst:.4f} with every completion at max_tokens")
+        info["cost_prompt_usd"] = round(cost, 4)
+        line = f"cost: ${cost:.4f} for prompts"
+        if config.price_output_per_mtok is not None:
+            worst = cost + len(todo) * config.max_tokens / 1e6 * config.price_output_per_mtok
+            info["cost_upper_bound_usd"] = round(worst, 4)
+            line += f", at most ${worst:.4f} in all (every completion at max_tokens)"
+        print(line)
     return info
 
 
@@ -215,7 +224,10 @@ def main(config: GenerateConfig) -> int:
         print(f"distill generate: {e}", file=sys.stderr)
         return 2
     if config.dry_run:
-        journaled = Journal(paths["journal"]).keys() if paths["journal"].exists() else set()
+        journaled: set[str] = set()
+        if paths["journal"].exists():
+            with Journal(paths["journal"]) as journal:
+                journaled = journal.keys()
         dry_run(config, entries, store, journaled)
         return 0
     try:
