@@ -15,6 +15,7 @@ from distill.teacher.prompts import (
     load_template,
     materialize,
     render,
+    render_messages,
 )
 
 PROMPTS = Path(__file__).resolve().parents[1] / "teacher_prompts"
@@ -70,6 +71,7 @@ def test_keyed_messages_hold_digests_and_materialize_resizes(store):
     img = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
     assert img.width % 28 == 0 and img.height % 28 == 0 and img.width * img.height <= 56 * 56
     assert r.messages[1]["content"][0]["image_url"]["url"].startswith(IMAGE_REF)  # keyed copy untouched
+    assert render_messages(vqa(), TemplateSet(PROMPTS), store) == sent
 
 
 def test_each_distinct_image_encoded_once(store):

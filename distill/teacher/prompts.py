@@ -208,6 +208,13 @@ def materialize(messages: list[dict], images: list[str], store: ImageStore) -> l
     return out
 
 
+def render_messages(example: dict, templates: TemplateSet, store: ImageStore, mode: str = "blind",
+                    side: str = "query") -> list[dict]:  # fmt: skip
+    """Ready-to-send OpenAI `messages` for one example (render + materialize), for callers outside `generate`."""
+    r = render(example, templates, store, mode, side)
+    return materialize(r.messages, r.images, store)
+
+
 def approx_prompt_tokens(rendered: Rendered, store: ImageStore) -> int:
     """Rough prompt size for dry runs: ~4 characters per text token plus each image's vision tokens."""
     chars = sum(len(m["content"]) if isinstance(m["content"], str) else
