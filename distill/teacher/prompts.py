@@ -10,6 +10,7 @@ Rendering happens in two steps so that keys never hold base64: `render` gives *k
 journal keys are computed over; `materialize` swaps in the base64 PNG data URLs (resized by `distill.images` to the
 recipe's min/max pixels) right before sending. `ImageStore` hashes each file once and encodes each distinct image once
 per run (LRU bounded by `cache_mb`, so num_samples, retries and repeated images reuse the encoding).
+`render_messages` does both steps for callers that just want ready-to-send messages.
 """
 
 from __future__ import annotations
