@@ -14,6 +14,8 @@ import sys
 VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "validate": ("distill.validate", ("ValidateConfig",), "check a dataset and its images; report bad rows by line"),
     "serve": ("distill.teacher.serve", ("ServeConfig",), "OpenAI-compatible server over local HF models (batched)"),
+    "generate": ("distill.teacher.generate", ("GenerateConfig",), "collect teacher ECR traces (journaled, resumable)"),
+    "merge": ("distill.teacher.merge", ("MergeConfig",), "join generate shards, one row per (id, sample_index)"),
 }
 
 

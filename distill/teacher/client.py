@@ -1,0 +1,258 @@
+"""Async client for OpenAI-compatible chat completions (vLLM, SGLang, OpenAI, `distill serve`), plus `complete_many`.
+
+Why not the `openai` SDK: at 128 requests in flight against a 0.2 s server (limit 640 req/s) the plain AsyncOpenAI
+client reaches 0.07-0.3 of the limit, CPU-bound in httpx's connection pool, and 0.66 with its aiohttp backend; a lean
+aiohttp + orjson loop reaches 0.92-0.94 (shared/ENV.md; `benchmarks/teacher_throughput.py` measures ours side by side).
+The teacher stage is client-bound at scale, so we speak the same wire format directly:
+POST `{base_url}/chat/completions` with `{"model", "messages", **sampling}` and `Authorization: Bearer <key>`; `tests/test_teacher_client.py` checks the
+SDK and this client send and read the same shapes.
+
+Faults: 408/409/429/5xx, timeouts, dropped connections, malformed JSON and empty `choices` are retried with exponential
+backoff and full jitter, honouring `Retry-After`; other 4xx fail at once. A 429 halves the concurrency window (once per
+window) and successes grow it back by ~1 per window (AIMD). Requests go to the least-busy `base_url`; one that drops
+connections rests briefly. `finish_reason == "length"` -> status `truncated`. The key is read from the env var named
+by `api_key_env` and scrubbed from every error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from distill.teacher.limiter import AdaptiveLimiter
+
+RETRY_STATUSES = {408, 409, 429}
+
+
+@dataclass
+class ClientConfig:
+    """Settings of the teacher client (no secrets: only the *name* of the env var holding the key)."""
+
+    base_urls: list[str]
+    model: str
+    api_key_env: str | None = None  # env var holding the API key; None = send no Authorization header
+    max_concurrency: int = 64  # requests in flight at most (across all base_urls)
+    min_concurrency: int = 1  # floor of the AIMD window after 429s
+    timeout_s: float = 600.0  # per attempt, whole request
+    max_retries: int = 6  # retries after the first attempt
+    backoff_base_s: float = 1.0  # first retry waits up to this, doubling each time
+    backoff_max_s: float = 60.0  # cap of one backoff wait
+    retry_after_max_s: float = 300.0  # cap on a server's Retry-After
+    progress: bool = True  # tqdm bar on stderr
+
+    def __post_init__(self):
+        if isinstance(self.base_urls, str):
+            self.base_urls = [self.base_urls]
+        self.base_urls = [u.rstrip("/") for u in self.base_urls]
+        if not self.base_urls or not all(u.startswith(("http://", "https://")) for u in self.base_urls):
+            raise ValueError(f"base_urls must be http(s) URLs, got {self.base_urls}")
+        if not self.model:
+            raise ValueError("model must be set")
+        if not 1 <= self.min_concurrency <= self.max_concurrency:
+            raise ValueError("need 1 <= min_concurrency <= max_concurrency")
+        if self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_base_s < 0:
+            raise ValueError("timeout_s must be > 0, max_retries and backoff_base_s >= 0")
+
+    def api_key(self) -> str | None:
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ValueError(f"environment variable {self.api_key_env} (api_key_env) is not set or empty")
+        return key
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def _usage(data: dict) -> dict:
+    u = data.get("usage") or {}
+    return {
+        "prompt_tokens": int(u.get("prompt_tokens") or 0),
+        "completion_tokens": int(u.get("completion_tokens") or 0),
+    }
+
+
+def failed_result(reason: str, attempts: int) -> dict:
+    return {"status": "failed", "error": reason, "content": None, "reasoning_content": None, "finish_reason": None,
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0}, "attempts": attempts}  # fmt: skip
+
+
+def parse_response(raw: bytes) -> tuple[dict | None, str | None]:
+    """(result, None) for a usable chat completion body, else (None, retryable reason)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, f"malformed JSON response ({len(raw)} bytes)"
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not choices or not isinstance(choices[0], dict):
+        return None, "response has no choices"
+    choice = choices[0]
+    msg = choice.get("message") or {}
+    content, reasoning = msg.get("content"), msg.get("reasoning_content") or msg.get("reasoning")
+    if content is None and not reasoning:
+        return None, "response message has no content"
+    finish = choice.get("finish_reason")
+    return {"status": "truncated" if finish == "length" else "ok", "model": data.get("model"), "content": content,
+            "reasoning_content": reasoning, "finish_reason": finish, "usage": _usage(data)}, None  # fmt: skip
+
+
+class TeacherClient:
+    """`async with TeacherClient(cfg) as c: await c.complete(body)` / `await c.run(items, on_result)`."""
+
+    def __init__(self, config: ClientConfig):
+        self.config = config
+        self._key = config.api_key()
+        self.limiter = AdaptiveLimiter(config.max_concurrency, config.min_concurrency)
+        self._busy = dict.fromkeys(config.base_urls, 0)
+        self._rest_until = dict.fromkeys(config.base_urls, 0.0)
+        self._turn = 0
+        self.retries = 0
+        self._sleep = asyncio.sleep  # tests swap in a recorder to check backoff delays without waiting
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> TeacherClient:
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        # limit=0: the AIMD window, not the connector, bounds concurrency; keep-alive connections are reused.
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._session.close()
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def _pick(self, avoid: str | None) -> str:
+        now, urls = time.monotonic(), self.config.base_urls
+        up = [u for u in urls if self._rest_until[u] <= now and u != avoid] or [u for u in urls if u != avoid] or urls
+        self._turn += 1
+        return min(up, key=lambda u: (self._busy[u], (urls.index(u) - self._turn) % len(urls)))
+
+    async def _attempt(self, url: str, payload: bytes, headers: dict) -> tuple[dict | None, str, float | None, bool]:
+        """(result, error, retry_after, retryable) of one POST."""
+        try:
+            async with self._session.post(url + "/chat/completions", data=payload, headers=headers) as resp:
+                raw = await resp.read()
+                if resp.status == 200:
+                    result, err = parse_response(raw)
+                    return result, err or "", None, True
+                retryable = resp.status in RETRY_STATUSES or resp.status >= 500
+                detail = raw[:300].decode("utf-8", "replace").strip()
+                return None, f"HTTP {resp.status}: {detail}", retry_after_s(resp.headers.get("Retry-After")), retryable
+        except asyncio.TimeoutError:
+            return None, f"timeout after {self.config.timeout_s:g} s", None, True
+        except aiohttp.ClientError as e:  # refused, reset, server disconnected, payload errors
+            self._rest_until[url] = time.monotonic() + min(30.0, 1.0 + self.config.backoff_base_s)
+            return None, f"connection error: {type(e).__name__}: {e}", None, True
+        except Exception as e:  # anything else is a bug or a bad request on our side: fail this row, keep the run
+            return None, f"client error: {type(e).__name__}: {e}", None, False
+
+    async def complete(self, body: dict, key: str | None = None) -> dict:
+        """One chat completion with retries. Returns parse_response's dict, or {"status": "failed", "error", ...}."""
+        cfg, payload = self.config, orjson.dumps(body)
+        headers = (
+            {"X-Distill-Content-Key": key} if key else {}
+        )  # lets servers/logs correlate; ignored by vLLM and OpenAI
+        url, errors = None, []
+        for attempt in range(cfg.max_retries + 1):
+            url = self._pick(avoid=url if len(errors) else None)
+            epoch = await self.limiter.acquire()
+            self._busy[url] += 1
+            try:
+                result, err, retry_after, retryable = await self._attempt(url, payload, headers)
+            finally:
+                self._busy[url] -= 1
+                self.limiter.release()
+            if result is not None:
+                self.limiter.on_success()
+                return {**result, "error": None, "attempts": attempt + 1}
+            err = self._scrub(err)
+            errors.append(err)
+            if err.startswith("HTTP 429"):
+                self.limiter.on_throttle(epoch)
+            if not retryable or attempt == cfg.max_retries:
+                break
+            self.retries += 1
+            if retry_after is not None:
+                delay = min(retry_after, cfg.retry_after_max_s) * random.uniform(1.0, 1.2)
+            else:  # full jitter: spreads retries of requests that failed together
+                delay = random.uniform(0.5, 1.0) * min(cfg.backoff_max_s, cfg.backoff_base_s * 2**attempt)
+            await self._sleep(delay)
+        return failed_result(f"failed after {len(errors)} attempt(s): {errors[-1]}", len(errors))
+
+    async def run(self, items: Iterable[tuple[str, dict | Callable[[], dict]]], on_result) -> None:
+        """Send every (key, body or body factory) with `max_concurrency` workers; `on_result(key, result)` per item.
+
+        A factory runs in a thread (image encoding stays off the event loop); if it raises, the item fails with the
+        reason and nothing is sent.
+        """
+        it = iter(items)
+        loop = asyncio.get_running_loop()
+
+        async def worker():
+            for key, body in it:  # a shared iterator: each worker pulls the next item
+                if callable(body):
+                    try:
+                        body = await loop.run_in_executor(None, body)
+                    except Exception as e:
+                        on_result(key, failed_result(f"bad input: {e}", 0))
+                        continue
+                on_result(key, await self.complete(body, key))
+
+        await asyncio.gather(*(worker() for _ in range(self.config.max_concurrency)))
+
+
+def complete_many(requests: list[dict], config: ClientConfig, journal_path: str | Path) -> list[dict]:
+    """Synchronous batch for callers such as the llm_judge scorer, through the same content-keyed journal.
+
+    requests: [{"messages": [...OpenAI messages...], "sampling": {...}, optional "model", optional "sample_index"}]
+    returns, in the same order: [{"status": "ok"|"truncated"|"failed", "text": str|None, "error": str|None,
+    "usage": {"prompt_tokens", "completion_tokens"}}]. Journaled answers are never re-sent; failures are not
+    journaled (a rerun retries them). Identical requests are sent once.
+    """
+    from distill.teacher.journal import Journal
+    from distill.teacher.run import drive, journal_key
+
+    keyed = [journal_key(r.get("model") or config.model, r["messages"], dict(r.get("sampling") or {}),
+                         int(r.get("sample_index", 0))) for r in requests]  # fmt: skip
+    bodies = {
+        key: {"model": r.get("model") or config.model, "messages": r["messages"], **(r.get("sampling") or {})}
+        for key, r in zip(keyed, requests, strict=True)
+    }
+    with Journal(journal_path) as journal:
+        failures, _ = drive(config, journal, list(bodies.items()), desc="complete_many")
+        records = {key: failures.get(key) or journal.get(key) for key in bodies}
+    out = []
+    for key in keyed:
+        rec = records[key]
+        text = rec.get("content")
+        if rec.get("reasoning_content") and rec["status"] != "failed":
+            text = f"<think>{rec['reasoning_content']}</think>{text or ''}"
+        out.append({"status": rec["status"], "text": text, "error": rec.get("error"), "usage": rec.get("usage") or {}})
+    return out

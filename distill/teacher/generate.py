@@ -1,0 +1,276 @@
+"""`distill generate`: ECR traces from a teacher behind any OpenAI-compatible endpoint; journaled, resumable, sharded.
+
+    distill generate --config recipes/demo/generate.yaml
+    distill generate --config recipes/qwen2vl-2b/generate.yaml --input mmeb_train/OK-VQA.parquet \
+        --output runs/okvqa/traces.shard3.jsonl --shard_index 3 --num_shards 16 --api_key_env VLLM_API_KEY
+
+Reads examples (`distill.data.mmeb.load_examples`; bad rows reported by line, fatal only with --strict), keeps this
+shard's ids (sha256 of the id mod num_shards), renders one prompt per example (teacher_prompts/, mode blind|hinted,
+side query|target) and sends num_samples requests each. Answers go to `<output stem>.journal.jsonl` as they arrive;
+a rerun of the same command sends only what the journal lacks. At the end the output is written atomically from the
+journal: exactly one trace row per (id, sample_index), in input order (schema: distill/records.py), failed rows
+included with their `error`. Next to it: `<stem>.summary.json` (counts, tokens, truncated, failed, the resolved config)
+and `<stem>.config.yaml`. The API key is read from the env var named by `api_key_env` and is never written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from tqdm import tqdm
+
+from distill.configs import config_dict, save_resolved_config
+from distill.data.mmeb import Problem, load_examples
+from distill.images import ImageError
+from distill.io import write_json_atomic, write_jsonl_atomic
+from distill.teacher.client import ClientConfig
+from distill.teacher.journal import Journal, request_key
+from distill.teacher.parse import parse_trace
+from distill.teacher.prompts import MODES, SIDES, ImageStore, TemplateSet, approx_prompt_tokens, materialize, render
+from distill.teacher.run import drive
+
+log = logging.getLogger(__name__)
+
+
+def _f(default, help_: str, **kw):
+    return field(default=default, metadata={"help": help_}, **kw)
+
+
+@dataclass
+class GenerateConfig:
+    input: str = _f(None, "Examples: .jsonl/.parquet/saved dataset, or a dir of per-subset files (required).")
+    output: str = _f(None, "Trace JSONL to write (required); journal/summary/config are written beside it.")
+    image_root: str = _f(".", "Directory the examples' image paths are relative to.")
+    subset: str | None = _f(None, "MMEB subset name (sets the task type); default: the file stem.")
+    strict: bool = _f(False, "Stop with exit 1 on the first bad input row instead of reporting it.")
+    prompts_dir: str = _f("teacher_prompts", "Directory of prompt templates (one YAML per task type).")
+    mode: str = _f("blind", "blind: the teacher sees the query only; hinted: also the gold answer/target.")
+    side: str = _f("query", "query: reason about the query; target: describe the positive (retrieval target side).")
+    base_url: list[str] = field(default_factory=lambda: ["http://127.0.0.1:8000/v1"],
+                                metadata={"help": "OpenAI-compatible base URL(s) incl. /v1; several = load-balanced."})  # fmt: skip
+    model: str = _f(None, "Model name sent in each request (required).")
+    image_model: str | None = _f(None, "Model name for requests that carry images; None = `model`.")
+    api_key_env: str | None = _f(None, "Name of the env var holding the API key; None = no key sent.")
+    max_concurrency: int = _f(64, "Requests in flight at most (AIMD window shrinks on 429 and recovers).")
+    timeout_s: float = _f(600.0, "Per-attempt request timeout, seconds.")
+    max_retries: int = _f(6, "Retries per request after the first attempt.")
+    backoff_base_s: float = _f(1.0, "First retry waits up to this many seconds, doubling per retry (with jitter).")
+    num_samples: int = _f(1, "Traces per example (sample_index 0..num_samples-1).")
+    temperature: float = _f(0.7, "Sampling temperature.")
+    top_p: float | None = _f(None, "Nucleus sampling; None = server default.")
+    max_tokens: int = _f(1024, "Completion token cap; answers that hit it are status=truncated.")
+    seed: int | None = _f(None, "Base seed; sample i sends seed+i. None = no seed.")
+    min_pixels: int = _f(4 * 28 * 28, "Images are resized (Qwen2-VL smart resize) to at least this many pixels.")
+    max_pixels: int = _f(1280 * 28 * 28, "... and at most this many (Qwen2-VL's default budget).")
+    shard_index: int = _f(0, "This shard (0-based), for Slurm arrays / Ray tasks.")
+    num_shards: int = _f(1, "Number of shards; examples split by sha256(id) mod num_shards.")
+    max_examples: int | None = _f(None, "Only the first N examples of this shard (smoke runs); None = all.")
+    dry_run: bool = _f(False, "Print request count, approx prompt tokens and cost; send nothing.")
+    price_input_per_mtok: float | None = _f(None, "USD per million prompt tokens (dry-run cost); None = no cost.")
+    price_output_per_mtok: float | None = _f(None, "USD per million completion tokens (dry-run upper bound).")
+    progress: bool = _f(True, "Show a tqdm progress bar.")
+
+    def __post_init__(self):
+        for name in ("input", "output", "model"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name} is required")
+        if self.mode not in MODES or self.side not in SIDES:
+            raise ValueError(f"mode must be one of {MODES}, side one of {SIDES}")
+        if isinstance(self.base_url, str):
+            self.base_url = [self.base_url]
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"need 0 <= shard_index < num_shards, got {self.shard_index}/{self.num_shards}")
+        if self.num_samples < 1 or self.max_tokens < 1 or not 0 < self.min_pixels <= self.max_pixels:
+            raise ValueError("need num_samples >= 1, max_tokens >= 1 and 0 < min_pixels <= max_pixels")
+        self.client()  # validates URLs / concurrency / retries
+
+    def client(self) -> ClientConfig:
+        return ClientConfig(base_urls=list(self.base_url), model=self.model, api_key_env=self.api_key_env,
+                            max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
+                            backoff_base_s=self.backoff_base_s, progress=self.progress)  # fmt: skip
+
+    def sampling(self, sample_index: int) -> dict:
+        s = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+             "seed": None if self.seed is None else self.seed + sample_index}  # fmt: skip
+        return {k: v for k, v in s.items() if v is not None}
+
+    def paths(self) -> dict[str, Path]:
+        out = Path(self.output)
+        stem = out.parent / (out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name)
+        return {"journal": Path(f"{stem}.journal.jsonl"), "summary": Path(f"{stem}.summary.json"),
+                "config": Path(f"{stem}.config.yaml")}  # fmt: skip
+
+
+def in_shard(example_id: str, shard_index: int, num_shards: int) -> bool:
+    """Deterministic split by id: the same id lands in the same shard on every machine and run."""
+    return int(hashlib.sha256(example_id.encode()).hexdigest()[:16], 16) % num_shards == shard_index
+
+
+def load_shard(config: GenerateConfig) -> tuple[list[dict], list[dict]]:
+    """(this shard's examples, problems [{line, id, reason}]); duplicate ids are problems, first one kept."""
+    examples, problems, seen = [], [], {}
+    for line, item in load_examples(config.input, config.subset):
+        if isinstance(item, Problem):
+            problems.append(item.as_dict())
+        elif in_shard(item["id"], config.shard_index, config.num_shards):
+            if item["id"] in seen:
+                problems.append(
+                    {"line": line, "id": item["id"], "reason": f"duplicate id (first on line {seen[item['id']]})"}
+                )
+                continue
+            seen[item["id"]] = line
+            examples.append(item)
+        if config.strict and problems:
+            break
+    if config.max_examples is not None:
+        examples = examples[: config.max_examples]
+    return examples, problems
+
+
+def _body(model: str, messages: list[dict], images: list[str], sampling: dict, store: ImageStore) -> dict:
+    return {"model": model, "messages": materialize(messages, images, store), **sampling}
+
+
+def plan(config: GenerateConfig, examples: list[dict], store: ImageStore) -> list[dict]:
+    """One entry per (example, sample): key, model, prompt ids, sampling, a body factory, or an input error."""
+    templates, out = TemplateSet(config.prompts_dir), []
+    # Rendering hashes every image file once (keys need the bytes' digest): a visible phase on large inputs.
+    for ex in tqdm(examples, desc="render", unit="ex", disable=not config.progress, mininterval=1.0):
+        try:
+            r = render(ex, templates, store, config.mode, config.side)
+        except (ImageError, OSError) as e:
+            out += [{"example": ex, "sample_index": i, "error": f"bad input: {e}"} for i in range(config.num_samples)]
+            continue
+        model = config.image_model if (r.images and config.image_model) else config.model
+        for i in range(config.num_samples):
+            sampling = config.sampling(i)
+            out.append({"example": ex, "sample_index": i, "key": request_key(model, r.messages, sampling, i),
+                        "model": model, "rendered": r, "sampling": sampling,
+                        # a factory when images must be encoded (run in a thread by the client), else the body itself
+                        "body": partial(_body, model, r.messages, r.images, sampling, store) if r.images
+                        else {"model": model, "messages": r.messages, **sampling}})  # fmt: skip
+    return out
+
+
+def dry_run(config: GenerateConfig, entries: list[dict], store: ImageStore, journaled: set[str]) -> dict:
+    """Print (and return) what a real run would send; sends nothing and writes nothing."""
+    keyed = [e for e in entries if "key" in e]
+    todo = list({e["key"]: e for e in keyed if e["key"] not in journaled}.values())
+    tokens = sum(approx_prompt_tokens(e["rendered"], store) for e in todo)
+    n_journaled = sum(e["key"] in journaled for e in keyed)
+    info = {"requests": len(todo), "journaled": n_journaled, "same_content": len(keyed) - n_journaled - len(todo),
+            "unreadable_input": len(entries) - len(keyed), "approx_prompt_tokens": tokens}  # fmt: skip
+    print(f"dry run: {len(todo)} requests to send ({n_journaled} already journaled, {info['same_content']} same-content, "
+          f"{info['unreadable_input']} with unreadable images), ~{tokens} prompt tokens, "
+          f"at most {len(todo) * config.max_tokens} completion tokens")  # fmt: skip
+    if config.price_input_per_mtok is not None:
+        cost = tokens / 1e6 * config.price_input_per_mtok
+        info["cost_prompt_usd"] = round(cost, 4)
+        line = f"cost: ${cost:.4f} for prompts"
+        if config.price_output_per_mtok is not None:
+            worst = cost + len(todo) * config.max_tokens / 1e6 * config.price_output_per_mtok
+            info["cost_upper_bound_usd"] = round(worst, 4)
+            line += f", at most ${worst:.4f} in all (every completion at max_tokens)"
+        print(line)
+    return info
+
+
+def trace_row(entry: dict, config: GenerateConfig, record: dict | None, error: str | None) -> dict:
+    """The output row for one (example, sample): the example + trace fields (distill/records.py)."""
+    r = entry.get("rendered")
+    row = {**entry["example"], "sample_index": entry["sample_index"]}
+    if record is not None:
+        row["trace"] = parse_trace(record.get("content"), record.get("reasoning_content"))
+    else:
+        row["trace"] = {"raw": "", "think": "", "final": ""}
+    row["teacher"] = {"model": entry.get("model", config.image_model or config.model),
+                      "prompt_id": r.prompt_id if r else None, "prompt_sha": r.prompt_sha if r else None,
+                      "mode": config.mode, "sampling": entry.get("sampling") or config.sampling(entry["sample_index"])}  # fmt: skip
+    row["usage"] = (record or {}).get("usage") or {"prompt_tokens": 0, "completion_tokens": 0}
+    row["status"] = record["status"] if record is not None else "failed"
+    row["error"] = None if record is not None else (error or "no answer")
+    if row["status"] == "truncated":
+        row["error"] = "finish_reason=length (hit max_tokens)"
+    return row
+
+
+def reason_class(error: str) -> str:
+    """'failed after 7 attempt(s): HTTP 503: {...}' -> 'HTTP 503' (for the summary's failed_reasons)."""
+    error = re.sub(r"^failed after \d+ attempt\(s\): ", "", error or "no answer")
+    return re.sub(r"\s*\(.*", "", error.split(":")[0]).strip()
+
+
+def main(config: GenerateConfig) -> int:
+    paths, start = config.paths(), time.monotonic()
+    examples, problems = load_shard(config)
+    for p in problems:
+        log.warning("%s:%s: %s", config.input, p["line"], p["reason"])
+    if config.strict and problems:
+        print(f"distill generate: stopping on bad input (--strict): {config.input}:{problems[0]['line']}: "
+              f"{problems[0]['reason']}", file=sys.stderr)  # fmt: skip
+        return 1
+    store = ImageStore(config.image_root, config.min_pixels, config.max_pixels)
+    try:
+        entries = plan(config, examples, store)
+    except ValueError as e:  # a broken prompt template: a config error, not a row error
+        print(f"distill generate: {e}", file=sys.stderr)
+        return 2
+    if config.dry_run:
+        journaled: set[str] = set()
+        if paths["journal"].exists():
+            with Journal(paths["journal"]) as journal:
+                journaled = journal.keys()
+        dry_run(config, entries, store, journaled)
+        return 0
+    try:
+        config.client().api_key()  # fail before any work when the named env var is missing
+    except ValueError as e:
+        print(f"distill generate: {e}", file=sys.stderr)
+        return 2
+    save_resolved_config(paths["config"], config)
+    totals: Counter = Counter()
+    failed_reasons: Counter = Counter()
+
+    def rows(journal: Journal, failures: dict):  # streamed into the atomic writer: no list of all rows in memory
+        for e in entries:
+            err = e.get("error") or failures.get(e.get("key"), {}).get("error")
+            row = trace_row(e, config, journal.get(e["key"]) if "key" in e else None, err)
+            totals.update({row["status"]: 1, **row["usage"]})
+            if row["status"] == "failed":
+                failed_reasons[reason_class(row["error"])] += 1
+            yield row
+
+    with Journal(paths["journal"]) as journal:
+        items = [(e["key"], e["body"]) for e in entries if "key" in e]
+        failures, stats = drive(config.client(), journal, items, desc="generate")
+        n_rows = write_jsonl_atomic(config.output, rows(journal, failures))
+    summary = {
+        "input": config.input, "output": config.output, "examples": len(examples), "bad_input_rows": len(problems),
+        "problems": problems[:200], "rows_out": n_rows, "ok": totals["ok"], "truncated": totals["truncated"],
+        "failed": totals["failed"], "failed_reasons": dict(failed_reasons),
+        "prompt_tokens": totals["prompt_tokens"], "completion_tokens": totals["completion_tokens"],
+        "requests": {**stats, "images_encoded": store.encoded}, "elapsed_s": round(time.monotonic() - start, 3),
+        "config": config_dict(config),
+    }  # fmt: skip
+    write_json_atomic(paths["summary"], summary)
+    print(f"generate: {len(examples)} examples -> {n_rows} rows: {totals['ok']} ok, {totals['truncated']} truncated, "
+          f"{totals['failed']} failed{f' {dict(failed_reasons)}' if failed_reasons else ''}; "
+          f"sent {stats['to_send']} requests "
+          f"({stats['journaled_before']} answers from the journal, {stats['same_content']} same-content); "
+          f"{totals['prompt_tokens']} prompt + {totals['completion_tokens']} completion tokens; "
+          f"{len(problems)} bad input rows -> {config.output} (summary {paths['summary']})")  # fmt: skip
+    return 0  # failed rows are data (with their reason), not a failed run
+
+
+if __name__ == "__main__":
+    from distill.cli import main as cli_main
+
+    sys.exit(cli_main(["generate", *sys.argv[1:]]))

@@ -1,0 +1,92 @@
+"""Content-keyed journal of paid teacher answers: what makes `generate` (and `complete_many`) resumable.
+
+Key = sha256 over (model, keyed messages with images as `image-sha256:` digests, sampling params, sample index): the
+same request always has the same key, whatever row order, shard, num_samples or parser is used. A record stores the
+*unparsed* response (content, reasoning_content, finish_reason, usage), so changing the parser or the output schema
+reuses every answer (curator-style). Only answers (ok / truncated) are journaled; failures are retried on the next run.
+
+Records are appended one flushed line each through `distill.io.AppendLog`: after `kill -9` at any moment the journal
+holds complete lines plus at most one torn tail, which AppendLog cuts on open. Lines are flushed, not fsynced: a killed
+process loses nothing (the OS has the bytes); a machine crash may lose the last answers, which are then re-sent. Only key -> byte offset is held in
+memory, so a journal of millions of answers stays cheap; `get` reads the record back from disk.
+One writer per journal (an flock refuses a second): shards write their own (their outputs differ), `distill merge`
+joins the outputs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+from pathlib import Path
+
+import orjson
+
+from distill.io import AppendLog, dumps
+
+
+def request_key(model: str, messages: list[dict], sampling: dict, sample_index: int = 0) -> str:
+    """The content key of one request. `messages` must be keyed (image refs, never base64)."""
+    payload = {"model": model, "messages": messages, "sampling": sampling, "sample_index": sample_index}
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class Journal:
+    """Append-only answer store: `key in journal`, `get(key)`, `put(key, record)`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch()
+        self._reader = open(self.path, "rb")
+        try:  # two writers would interleave lines: refuse clearly (the lock dies with its process, kill -9 included)
+            fcntl.flock(self._reader.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._reader.close()
+            raise RuntimeError(f"{self.path} is in use by another process (one writer per journal)") from None
+        self._log = AppendLog(self.path)  # cuts a torn tail first, so the scan below sees whole lines only
+        self._offsets: dict[str, int] = {}
+        self._size = 0
+        with open(self.path, "rb") as f:
+            for line in f:
+                try:
+                    key = orjson.loads(line).get("key")
+                except (orjson.JSONDecodeError, AttributeError):
+                    key = None
+                if isinstance(key, str):
+                    self._offsets.setdefault(key, self._size)
+                self._size += len(line)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._offsets
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def keys(self) -> set[str]:
+        return set(self._offsets)
+
+    def get(self, key: str) -> dict | None:
+        offset = self._offsets.get(key)
+        if offset is None:
+            return None
+        self._reader.seek(offset)
+        return orjson.loads(self._reader.readline())
+
+    def put(self, key: str, record: dict) -> None:
+        """Append `record` (a dict; `key` is added) unless the key is already journaled."""
+        if key in self._offsets:
+            return
+        row = {"key": key, **record}
+        self._log.append(row)
+        self._offsets[key] = self._size
+        self._size += len(dumps(row))
+
+    def close(self) -> None:
+        self._log.close()
+        self._reader.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

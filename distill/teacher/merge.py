@@ -1,0 +1,77 @@
+"""`distill merge`: join the trace shards of a Slurm array / Ray job into one file, one row per (id, sample_index).
+
+    distill merge --inputs runs/okvqa/traces.shard*.jsonl --output runs/okvqa/traces.jsonl
+
+Rows keep the order of the inputs as given. When the same (id, sample_index) appears twice (overlapping reruns), the
+better status wins (ok > truncated > failed), else the first seen. Bad lines are reported with file and line and
+skipped (exit 1 with --strict). The output is written atomically; a summary JSON is written beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.io import BadLine, iter_jsonl, write_json_atomic, write_jsonl_atomic
+
+log = logging.getLogger(__name__)
+RANK = {"ok": 0, "truncated": 1, "failed": 2}
+
+
+@dataclass
+class MergeConfig:
+    inputs: list[str] = field(default_factory=list, metadata={"help": "Trace shard files to join (glob-expanded)."})
+    output: str = field(default=None, metadata={"help": "Merged trace JSONL (required)."})
+    strict: bool = field(default=False, metadata={"help": "Exit 1 on the first bad line instead of skipping it."})
+
+    def __post_init__(self):
+        if not self.inputs or not self.output:
+            raise ValueError("--inputs (one or more files) and --output are required")
+        if str(Path(self.output).resolve()) in {str(Path(p).resolve()) for p in self.inputs}:
+            raise ValueError("--output must not be one of --inputs")
+
+
+def merge(inputs: list[str], strict: bool = False) -> tuple[list[dict], dict]:
+    """(merged rows, stats)."""
+    rows: dict[tuple, dict] = {}
+    stats = {"rows_in": 0, "duplicates": 0, "bad_lines": []}
+    for path in inputs:
+        for _, row in iter_jsonl(path):
+            if isinstance(row, BadLine) or "id" not in row or "sample_index" not in row:
+                reason = str(row) if isinstance(row, BadLine) else f"{path}: row without id/sample_index"
+                stats["bad_lines"].append(reason)
+                log.warning("%s", reason)
+                if strict:
+                    return [], stats
+                continue
+            stats["rows_in"] += 1
+            k = (row["id"], row["sample_index"])
+            if k in rows:
+                stats["duplicates"] += 1
+                if RANK.get(row.get("status"), 3) >= RANK.get(rows[k].get("status"), 3):
+                    continue
+            rows[k] = row
+    return list(rows.values()), stats
+
+
+def main(config: MergeConfig) -> int:
+    rows, stats = merge(config.inputs, config.strict)
+    if config.strict and stats["bad_lines"]:
+        print(f"distill merge: {stats['bad_lines'][0]}", file=sys.stderr)
+        return 1
+    n = write_jsonl_atomic(config.output, rows)
+    out = Path(config.output)
+    write_json_atomic(
+        out.with_name(out.stem + ".merge_summary.json"), {**stats, "inputs": config.inputs, "rows_out": n}
+    )
+    print(f"merge: {len(config.inputs)} files, {stats['rows_in']} rows -> {n} rows ({stats['duplicates']} duplicates, "
+          f"{len(stats['bad_lines'])} bad lines) -> {config.output}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    from distill.cli import main as cli_main
+
+    sys.exit(cli_main(["merge", *sys.argv[1:]]))

@@ -1,0 +1,223 @@
+"""ECR prompt templates (teacher_prompts/*.yaml) rendered into OpenAI chat `messages`.
+
+A template file holds `id`, `version`, `system`, `user` and `hint` (str.format fields: {instruction} {text} {answer}
+{target} {num_images}). Mode `blind` shows the query only; `hinted` adds the hint with the gold answer / target text and
+appends the target's images. Side `query` renders the example's query; side `target` renders its positive (the
+candidate) with the retrieval-target template and, when hinted, the query text as context.
+
+Rendering happens in two steps so that keys never hold base64: `render` gives *keyed* messages whose image parts carry
+`image-sha256:<digest>` (digest of the source file bytes and the resize budget), which is what prompt hashes and
+journal keys are computed over; `materialize` swaps in the base64 PNG data URLs (resized by `distill.images` to the
+recipe's min/max pixels) right before sending. `ImageStore` hashes each file once and encodes each distinct image once
+per run (LRU bounded by `cache_mb`, so num_samples, retries and repeated images reuse the encoding).
+`render_messages` does both steps for callers that just want ready-to-send messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import yaml
+
+from distill.images import data_url, encode_image, open_image, resize_to_budget, resolve_image, target_size
+
+MODES = ("blind", "hinted")
+SIDES = ("query", "target")
+FIELDS = {"instruction", "text", "answer", "target", "num_images"}
+IMAGE_REF = "image-sha256:"
+# Template file per task type on the query side; every task's target side uses retrieval_target.
+TASK_TEMPLATES = {
+    "vqa": "vqa.yaml",
+    "classification": "classification.yaml",
+    "retrieval": "retrieval_query.yaml",
+    "grounding": "grounding.yaml",
+    "video": "video.yaml",
+    "visdoc": "visdoc.yaml",
+}
+TARGET_TEMPLATE = "retrieval_target.yaml"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    id: str
+    version: int
+    system: str
+    user: str
+    hint: str
+    path: str
+
+    @property
+    def prompt_id(self) -> str:
+        return f"{self.id}@v{self.version}"
+
+
+def load_template(path: str | Path) -> PromptTemplate:
+    """Read and check one template file; ValueError names the file and the problem."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a prompt template must be a YAML mapping")
+    missing = [k for k in ("id", "version", "system", "user") if not data.get(k)]
+    unknown = set(data) - {"id", "version", "system", "user", "hint"}
+    if missing or unknown:
+        raise ValueError(f"{path}: missing keys {missing}, unknown keys {sorted(unknown)}")
+    for key in ("system", "user", "hint"):
+        used = {f for _, f, _, _ in string.Formatter().parse(data.get(key) or "") if f is not None}
+        if used - FIELDS:
+            raise ValueError(f"{path}: {key} uses unknown fields {sorted(used - FIELDS)} (allowed: {sorted(FIELDS)})")
+    return PromptTemplate(str(data["id"]), int(data["version"]), data["system"], data["user"], data.get("hint") or "",
+                          str(path))  # fmt: skip
+
+
+class TemplateSet:
+    """The templates of one prompts directory, loaded on first use."""
+
+    def __init__(self, prompts_dir: str | Path):
+        self.dir = Path(prompts_dir)
+        self._cache: dict[str, PromptTemplate] = {}
+
+    def for_example(self, task: str, side: str) -> PromptTemplate:
+        name = TARGET_TEMPLATE if side == "target" else TASK_TEMPLATES[task]
+        if name not in self._cache:
+            self._cache[name] = load_template(self.dir / name)
+        return self._cache[name]
+
+
+class ImageStore:
+    """Per-run image cache: `digest(rel)` (file sha256 + budget, for keys) and `data_url(rel)` (resized PNG, base64).
+
+    Thread-safe: `data_url` runs in a thread pool so encoding never blocks the event loop that drives requests.
+    """
+
+    def __init__(self, image_root: str | Path, min_pixels: int, max_pixels: int, cache_mb: float = 512):
+        self.root, self.min_pixels, self.max_pixels = Path(image_root), min_pixels, max_pixels
+        self._digests: dict[str, str] = {}
+        self._urls: OrderedDict[str, str] = OrderedDict()
+        self._bytes, self._limit = 0, int(cache_mb * 2**20)
+        self._lock = threading.Lock()
+        self._encoding: dict[str, threading.Lock] = {}  # path -> lock held while that image is being encoded
+        self.encoded = 0  # how many encodings were done (a test checks each distinct image is encoded once)
+
+    def digest(self, rel: str) -> str:
+        if rel not in self._digests:
+            h = hashlib.sha256(resolve_image(self.root, rel).read_bytes())
+            h.update(f"|{self.min_pixels}|{self.max_pixels}|png".encode())
+            self._digests[rel] = h.hexdigest()
+        return self._digests[rel]
+
+    def data_url(self, rel: str) -> str:
+        with self._lock:
+            if rel in self._urls:
+                self._urls.move_to_end(rel)
+                return self._urls[rel]
+            path_lock = self._encoding.setdefault(rel, threading.Lock())
+        with path_lock:  # samples of one example arrive together: one thread encodes, the others wait for it
+            with self._lock:
+                if rel in self._urls:
+                    return self._urls[rel]
+            img = resize_to_budget(open_image(resolve_image(self.root, rel)), self.min_pixels, self.max_pixels)
+            url = data_url(encode_image(img))
+            with self._lock:
+                self.encoded += 1
+                self._urls[rel] = url
+                self._bytes += len(url)
+                while self._bytes > self._limit and len(self._urls) > 1:
+                    self._bytes -= len(self._urls.popitem(last=False)[1])
+                self._encoding.pop(rel, None)
+        return url
+
+    def approx_tokens(self, rel: str) -> int:
+        """Vision tokens Qwen2-VL would spend on this image after resizing (one token per 28x28 patch group)."""
+        from PIL import Image
+
+        with Image.open(resolve_image(self.root, rel)) as im:  # header only, no decode
+            h, w = target_size(im.height, im.width, self.min_pixels, self.max_pixels)
+        return (h // 28) * (w // 28)
+
+
+@dataclass
+class Rendered:
+    """Keyed messages (image parts as `image-sha256:` refs), the image paths in part order, and the prompt hash."""
+
+    messages: list[dict]
+    images: list[str]
+    prompt_id: str
+    prompt_sha: str
+
+
+def _fill(template: str, fields: dict) -> str:
+    return re.sub(r"\n{3,}", "\n\n", template.format_map(fields)).strip()
+
+
+def _image_parts(images: list[str], store: ImageStore) -> list[dict]:
+    return [{"type": "image_url", "image_url": {"url": IMAGE_REF + store.digest(p)}} for p in images]
+
+
+def render(
+    example: dict, templates: TemplateSet, store: ImageStore, mode: str = "blind", side: str = "query"
+) -> Rendered:
+    """Keyed messages for one example; raises ImageError when an image cannot be read (the row then fails)."""
+    if mode not in MODES or side not in SIDES:
+        raise ValueError(f"mode must be one of {MODES} and side one of {SIDES}")
+    tpl = templates.for_example(example["task"], side)
+    subject, other = (
+        (example["query"], example["positive"]) if side == "query" else (example["positive"], example["query"])
+    )
+    hint_images = list(other["images"]) if side == "query" and mode == "hinted" else []
+    fields = {
+        "instruction": (example.get("instruction") or "") if side == "query" else "",  # it instructs the query side
+        "text": subject["text"],
+        "answer": example.get("answer") or other["text"],
+        "target": other["text"],
+        "num_images": len(subject["images"]),
+    }
+    text = _fill(tpl.user, fields)
+    if mode == "hinted" and tpl.hint:
+        text += "\n\n" + _fill(tpl.hint, fields)
+    images = list(subject["images"]) + hint_images
+    # Query images first, then the text (Qwen-VL convention), then the target images a hint refers to.
+    user: str | list[dict] = text  # plain string when there is no image: what text-only servers expect
+    if images:
+        user = [
+            *_image_parts(subject["images"], store),
+            {"type": "text", "text": text},
+            *_image_parts(hint_images, store),
+        ]
+    messages = [{"role": "system", "content": _fill(tpl.system, fields)}, {"role": "user", "content": user}]
+    sha = hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return Rendered(messages, images, tpl.prompt_id, sha)
+
+
+def materialize(messages: list[dict], images: list[str], store: ImageStore) -> list[dict]:
+    """A copy of keyed `messages` with each image ref replaced by its data URL (in part order); call off the loop."""
+    urls = iter([store.data_url(p) for p in images])
+    out = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, list):
+            content = [
+                {"type": "image_url", "image_url": {"url": next(urls)}} if part.get("type") == "image_url" else part
+                for part in content
+            ]
+        out.append({**m, "content": content})
+    return out
+
+
+def render_messages(example: dict, templates: TemplateSet, store: ImageStore, mode: str = "blind",
+                    side: str = "query") -> list[dict]:  # fmt: skip
+    """Ready-to-send OpenAI `messages` for one example (render + materialize), for callers outside `generate`."""
+    r = render(example, templates, store, mode, side)
+    return materialize(r.messages, r.images, store)
+
+
+def approx_prompt_tokens(rendered: Rendered, store: ImageStore) -> int:
+    """Rough prompt size for dry runs: ~4 characters per text token plus each image's vision tokens."""
+    chars = sum(len(m["content"]) if isinstance(m["content"], str) else
+                sum(len(p.get("text", "")) for p in m["content"]) for m in rendered.messages)  # fmt: skip
+    return chars // 4 + sum(store.approx_tokens(p) for p in rendered.images)

@@ -1,0 +1,104 @@
+import base64
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from distill.records import make_example, side
+from distill.teacher.prompts import (
+    IMAGE_REF,
+    TARGET_TEMPLATE,
+    TASK_TEMPLATES,
+    ImageStore,
+    TemplateSet,
+    load_template,
+    materialize,
+    render,
+    render_messages,
+)
+
+PROMPTS = Path(__file__).resolve().parents[1] / "teacher_prompts"
+
+
+@pytest.mark.parametrize("name", sorted({*TASK_TEMPLATES.values(), TARGET_TEMPLATE}))
+def test_every_template_loads_and_asks_for_think(name):
+    tpl = load_template(PROMPTS / name)
+    assert tpl.id and tpl.version >= 1 and tpl.hint
+    assert "<think>" in tpl.user and "</think>" in tpl.user
+
+
+def test_bad_template_field_is_named(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("id: x\nversion: 1\nsystem: s\nuser: 'hello {nonsense}'\n")
+    with pytest.raises(ValueError, match="nonsense"):
+        load_template(p)
+
+
+@pytest.fixture
+def store(tmp_path):
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        Image.new("RGB", (100, 60), colour).save(tmp_path / name)
+    return ImageStore(tmp_path, min_pixels=28 * 28, max_pixels=56 * 56)
+
+
+def vqa(img="a.png", answer="red"):
+    return make_example("ex1", "vqa", "OK-VQA", side("What colour?", [img]), "Represent the image with the question:",
+                        side(answer), [], answer)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "mode, side_, shows_answer",
+    [("blind", "query", False), ("hinted", "query", True), ("blind", "target", False), ("hinted", "target", True)],
+)
+def test_render_modes(store, mode, side_, shows_answer):
+    r = render(vqa(answer="crimson"), TemplateSet(PROMPTS), store, mode, side_)
+    user = r.messages[1]["content"]
+    text = user if isinstance(user, str) else " ".join(p.get("text", "") for p in user)
+    hidden = "crimson" if side_ == "query" else "What colour?"  # the other side: shown only when hinted
+    assert (hidden in text) == shows_answer
+    assert r.prompt_id == ("ecr-retrieval-target@v1" if side_ == "target" else "ecr-vqa@v1")
+    assert len(r.prompt_sha) == 64
+
+
+def test_keyed_messages_hold_digests_and_materialize_resizes(store):
+    r = render(vqa(), TemplateSet(PROMPTS), store)
+    part = r.messages[1]["content"][0]
+    assert part["image_url"]["url"].startswith(IMAGE_REF) and r.images == ["a.png"]
+    sent = materialize(r.messages, r.images, store)
+    url = sent[1]["content"][0]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    img = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert img.width % 28 == 0 and img.height % 28 == 0 and img.width * img.height <= 56 * 56
+    assert r.messages[1]["content"][0]["image_url"]["url"].startswith(IMAGE_REF)  # keyed copy untouched
+    assert render_messages(vqa(), TemplateSet(PROMPTS), store) == sent
+
+
+def test_each_distinct_image_encoded_once(store):
+    templates = TemplateSet(PROMPTS)
+    for img in ("a.png", "b.png", "a.png", "a.png", "b.png"):
+        r = render(vqa(img), templates, store)
+        materialize(r.messages, r.images, store)
+    assert store.encoded == 2
+
+
+def test_prompt_sha_changes_with_image_bytes_not_path(store, tmp_path):
+    templates = TemplateSet(PROMPTS)
+    Image.new("RGB", (100, 60), "red").save(tmp_path / "a_copy.png")
+    sha = {img: render(vqa(img), templates, store).prompt_sha for img in ("a.png", "a_copy.png", "b.png")}
+    assert sha["a.png"] == sha["a_copy.png"] != sha["b.png"]
+
+
+def test_text_only_query_is_a_plain_string_and_hinted_target_images_follow(store):
+    ex = make_example("t1", "retrieval", "MSCOCO_t2i", side("a red square"), "Find an image:", side("", ["a.png"]))
+    blind = render(ex, TemplateSet(PROMPTS), store, "blind")
+    assert isinstance(blind.messages[1]["content"], str) and blind.images == []
+    hinted = render(ex, TemplateSet(PROMPTS), store, "hinted")
+    parts = hinted.messages[1]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url"] and hinted.images == ["a.png"]
+
+
+def test_video_template_counts_frames(store):
+    ex = make_example("v1", "video", "MSR-VTT", side("what happens?", ["a.png", "b.png", "a.png"]), "", side("x"))
+    r = render(ex, TemplateSet(PROMPTS), store)
+    assert "The 3 images are frames" in r.messages[1]["content"][-1]["text"]
