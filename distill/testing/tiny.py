@@ -52,7 +52,9 @@ def build_tokenizer(vocab_size: int = 400):
 
     spec = json.loads(model)["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]  # tuples, not "a b"
-    vocab = {tok: i for tok, i in spec["vocab"].items() if tok not in SPECIAL_TOKENS}
+    # Keep the special tokens in the vocab at the ids the trainer gave them: dropping them would let the added
+    # specials take ids already used by ordinary merges (e.g. "user" decoding as <|vision_start|>).
+    vocab = dict(spec["vocab"])
     tok = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
