@@ -79,13 +79,16 @@ def peft_config(model_args, exclude_vision: bool, vision_modules: list[str]):
         return None
     from peft import LoraConfig
 
-    targets = model_args.lora_target_modules or ["all-linear"]
-    exclude = rf".*\.({'|'.join(map(re.escape, vision_modules))})\..*" if exclude_vision else None
+    targets = model_args.lora_target_modules or "all-linear"  # ModelConfig already unwraps a one-element list
+    if not isinstance(targets, str) and len(targets) == 1:
+        targets = targets[0]
+    names = "|".join(map(re.escape, vision_modules))
+    exclude = rf".*\.({names})(\..*)?" if exclude_vision else None
     return LoraConfig(
         r=model_args.lora_r,
         lora_alpha=model_args.lora_alpha,
         lora_dropout=model_args.lora_dropout,
-        target_modules=targets[0] if len(targets) == 1 else list(targets),
+        target_modules=targets if isinstance(targets, str) else list(targets),
         exclude_modules=exclude,
         modules_to_save=model_args.lora_modules_to_save,
         task_type=model_args.lora_task_type,

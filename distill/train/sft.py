@@ -26,8 +26,6 @@ from pathlib import Path
 import torch
 from trl import ModelConfig, SFTConfig
 
-__all__ = ["ModelConfig", "TrainConfig", "main", "run"]
-
 log = logging.getLogger(__name__)
 
 
@@ -71,6 +69,8 @@ class TrainConfig(SFTConfig):
     )
 
     def __post_init__(self):
+        if self.deepspeed and "RANK" not in os.environ and "LOCAL_RANK" not in os.environ:
+            _single_process_deepspeed_env()
         if self.bf16 is None and not self.fp16:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
         super().__post_init__()
@@ -82,6 +82,26 @@ class TrainConfig(SFTConfig):
             raise ValueError(f"min_pixels {self.min_pixels} > max_pixels {self.max_pixels}")
         if self.packing or self.padding_free:
             raise ValueError("packing / padding_free are not supported for vision datasets (TRL); use group_by_length")
+
+
+def _single_process_deepspeed_env() -> None:
+    """Let `distill train --deepspeed X.json` run without a launcher: one rank on a free loopback port.
+
+    On a CPU-only machine DeepSpeed would also JIT-compile its shared-memory comm op (minutes, and useless for one
+    process), so it is marked unavailable.
+    """
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
+                 ("MASTER_PORT", str(port))):  # fmt: skip
+        os.environ.setdefault(k, v)
+    if not torch.cuda.is_available():
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def _last_checkpoint(config: TrainConfig) -> str | None:
