@@ -199,6 +199,7 @@ def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict:
         "pad_fraction": round(trainer.pad_fraction(), 4),
         "real_tokens": trainer.padding["real"],
         "tokens_per_second": round(trainer.padding["real"] / train_seconds, 1) if train_seconds else None,
+        "batch_kinds": trainer.batch_kinds,
         "text_only_batches_guarded": trainer.padding["guarded_batches"],
         "train_seconds": round(train_seconds, 2),
     }

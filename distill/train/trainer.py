@@ -37,6 +37,7 @@ class DistillSFTTrainer(SFTTrainer):
         self._vision_dummy = vision_dummy  # processor outputs for one blank image; None disables the guard
         self._model_card_fn = model_card_fn
         self.padding = {"real": 0, "total": 0, "window_real": 0, "window_total": 0, "guarded_batches": 0}
+        self.batch_kinds = {"image": 0, "mixed": 0, "text_only": 0}  # batches by how many rows hold images
         super().__init__(*args, **kwargs)
 
     def _get_train_sampler(self, train_dataset=None):
@@ -62,6 +63,11 @@ class DistillSFTTrainer(SFTTrainer):
             real, total = int(inputs["attention_mask"].sum()), inputs["attention_mask"].numel()
             for k, v in (("real", real), ("total", total), ("window_real", real), ("window_total", total)):
                 self.padding[k] += v
+            image_id = getattr(self.processing_class, "image_token_id", None)
+            if image_id is not None:
+                n_img = int((inputs["input_ids"] == image_id).any(dim=1).sum())
+                kind = "text_only" if n_img == 0 else "image" if n_img == len(inputs["input_ids"]) else "mixed"
+                self.batch_kinds[kind] += 1
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if model.training and self._vision_dummy is not None and "pixel_values" not in inputs:
             self.padding["guarded_batches"] += 1
