@@ -19,8 +19,6 @@ from transformers import AutoProcessor
 from trl import SFTConfig, SFTTrainer
 
 
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")

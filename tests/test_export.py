@@ -75,7 +75,10 @@ def test_export_strict_stops_at_first_bad_row(tmp_path, demo_dir, kept_rows):
         ({"id": "a", "query": {}, "trace": {"think": "t", "final": "f"}, "status": "ok"}, None),
         ({"id": "a", "query": {}, "trace": {"think": "t", "final": ""}}, "empty final part"),
         ({"id": "a", "query": {}}, "missing field 'trace'"),
-        ({"id": "a", "query": {}, "trace": {"think": "t", "final": "f"}, "status": "truncated"}, "status is 'truncated'"),
+        (
+            {"id": "a", "query": {}, "trace": {"think": "t", "final": "f"}, "status": "truncated"},
+            "status is 'truncated'",
+        ),
     ],
 )
 def test_row_problem(row, problem):

@@ -39,7 +39,9 @@ def tokenize_row(processor, row: dict, chat_template: str | None = None) -> dict
     )  # fmt: skip
 
 
-def preflight(dataset, processor, max_length: int | None, chat_template: str | None = None, num_proc: int | None = None):
+def preflight(
+    dataset, processor, max_length: int | None, chat_template: str | None = None, num_proc: int | None = None
+):
     """(dataset without over-long rows, their token lengths, report). Never truncates."""
     from datasets import Dataset
 

@@ -33,7 +33,11 @@ def _rates(obj, prefix: str = "") -> dict[str, float]:
     if isinstance(obj, dict):
         for k, v in obj.items():
             key = f"{prefix}{k}"
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and ("rate" in k or "keep" in k or "kept" in k):
+            if (
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and any(w in k for w in ("rate", "fraction", "keep"))
+            ):
                 out[key] = v
             elif isinstance(v, dict):
                 out.update(_rates(v, key + "."))

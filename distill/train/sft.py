@@ -48,9 +48,13 @@ class TrainConfig(SFTConfig):
     max_pixels: int | None = field(default=None, metadata={"help": "Processor max image area (px); None: its own."})
     text_only_batch_guard: bool = field(
         default=True,
-        metadata={"help": "Run a zero-weight dummy image through the vision tower on image-free batches (ZeRO-3 hang)."},
+        metadata={
+            "help": "Run a zero-weight dummy image through the vision tower on image-free batches (ZeRO-3 hang)."
+        },
     )
-    audit_rows: int = field(default=16, metadata={"help": "Rows collated and audited for the label mask before step 1."})
+    audit_rows: int = field(
+        default=16, metadata={"help": "Rows collated and audited for the label mask before step 1."}
+    )
     merge_lora_on_save: bool = field(
         default=False, metadata={"help": "With LoRA, also save the merged full model to <output_dir>/merged."}
     )
@@ -127,9 +131,11 @@ def _vision_dummy(processor):
 def _merge_lora(config: TrainConfig, model_args: ModelConfig, processor) -> str:
     """Reload base + saved adapter on CPU, merge, save to <output_dir>/merged (works after ZeRO-3 too)."""
     from peft import PeftModel
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     from distill.train.model import load_model
 
+    unset_hf_deepspeed_config()  # training is over: load the base whole, not as ZeRO-3 partitions
     base = load_model(model_args, bf16=False)
     merged = PeftModel.from_pretrained(base, config.output_dir).merge_and_unload()
     path = str(Path(config.output_dir) / "merged")

@@ -8,6 +8,9 @@
   (zero for the tower), every rank takes part in every gather.
 - The padding fraction of the batches (`pad_fraction` in the logs; running totals in `padding`).
 - Our model card (lineage) instead of TRL's, also in checkpoints.
+- Correct resume of a full (non-DeepSpeed, non-PEFT) finetune: transformers 5.24's Trainer reloads a checkpoint with
+  a raw `load_state_dict`, but `save_pretrained` wrote it in the original checkpoint key format (Qwen2-VL: `visual.*`,
+  not `model.visual.*`), so every renamed weight silently kept its pre-resume value (only a warning is logged).
 """
 
 from __future__ import annotations
@@ -39,6 +42,18 @@ class DistillSFTTrainer(SFTTrainer):
         self.padding = {"real": 0, "total": 0, "window_real": 0, "window_total": 0, "guarded_batches": 0}
         self.batch_kinds = {"image": 0, "mixed": 0, "text_only": 0}  # batches by how many rows hold images
         super().__init__(*args, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        from transformers import PreTrainedModel
+
+        model = model if model is not None else self.model
+        plain = isinstance(model, PreTrainedModel) and not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+        if not plain:  # DeepSpeed loads its own state files; PEFT loads adapters with PEFT's names
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        # from_pretrained applies the model's key mapping; then every tensor must land (strict)
+        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+        log.info("resumed model weights from %s", resume_from_checkpoint)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.args.train_sampling_strategy == "group_by_length" and self._lengths is not None:
