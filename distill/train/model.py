@@ -55,8 +55,8 @@ def model_dtype(model_args, bf16: bool):
 
 def load_model(model_args, bf16: bool):
     """The student as an `AutoModelForImageTextToText`, quantized for QLoRA when `load_in_4bit`/`load_in_8bit`."""
-    from transformers import AutoModelForImageTextToText
     from accelerate import PartialState
+    from transformers import AutoModelForImageTextToText
     from trl.trainer.utils import get_quantization_config
 
     kwargs = {"dtype": model_dtype(model_args, bf16), "revision": model_args.model_revision}
