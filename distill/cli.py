@@ -14,11 +14,7 @@ import sys
 VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "validate": ("distill.validate", ("ValidateConfig",), "check a dataset and its images; report bad rows by line"),
     "export": ("distill.export", ("ExportConfig",), "kept traces -> TRL vision-language SFT dataset (+ JSONL)"),
-    "train": (
-        "distill.train.sft",
-        ("TrainConfig", "ModelConfig"),
-        "SFT the student on an export (TRL + PEFT + DeepSpeed)",
-    ),
+    "train": ("distill.train.sft", ("TrainConfig", "ModelConfig"), "SFT the student (TRL + PEFT + DeepSpeed)"),
 }
 
 
