@@ -189,7 +189,9 @@ def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict:
     trainer, processor, pf, dataset = build(config, model_args, callbacks)
     if trainer.is_world_process_zero():
         save_resolved_config(out / "train_config.yaml", config, model_args)
-    rows = [dataset[i] for i in range(min(config.audit_rows, len(dataset)))]
+    # rows spread over the whole dataset, so every subset / task (and text-only rows) tends to be audited
+    k, n = min(config.audit_rows, len(dataset)), len(dataset)
+    rows = [dataset[i] for i in sorted({round(j * (n - 1) / max(k - 1, 1)) for j in range(k)})]
     report = audit(trainer.data_collator, processor, rows, trainer.chat_template, config.per_device_train_batch_size)
     lineage_args = dict(config=resolved, dataset_path=config.dataset_path, preflight=pf, audit=report)
     trainer._model_card_fn = lambda tr: write_lineage(config.output_dir, build_lineage(**lineage_args, result=None))
