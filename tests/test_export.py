@@ -97,3 +97,15 @@ def test_texts():
 def test_export_config_validation(kw):
     with pytest.raises(ValueError):
         ExportConfig(**{"input": "k.jsonl", "output": "o", **kw})
+
+
+def test_export_cli(tmp_path, demo_dir, kept_rows, capsys):
+    from distill.cli import main
+
+    write_jsonl_atomic(tmp_path / "kept.jsonl", kept_rows[:3])
+    out = tmp_path / "export"
+    rc = main(["export", "--input", str(tmp_path / "kept.jsonl"), "--output", str(out), "--image_root", str(demo_dir),
+               "--max_pixels", str(TINY_MAX)])  # fmt: skip
+    assert rc == 0 and "3 rows in, 3 exported, 0 quarantined" in capsys.readouterr().out
+    assert (out / "export_config.yaml").exists() and json.loads((out / "summary.json").read_text())["rows_out"] == 3
+    assert main(["export", "--input", "k.jsonl", "--output", str(out), "--bogus", "1"]) != 0

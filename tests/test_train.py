@@ -1,6 +1,6 @@
 """`distill train` end to end on the tiny VLM, each run in its own subprocess (accelerate/DeepSpeed keep global state).
 
-Seven runs (CPU, ~7 s each, mostly imports): a full finetune without DeepSpeed, with ZeRO-2 and with ZeRO-3 (same
+Eight runs (CPU, ~7 s each, mostly imports): a full finetune without DeepSpeed and with ZeRO-1, -2 and -3 (same
 losses); the first run's config killed after its step-4 checkpoint and resumed (same losses as uninterrupted); LoRA
 under ZeRO-3 (default length-grouped order) with a merged export; the export trained by a plain TRL script.
 """
@@ -64,8 +64,8 @@ SEQ = ["--train_sampling_strategy", "sequential", "--save_strategy", "steps", "-
 def sequential_runs(tiny_vlm, export_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("seq")
     runs: dict = {"dir": tmp}
-    for name, flags in (("plain", []), ("zero2", ["--deepspeed", "recipes/deepspeed/zero2.json"]),
-                        ("zero3", ["--deepspeed", "recipes/deepspeed/zero3.json"])):  # fmt: skip
+    for name in ("plain", "zero1", "zero2", "zero3"):
+        flags = [] if name == "plain" else ["--deepspeed", f"recipes/deepspeed/{name}.json"]
         runs[name] = _summary(_train(tiny_vlm, export_dir, tmp / name, *SEQ, *flags), tmp / name)
     return runs
 
@@ -98,9 +98,9 @@ def test_lineage_and_model_card(sequential_runs):
     assert (base / "train_config.yaml").exists() and lineage["result"]["global_step"] == 12
 
 
-def test_deepspeed_zero2_and_zero3_match_plain_and_zero3_handles_mixed_batches(sequential_runs):
+def test_deepspeed_zero123_match_plain_and_zero3_handles_mixed_batches(sequential_runs):
     plain = sequential_runs["plain"]["losses"]
-    for name in ("zero2", "zero3"):
+    for name in ("zero1", "zero2", "zero3"):
         assert sequential_runs[name]["losses"] == pytest.approx(plain, rel=RTOL), name
     kinds = sequential_runs["zero3"]["batch_kinds"]
     assert kinds["mixed"] >= 1 and kinds["text_only"] >= 1 and kinds["image"] >= 1
