@@ -95,7 +95,10 @@ def audit_batch(processor, batch: dict, rows: list[dict], chat_template: str | N
         counts["supervised"].update(full_roles[j] for j in sup)
         bad = Counter(full_roles[j] for j in sup if full_roles[j] in FORBIDDEN)
         if bad:
-            raise LabelMaskError(f"row {row.get('id')}: labels supervise non-assistant tokens {dict(bad)}")
+            raise LabelMaskError(
+                f"row {row.get('id')}: labels supervise non-assistant tokens {dict(bad)}; training would learn the "
+                "prompt. Set assistant_only_loss: true and use a chat template with {% generation %} markers."
+            )
         if not sup:
             raise LabelMaskError(f"row {row.get('id')}: no supervised token (assistant turn missing or truncated)")
         got = tok.decode([ids[j] for j in sup], skip_special_tokens=False)
