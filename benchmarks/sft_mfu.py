@@ -1,0 +1,188 @@
+"""MFU of `distill train` (the same `distill.train.sft.run` path) on a random-init Qwen2-VL-2B-sized model, GPU only.
+
+    python benchmarks/sft_mfu.py --out /tmp/mfu [--batch 16 --steps 20 --peak_tflops 989.4]
+    python benchmarks/sft_mfu.py --out /tmp/mfu --size tiny --steps 4 --batch 2   # CPU smoke test of the script
+
+Model: Qwen2-VL-2B's shapes (LM hidden 1536, 28 layers, 12 heads, 2 KV heads, MLP 8960, vocab 151936, tied
+embeddings; vision depth 32, width 1280, 16 heads), random weights in bf16, with the tiny in-process tokenizer (token
+ids < 400: the vocab size only sets the embedding / LM-head shapes). Rows: synthetic, identical length (one 448x448
+image = 256 visual tokens, then instruction text and a long assistant trace), so no padding. Settings as the 2B
+recipe: vision tower frozen, merger trained, loss on the trace, bf16, AdamW; activation checkpointing off (MFU counts
+no recompute).
+
+FLOPs per row (forward + backward = 3x forward, PaLM's convention, causal attention counted in full):
+    LM      6 * (N_lm_nonembedding + d*V) * T  +  12 * L * d * T^2
+    vision  2 * N_vision_blocks * P  +  4 * depth * P^2 * width       (frozen tower: forward only)
+    merger  6 * N_merger * P/4                                        (trained)
+with T tokens per row (pre-flight count), P = 1024 patches per image. MFU = FLOPs per step / mean step time (steps
+after the first 5, wall time between step ends, so data loading counts) / peak (H200 bf16 dense: 989.4 TFLOP/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+SIZES = {
+    "2b": dict(text=dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                         intermediate_size=8960, vocab_size=151936, mrope=[16, 24, 24], tie=True),
+               vision=dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4)),
+    "tiny": dict(text=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           intermediate_size=128, vocab_size=400, mrope=[2, 3, 3], tie=False),
+                 vision=dict(depth=1, embed_dim=32, num_heads=2, mlp_ratio=2)),
+}  # fmt: skip
+
+
+def build_model(path: Path, size: str, image_side: int) -> None:
+    from transformers import AutoModelForImageTextToText, Qwen2VLConfig
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from distill.processing import ImageOnlyQwen2VLProcessor
+    from distill.testing.tiny import SPECIAL_TOKENS, build_tokenizer
+
+    tok = build_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    t, v = SIZES[size]["text"], SIZES[size]["vision"]
+    text = dict(hidden_size=t["hidden_size"], num_hidden_layers=t["num_hidden_layers"],
+                num_attention_heads=t["num_attention_heads"], num_key_value_heads=t["num_key_value_heads"],
+                intermediate_size=t["intermediate_size"], vocab_size=t["vocab_size"], max_position_embeddings=32768,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": t["mrope"]},
+                tie_word_embeddings=t["tie"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])  # fmt: skip
+    vision = dict(depth=v["depth"], embed_dim=v["embed_dim"], hidden_size=t["hidden_size"], num_heads=v["num_heads"],
+                  mlp_ratio=v["mlp_ratio"], patch_size=14, spatial_merge_size=2, temporal_patch_size=2)  # fmt: skip
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                           video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                           vision_end_token_id=ids["<|vision_end|>"], eos_token_id=ids["<|im_end|>"],
+                           pad_token_id=ids["<|endoftext|>"], tie_word_embeddings=t["tie"])  # fmt: skip
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(path)
+    px = image_side * image_side
+    ImageOnlyQwen2VLProcessor(Qwen2VLImageProcessorPil(min_pixels=px, max_pixels=px), tok,
+                              chat_template=tok.chat_template).save_pretrained(path)  # fmt: skip
+    tok.save_pretrained(path)
+    del model
+
+
+def build_data(path: Path, rows: int, image_side: int, trace_tokens: int, tokenizer) -> None:
+    from datasets import Dataset
+    from PIL import Image, ImageDraw
+
+    from distill.export import _features
+
+    images = []
+    for k in range(8):
+        img = Image.new("RGB", (image_side, image_side), (255, 255, 255))
+        ImageDraw.Draw(img).ellipse((20 * k, 30, 200 + 20 * k, 260), fill=(30 * k, 200 - 20 * k, 90))
+        images.append(img)
+    words = "the red circle is left of the blue square and the answer is three".split()
+    trace, i = [], 0
+    while len(tokenizer(" ".join(trace))["input_ids"]) < trace_tokens:
+        trace.append(words[i % len(words)])
+        i += 1
+    think = " ".join(trace)
+    data = [{"id": f"syn-{r}", "task": "vqa", "dataset": "synthetic", "sample_index": 0, "images": [images[r % 8]],
+             "messages": [{"role": "user", "content": "Represent the given image with the following question: "
+                           "How many shapes are in the image?"},
+                          {"role": "assistant", "content": f"<think>{think}</think>\nAnswer: three"}]}
+            for r in range(rows)]  # fmt: skip
+    Dataset.from_list(data, features=_features()).save_to_disk(str(path / "dataset"))
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.ends: list[float] = []
+
+    def on_step_end(self, args, state, control, **kw):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.ends.append(time.perf_counter())
+
+
+def flops_per_row(model_dir: Path, tokens: float, patches: int) -> dict:
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model_dir)
+    t, v = c.text_config, c.vision_config
+    d, L, V, ff = t.hidden_size, t.num_hidden_layers, t.vocab_size, t.intermediate_size
+    kv = t.num_key_value_heads * (d // t.num_attention_heads)
+    n_layer = d * d * 2 + d * kv * 2 + 3 * d * ff  # q, o, k, v, gate/up/down (biases and norms negligible)
+    n_lm = L * n_layer
+    e = v.embed_dim
+    n_vis = v.depth * (4 * e * e + 2 * e * e * v.mlp_ratio)
+    n_merger = (4 * e) * (4 * e) + (4 * e) * d
+    lm = 6 * (n_lm + d * V) * tokens + 12 * L * d * tokens**2
+    vision = 2 * n_vis * patches + 4 * v.depth * patches**2 * e
+    merger = 6 * n_merger * patches / 4
+    return {"lm": lm, "vision": vision, "merger": merger, "total": lm + vision + merger, "n_lm_nonembedding": n_lm,
+            "n_vision_blocks": n_vis}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--size", default="2b", choices=sorted(SIZES))
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--image", type=int, default=448)
+    ap.add_argument("--trace_tokens", type=int, default=768)
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--peak_tflops", type=float, default=989.4)
+    ap.add_argument("--result", default=None, help="Also write the result JSON here.")
+    args = ap.parse_args()
+    out = Path(args.out)
+    t0 = time.time()
+    build_model(out / "model", args.size, args.image)
+    from transformers import AutoTokenizer
+
+    build_data(out / "data", args.steps * args.batch, args.image, args.trace_tokens,
+               AutoTokenizer.from_pretrained(out / "model"))  # fmt: skip
+    setup_s = time.time() - t0
+
+    from distill.configs import parse_configs
+    from distill.train.sft import ModelConfig, TrainConfig, run
+
+    gpu = torch.cuda.is_available()
+    flags = ["--model_name_or_path", str(out / "model"), "--dataset_path", str(out / "data"), "--output_dir",
+             str(out / "run"), "--max_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch),
+             "--learning_rate", "2e-5", "--dtype", "bfloat16", "--bf16", str(gpu).lower(), "--activation_checkpointing",
+             "false", "--logging_steps", "5", "--save_strategy", "no", "--report_to", "none", "--max_length", "4096",
+             "--dataloader_num_workers", str(args.workers), "--audit_rows", "4", "--attn_implementation", "sdpa",
+             "--train_sampling_strategy", "sequential"]  # fmt: skip
+    cfg, model_args = parse_configs((TrainConfig, ModelConfig), flags)
+    timer = StepTimer()
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+    result = run(cfg, model_args, callbacks=[timer])
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    tokens = summary["preflight"]["tokens"] / summary["preflight"]["rows_kept"]
+    patches = (args.image // 14) ** 2
+    f = flops_per_row(out / "model", tokens, patches)
+    skip = min(5, len(timer.ends) - 2)
+    step_s = (timer.ends[-1] - timer.ends[skip]) / (len(timer.ends) - 1 - skip)
+    step_flops = f["total"] * args.batch
+    report = {
+        "device": torch.cuda.get_device_name() if gpu else "cpu", "size": args.size, "batch": args.batch,
+        "steps": args.steps, "tokens_per_row": tokens, "patches_per_image": patches, "pad_fraction": result["pad_fraction"],
+        "flops_per_step": step_flops, "flops_split": f, "mean_step_s": step_s,
+        "achieved_tflops": step_flops / step_s / 1e12, "peak_tflops": args.peak_tflops,
+        "mfu": step_flops / step_s / 1e12 / args.peak_tflops, "mfu_vs_790_measured": step_flops / step_s / 1e12 / 790,
+        "tokens_per_s": tokens * args.batch / step_s, "losses": result["losses"],
+        "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None, "setup_s": setup_s,
+        "train_seconds_incl_first_steps": result["train_seconds"],
+    }  # fmt: skip
+    print(json.dumps(report, indent=1))
+    print(f"MFU {report['mfu']:.1%} ({report['achieved_tflops']:.0f} TFLOP/s of {args.peak_tflops}); "
+          f"step {step_s:.3f} s; {report['tokens_per_s']:.0f} tokens/s")  # fmt: skip
+    if args.result:
+        Path(args.result).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""`distill export`: kept trace rows -> a TRL vision-language conversational SFT dataset.
+
+    distill export --input runs/demo/kept.jsonl --output runs/demo/export --image_root data/demo
+
+Each kept row (see `distill.records`: example + `trace`, `teacher`, `status`) becomes one training row:
+    images    [PIL image, ...]   the query images, resized with `distill.images` to the teacher's pixel budget
+    messages  [{"role": "user", "content": instruction + "\n" + query text},
+               {"role": "assistant", "content": "<think>" + think + "</think>\n" + final}]
+    id, task, dataset, sample_index   (metadata; TRL drops unused columns)
+String contents are TRL's conversational format: the collator puts the row's images before the first user text.
+
+Outputs in `--output`:
+    dataset/        `datasets.save_to_disk` (images as an `Image` feature): `trl sft` / `SFTTrainer` load it as is
+    train.jsonl     the same rows with image paths relative to `--image_root` (originals, for inspection/other tools)
+    manifest.json   input sha256, counts, teacher models, prompt ids/shas, modes, the filter summary if one sits
+                    next to the input (`summary.json`) or is given (`--filter_summary`): `distill train` copies it
+                    into its lineage record and model card
+    quarantine.jsonl rows that could not be exported, each with `export_error`; summary.json; export_config.yaml
+Rows with status != ok, an empty think or final part, or an unreadable image are quarantined (the run goes on unless
+`--strict`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from distill.images import ImageError, open_image, resize_to_budget, resolve_image
+from distill.io import BadLine, iter_jsonl, write_json_atomic, write_jsonl_atomic
+
+log = logging.getLogger(__name__)
+
+# 56x56: Qwen2-VL's smallest image (4 visual tokens). 28*28*1280: at most 1280 visual tokens per image, the cap common
+# in Qwen2-VL finetunes; the teacher sends images through the same `resize_to_budget`, so keep the two budgets equal.
+DEFAULT_MIN_PIXELS = 56 * 56
+DEFAULT_MAX_PIXELS = 28 * 28 * 1280
+
+
+@dataclass
+class ExportConfig:
+    input: str = field(metadata={"help": "Kept trace rows (.jsonl) written by `distill filter`."})
+    output: str = field(metadata={"help": "Output directory (dataset/, train.jsonl, manifest.json, ...)."})
+    image_root: str = field(default=".", metadata={"help": "Directory the rows' image paths are relative to."})
+    min_pixels: int = field(default=DEFAULT_MIN_PIXELS, metadata={"help": "Smallest image area after resize (px)."})
+    max_pixels: int = field(
+        default=DEFAULT_MAX_PIXELS, metadata={"help": "Largest image area after resize (px); match the teacher's."}
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System message for every row; None: none (the chat template's default)."}
+    )
+    filter_summary: str | None = field(
+        default=None,
+        metadata={"help": "Filter summary JSON for the manifest; None: <input dir>/summary.json if it exists."},
+    )
+    strict: bool = field(default=False, metadata={"help": "Stop at the first row that cannot be exported."})
+
+    def __post_init__(self):
+        if not self.input or not self.output:
+            raise ValueError("--input and --output are required")
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
+
+
+def user_text(row: dict) -> str:
+    """The student's user turn text: the instruction, then the query text (either may be empty)."""
+    return "\n".join(p for p in (row.get("instruction", "").strip(), row["query"]["text"].strip()) if p)
+
+
+def assistant_text(trace: dict) -> str:
+    """The supervised assistant turn: `<think>` + think + `</think>` + newline + final."""
+    return f"<think>{trace['think'].strip()}</think>\n{trace['final'].strip()}"
+
+
+def row_problem(row: dict) -> str | None:
+    """Why a kept row cannot become a training row, or None."""
+    for key in ("id", "query", "trace"):
+        if key not in row:
+            return f"missing field '{key}'"
+    if row.get("status", "ok") != "ok":
+        return f"status is {row.get('status')!r}, not 'ok'"
+    trace = row["trace"]
+    if not isinstance(trace, dict) or not str(trace.get("think") or "").strip():
+        return "empty think part"
+    if not str(trace.get("final") or "").strip():
+        return "empty final part"
+    return None
+
+
+def to_training_row(row: dict, config: ExportConfig) -> tuple[dict, dict]:
+    """(dataset row with PIL images, JSONL row with relative image paths); raises ImageError/ValueError."""
+    images = []
+    for rel in row["query"]["images"]:
+        with open_image(resolve_image(config.image_root, rel)) as img:
+            images.append(resize_to_budget(img, config.min_pixels, config.max_pixels))
+    messages = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
+    messages += [
+        {"role": "user", "content": user_text(row)},
+        {"role": "assistant", "content": assistant_text(row["trace"])},
+    ]
+    meta = {"id": row["id"], "task": row.get("task"), "dataset": row.get("dataset"),
+            "sample_index": int(row.get("sample_index", 0))}  # fmt: skip
+    return {**meta, "images": images, "messages": messages}, {**meta, "images": list(row["query"]["images"]),
+                                                              "messages": messages}  # fmt: skip
+
+
+def _features():
+    from datasets import Features, Image, List, Value
+
+    return Features(
+        {"id": Value("string"), "task": Value("string"), "dataset": Value("string"), "sample_index": Value("int64"),
+         "images": List(Image()), "messages": List({"role": Value("string"), "content": Value("string")})}
+    )  # fmt: skip
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _teacher_manifest(rows: list[dict]) -> dict:
+    models, modes, prompts = Counter(), Counter(), {}
+    for r in rows:
+        t = r.get("teacher") or {}
+        models[str(t.get("model"))] += 1
+        modes[str(t.get("mode"))] += 1
+        per_id = prompts.setdefault(str(t.get("prompt_id")), Counter())
+        per_id[str(t.get("prompt_sha"))] += 1
+    return {"models": dict(models), "modes": dict(modes), "prompts": {k: dict(v) for k, v in prompts.items()}}
+
+
+def _filter_summary(config: ExportConfig) -> tuple[str | None, dict | None]:
+    path = config.filter_summary or str(Path(config.input).parent / "summary.json")
+    if not os.path.exists(path):
+        if config.filter_summary:
+            raise FileNotFoundError(f"--filter_summary {path}: not found")
+        return None, None
+    with open(path) as f:
+        return path, json.load(f)
+
+
+def export(config: ExportConfig) -> dict:
+    """Run the export; returns the summary dict (also written to `<output>/summary.json`)."""
+    from datasets import Dataset
+
+    t0 = time.time()
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    kept, jsonl_rows, source_rows, quarantine, problems = [], [], [], [], []
+    rows_in = 0
+    for line, row in tqdm(iter_jsonl(config.input), desc="export", unit="row"):
+        rows_in += 1
+        reason = row.reason if isinstance(row, BadLine) else row_problem(row)
+        if reason is None:
+            try:
+                train_row, jsonl_row = to_training_row(row, config)
+            except (ImageError, ValueError, KeyError, TypeError) as e:
+                reason = f"image {e}" if isinstance(e, ImageError) else f"malformed row: {e}"
+        if reason is not None:
+            row_id = None if isinstance(row, BadLine) else row.get("id")
+            log.warning("%s:%d: %s", config.input, line, reason)
+            problems.append({"line": line, "id": row_id, "reason": reason})
+            if not isinstance(row, BadLine):
+                quarantine.append({**row, "export_error": reason})
+            if config.strict:
+                raise ValueError(f"{config.input}:{line}: {reason}")
+            continue
+        kept.append(train_row)
+        jsonl_rows.append(jsonl_row)
+        source_rows.append(row)
+
+    tmp = out / "dataset.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    Dataset.from_list(kept, features=_features()).save_to_disk(str(tmp))
+    shutil.rmtree(out / "dataset", ignore_errors=True)
+    os.replace(tmp, out / "dataset")  # readers never see a half-written dataset
+    write_jsonl_atomic(out / "train.jsonl", jsonl_rows)
+    write_jsonl_atomic(out / "quarantine.jsonl", quarantine)
+
+    filter_path, filter_summary = _filter_summary(config)
+    drops = Counter(p["reason"].split(":")[0] if p["reason"].startswith("image") else p["reason"] for p in problems)
+    manifest = {
+        "input": os.path.abspath(config.input),
+        "input_sha256": _sha256(config.input),
+        "image_root": os.path.abspath(config.image_root),
+        "pixels": {"min": config.min_pixels, "max": config.max_pixels},
+        "rows_in": rows_in,
+        "rows_out": len(kept),
+        "tasks": dict(Counter(r.get("task") for r in source_rows)),
+        "datasets": dict(Counter(r.get("dataset") for r in source_rows)),
+        "teacher": _teacher_manifest(source_rows),
+        "filter_summary_path": filter_path,
+        "filter_summary": filter_summary,
+        "format": "TRL conversational vision-language: images + messages (user, assistant)",
+    }
+    write_json_atomic(out / "manifest.json", manifest)
+    summary = {"rows_in": rows_in, "rows_out": len(kept), "quarantined": len(problems), "drops": dict(drops),
+               "problems": problems, "seconds": round(time.time() - t0, 3)}  # fmt: skip
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def main(config: ExportConfig) -> int:
+    from distill.configs import save_resolved_config
+
+    save_resolved_config(Path(config.output) / "export_config.yaml", config)
+    try:
+        summary = export(config)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"distill export: {e}", file=sys.stderr)
+        return 1
+    print(f"{config.input}: {summary['rows_in']} rows in, {summary['rows_out']} exported, "
+          f"{summary['quarantined']} quarantined -> {config.output}")  # fmt: skip
+    for reason, n in Counter(summary["drops"]).most_common():
+        print(f"  {n:6d}  {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    from distill.cli import main as cli_main
+
+    sys.exit(cli_main(["export", *sys.argv[1:]]))

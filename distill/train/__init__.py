@@ -1,0 +1,1 @@
+"""`distill train`: SFT of the student reasoner on an export (see `distill.train.sft`)."""

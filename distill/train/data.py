@@ -1,0 +1,67 @@
+"""The training data: load an export, pre-flight it with the student's processor, and count padding per batch.
+
+Pre-flight tokenizes every row exactly as the collator will (chat template + image token expansion) and drops rows
+longer than `max_length`, counting them: TRL's collator would otherwise truncate them, and truncation can cut through
+image placeholder tokens (then the forward fails with an image-feature / token mismatch) or cut the trace short.
+The per-row token counts feed the length-grouped sampler, so no second pass is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def load_export(path: str):
+    """The training `datasets.Dataset` of an export dir (`<path>/dataset`) or of a `save_to_disk` dir itself."""
+    from datasets import DatasetDict, load_from_disk
+
+    p = Path(path)
+    ds = load_from_disk(str(p / "dataset" if (p / "dataset").is_dir() else p))
+    if isinstance(ds, DatasetDict):
+        ds = ds["train"]
+    missing = {"images", "messages"} - set(ds.column_names)
+    if missing:
+        raise ValueError(f"{path}: not a vision-language conversational dataset (missing columns {sorted(missing)})")
+    return ds
+
+
+def tokenize_row(processor, row: dict, chat_template: str | None = None) -> dict:
+    """The row tokenized as TRL's vision collator does it (no padding, no truncation): input_ids etc. for one row."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    messages = prepare_multimodal_messages(row["messages"], images=row["images"])
+    return processor.apply_chat_template(
+        messages, chat_template=chat_template, tokenize=True, return_dict=True,
+        processor_kwargs={"add_special_tokens": False},
+    )  # fmt: skip
+
+
+def preflight(
+    dataset, processor, max_length: int | None, chat_template: str | None = None, num_proc: int | None = None
+):
+    """(dataset without over-long rows, their token lengths, report). Never truncates."""
+    from datasets import Dataset
+
+    def length(row):
+        return {"_length": len(tokenize_row(processor, row, chat_template)["input_ids"][0])}
+
+    with_len = dataset.map(length, num_proc=num_proc, desc="pre-flight (tokenize with the student's processor)")
+    lengths = with_len["_length"]
+    keep = [i for i, n in enumerate(lengths) if max_length is None or n <= max_length]
+    kept_set = set(keep)
+    dropped = [{"row": i, "id": dataset[i].get("id"), "tokens": n} for i, n in enumerate(lengths) if i not in kept_set]
+    for d in dropped[:20]:
+        log.warning("pre-flight: dropping row %d (id %s): %d tokens > max_length %d", d["row"], d["id"], d["tokens"],
+                    max_length)  # fmt: skip
+    kept: Dataset = dataset.select(keep) if len(keep) < len(dataset) else dataset
+    kept_lengths = [lengths[i] for i in keep]
+    report = {"rows_in": len(dataset), "rows_kept": len(keep), "dropped_over_max_length": len(dropped),
+              "dropped": dropped[:100], "max_length": max_length,
+              "tokens": sum(kept_lengths), "max_tokens": max(kept_lengths, default=0),
+              "text_only_rows": sum(1 for r in dataset.select_columns(["images"]) if not r["images"])}  # fmt: skip
+    log.info("pre-flight: %d rows, %d kept, %d dropped over max_length=%s, %d tokens", report["rows_in"],
+             report["rows_kept"], report["dropped_over_max_length"], max_length, report["tokens"])  # fmt: skip
+    return kept, kept_lengths, report

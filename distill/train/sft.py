@@ -1,0 +1,242 @@
+"""`distill train`: supervised finetuning of the student reasoner on an export, with TRL's SFTTrainer.
+
+    python -m distill.testing.tiny runs/demo/tiny-qwen2vl
+    python -m distill.testing.traces runs/demo/kept.jsonl
+    distill export --input runs/demo/kept.jsonl --output runs/demo/export --image_root data/demo --max_pixels 12544
+    distill train --config recipes/demo/train.yaml
+    accelerate launch --config_file recipes/accelerate/zero3.yaml -m distill.cli train \
+        --config recipes/qwen2vl-7b/train_full_zero3.yaml
+
+Config: `TrainConfig` (TRL's `SFTConfig` + ours) and TRL's `ModelConfig` (model path, dtype, LoRA/QLoRA fields) in one
+YAML; CLI flags override; unknown keys fail. Steps: pre-flight (drop rows over `max_length`, never truncate), load and
+freeze the model (vision tower by default), optional LoRA, label-mask audit on collated batches (abort unless only
+assistant tokens are supervised), train (resume with `--resume_from_checkpoint last`), save (adapter + optional
+merged model), and write `train_config.yaml`, `summary.json`, `lineage.json` and the model card `README.md`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from trl import ModelConfig, SFTConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig(SFTConfig):
+    """TRL's SFTConfig (every TrainingArguments/SFTConfig key) plus the student-specific keys below."""
+
+    dataset_path: str = field(default="", metadata={"help": "Export dir from `distill export` (or its dataset/)."})
+    freeze_vision_tower: bool = field(default=True, metadata={"help": "Freeze the vision encoder (TTE recipe)."})
+    freeze_projector: bool = field(default=False, metadata={"help": "Also freeze the vision-language projector."})
+    vision_modules: list[str] = field(
+        default_factory=lambda: ["visual", "vision_tower", "vision_model"],
+        metadata={"help": "Module names (dotted-name components) that make up the vision tower."},
+    )
+    projector_modules: list[str] = field(
+        default_factory=lambda: ["merger", "multi_modal_projector", "mm_projector"],
+        metadata={"help": "Module names of the projector (matched before vision_modules)."},
+    )
+    min_pixels: int | None = field(default=None, metadata={"help": "Processor min image area (px); None: its own."})
+    max_pixels: int | None = field(default=None, metadata={"help": "Processor max image area (px); None: its own."})
+    text_only_batch_guard: bool = field(
+        default=True,
+        metadata={
+            "help": "Run a zero-weight dummy image through the vision tower on image-free batches (ZeRO-3 hang)."
+        },
+    )
+    audit_rows: int = field(
+        default=16, metadata={"help": "Rows collated and audited for the label mask before step 1."}
+    )
+    merge_lora_on_save: bool = field(
+        default=False, metadata={"help": "With LoRA, also save the merged full model to <output_dir>/merged."}
+    )
+    # TRL/transformers keys whose defaults differ for our recipe
+    assistant_only_loss: bool = field(default=True, metadata={"help": "Loss on assistant (trace) tokens only."})
+    activation_checkpointing: bool | None = field(
+        default=True, metadata={"help": "Recompute activations in backward (memory for compute)."}
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={"help": "random | sequential | group_by_length (pre-flight lengths) | batch_rebalance."},
+    )
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; None: on where the GPU has it."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "Checkpoint dir, or 'last' for the newest in output_dir (none: fresh start)."}
+    )
+
+    def __post_init__(self):
+        if self.deepspeed and "RANK" not in os.environ and "LOCAL_RANK" not in os.environ:
+            _single_process_deepspeed_env()
+        if self.bf16 is None and not self.fp16:
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        super().__post_init__()
+        if not self.dataset_path:
+            raise ValueError("dataset_path is required (an export dir from `distill export`)")
+        if self.audit_rows < 1:
+            raise ValueError(f"audit_rows must be >= 1, got {self.audit_rows}")
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels {self.min_pixels} > max_pixels {self.max_pixels}")
+        if self.packing or self.padding_free:
+            raise ValueError("packing / padding_free are not supported for vision datasets (TRL); use group_by_length")
+
+
+def _single_process_deepspeed_env() -> None:
+    """Let `distill train --deepspeed X.json` run without a launcher: one rank on a free loopback port.
+
+    On a CPU-only machine DeepSpeed would also JIT-compile its shared-memory comm op (minutes, and useless for one
+    process), so it is marked unavailable.
+    """
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
+                 ("MASTER_PORT", str(port))):  # fmt: skip
+        os.environ.setdefault(k, v)
+    if not torch.cuda.is_available():
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def _last_checkpoint(config: TrainConfig) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if config.resume_from_checkpoint in (None, "", "false", "False"):
+        return None
+    if config.resume_from_checkpoint in ("last", "true", "True"):
+        ckpt = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
+        log.info("resume: %s", ckpt or f"no checkpoint in {config.output_dir}, starting fresh")
+        return ckpt
+    return config.resume_from_checkpoint
+
+
+def _vision_dummy(processor):
+    from PIL import Image
+
+    # The smallest image the processor accepts (56x56 -> 4 visual tokens for Qwen2-VL): the guard's cost is ~nil.
+    out = processor.image_processor(images=[Image.new("RGB", (56, 56))], return_tensors="pt")
+    return {k: v for k, v in out.items() if torch.is_tensor(v)}
+
+
+def _merge_lora(config: TrainConfig, model_args: ModelConfig, processor) -> str:
+    """Reload base + saved adapter on CPU, merge, save to <output_dir>/merged (works after ZeRO-3 too)."""
+    from peft import PeftModel
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    from distill.train.model import load_model
+
+    unset_hf_deepspeed_config()  # training is over: load the base whole, not as ZeRO-3 partitions
+    base = load_model(model_args, bf16=False)
+    merged = PeftModel.from_pretrained(base, config.output_dir).merge_and_unload()
+    path = str(Path(config.output_dir) / "merged")
+    merged.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def build(config: TrainConfig, model_args: ModelConfig, callbacks=None):
+    """(trainer, processor, preflight report, dataset). Pre-flight, model, freezing, PEFT and the trainer."""
+    from distill.processing import load_processor
+    from distill.train.data import load_export, preflight
+    from distill.train.model import freeze, load_model, peft_config
+    from distill.train.trainer import DistillSFTTrainer
+
+    processor = load_processor(model_args.model_name_or_path, config.min_pixels, config.max_pixels)
+    dataset, lengths, pf = preflight(
+        load_export(config.dataset_path), processor, config.max_length, num_proc=config.dataset_num_proc
+    )
+    if len(dataset) == 0:
+        raise ValueError(f"pre-flight left no rows (all {pf['rows_in']} exceed max_length={config.max_length})")
+    model = load_model(model_args, config.bf16)
+    pf["parameters"] = freeze(model, config.freeze_vision_tower, config.freeze_projector, config.vision_modules,
+                              config.projector_modules)  # fmt: skip
+    trainer = DistillSFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=peft_config(model_args, config.freeze_vision_tower, config.vision_modules),
+        callbacks=callbacks,
+        lengths=lengths,
+        vision_dummy=_vision_dummy(processor) if config.text_only_batch_guard else None,
+    )
+    return trainer, processor, pf, dataset
+
+
+def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict:
+    """Train; returns the summary dict (also `<output_dir>/summary.json`). Raises LabelMaskError before step 1."""
+    from distill.configs import config_dict, save_resolved_config
+    from distill.io import write_json_atomic
+    from distill.train.audit import audit
+    from distill.train.lineage import build_lineage, write_lineage
+
+    t0 = time.time()
+    if not model_args.model_name_or_path:
+        raise ValueError("model_name_or_path is required")
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = config_dict(config, model_args)
+    trainer, processor, pf, dataset = build(config, model_args, callbacks)
+    if trainer.is_world_process_zero():
+        save_resolved_config(out / "train_config.yaml", config, model_args)
+    # rows spread over the whole dataset, so every subset / task (and text-only rows) tends to be audited
+    k, n = min(config.audit_rows, len(dataset)), len(dataset)
+    rows = [dataset[i] for i in sorted({round(j * (n - 1) / max(k - 1, 1)) for j in range(k)})]
+    report = audit(trainer.data_collator, processor, rows, trainer.chat_template, config.per_device_train_batch_size)
+    lineage_args = dict(config=resolved, dataset_path=config.dataset_path, preflight=pf, audit=report)
+    trainer._model_card_fn = lambda tr: write_lineage(config.output_dir, build_lineage(**lineage_args, result=None))
+
+    t_train = time.time()
+    train_out = trainer.train(resume_from_checkpoint=_last_checkpoint(config))
+    train_seconds = time.time() - t_train
+    trainer.save_model(config.output_dir)
+    result = {
+        "train_loss": train_out.training_loss,
+        "global_step": trainer.state.global_step,
+        "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+        "pad_fraction": round(trainer.pad_fraction(), 4),
+        "real_tokens": trainer.padding["real"],
+        "tokens_per_second": round(trainer.padding["real"] / train_seconds, 1) if train_seconds else None,
+        "batch_kinds": trainer.batch_kinds,
+        "text_only_batches_guarded": trainer.padding["guarded_batches"],
+        "train_seconds": round(train_seconds, 2),
+    }
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(config.output_dir)
+        if model_args.use_peft and config.merge_lora_on_save:
+            result["merged_model"] = _merge_lora(config, model_args, processor)
+        write_lineage(config.output_dir, build_lineage(**lineage_args, result=result))
+        summary = {"rows_in": pf["rows_in"], "rows_trained": pf["rows_kept"],
+                   "drops": {"over_max_length": pf["dropped_over_max_length"]}, "preflight": pf, "label_audit": report,
+                   **result, "seconds": round(time.time() - t0, 2)}  # fmt: skip
+        write_json_atomic(out / "summary.json", summary)
+        log.info("trained %d steps, final loss %.4f, pad fraction %.3f -> %s", result["global_step"],
+                 result["losses"][-1] if result["losses"] else float("nan"), result["pad_fraction"], out)  # fmt: skip
+    return result
+
+
+def main(config: TrainConfig, model_args: ModelConfig) -> int:
+    from distill.train.audit import LabelMaskError
+
+    try:
+        run(config, model_args)
+    except (LabelMaskError, ValueError) as e:
+        print(f"distill train: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    from distill.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))
