@@ -13,6 +13,8 @@ import sys
 # verb -> (module, config dataclass names, one-line help). Only verbs that work are registered.
 VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "validate": ("distill.validate", ("ValidateConfig",), "check a dataset and its images; report bad rows by line"),
+    "score": ("distill.score", ("ScoreConfig",), "run named scorers over trace rows; adds `scores`, drops nothing"),
+    "filter": ("distill.filter", ("FilterConfig",), "thresholds, dedup, best-of-n -> kept + rejected + report"),
 }
 
 
