@@ -1,8 +1,8 @@
 """Rule scorers over the trace text: `format`, `truncated`, `length`, `repetition`.
 
 Each is cheap and per-row; together they must run at >= 20k rows/s on one core for ~1 KB traces
-(benchmarks/score_throughput.py), so the hot loops use str methods and C-level set/zip instead of regexes and
-`length` tokenises whole batches in Rust without offsets (`encode_batch_fast`).
+(benchmarks/score_throughput.py), so the hot loops use str methods and C-level set/zip instead of regexes, and
+`length` counts tokens through a per-chunk cache (`token_count.TokenCounter`, exact).
 """
 
 from __future__ import annotations
@@ -66,15 +66,18 @@ def make_truncated():
 
 
 @register("length")
-def make_length(tokenizer: str, part: str = "raw", batch_size: int = 4096):
+def make_length(tokenizer: str, part: str = "raw", batch_size: int = 8192):
     """Number of tokens of the trace `part` under the tokenizer saved at `tokenizer` (a checkpoint or tokenizer
-    directory; recipes point it at the student's, whose context the trace must fit). None for rows without a trace."""
+    directory; recipes point it at the student's, whose context the trace must fit). None for rows without a trace.
+    Counts are exact; `TokenCounter` makes them fast (see distill/scoring/token_count.py)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer)
-    backend = getattr(tok, "backend_tokenizer", None)
+    from distill.scoring.token_count import TokenCounter
+
+    backend = getattr(AutoTokenizer.from_pretrained(tokenizer), "backend_tokenizer", None)
     if backend is None:
         raise ValueError(f"length: {tokenizer} has no fast (Rust) tokenizer; batched counting needs one")
+    count = TokenCounter(backend)
 
     def score(rows: list[dict]) -> list:
         texts = [trace_text(r, part) for r in rows]
@@ -82,10 +85,8 @@ def make_length(tokenizer: str, part: str = "raw", batch_size: int = 4096):
         out: list = [None] * len(rows)
         for start in range(0, len(present), batch_size):
             idx = present[start : start + batch_size]
-            # encode_batch_fast skips offset tracking: ~2x faster than __call__, and we only need the counts.
-            encs = backend.encode_batch_fast([texts[i] for i in idx], add_special_tokens=False)
-            for i, enc in zip(idx, encs):
-                out[i] = len(enc.ids)
+            for i, n in zip(idx, count([texts[i] for i in idx])):
+                out[i] = n
         return out
 
     return score
