@@ -40,8 +40,11 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
         task = ("vqa", "classification", "retrieval")[i % 3]
         answer = rng.choice(["red", "four", "circle", "B", "3"]) if task != "retrieval" else None
         think = " ".join(rng.choices(WORDS, k=150))
-        final = f"So the answer is {rng.choice(['red', '4', 'circle', '(B)', 'three'])}." if answer else " ".join(
-            rng.choices(WORDS, k=12))
+        final = (
+            f"So the answer is {rng.choice(['red', '4', 'circle', '(B)', 'three'])}."
+            if answer
+            else " ".join(rng.choices(WORDS, k=12))
+        )
         ex = {"id": f"ex-{i // 2}", "task": task, "dataset": f"Synth{task}",
               "query": {"text": " ".join(rng.choices(WORDS, k=10)) + " A. red B. blue C. green", "images": []},
               "instruction": "Represent the given image with the following question:",

@@ -199,8 +199,8 @@ def main(config: FilterConfig) -> int:
         return 2
     reasons = [row_reasons(r, config) for r in rows]
     select(rows, reasons, config)
-    kept = [r for r, why in zip(rows, reasons) if not why]
-    rejected = [{**r, "rejected_by": why} for r, why in zip(rows, reasons) if why]
+    kept = [r for r, why in zip(rows, reasons, strict=False) if not why]
+    rejected = [{**r, "rejected_by": why} for r, why in zip(rows, reasons, strict=False) if why]
     write_jsonl_atomic(config.kept, kept)
     write_jsonl_atomic(config.rejected, rejected)
     report_dir = Path(config.report_dir or Path(config.kept).parent)

@@ -32,7 +32,7 @@ def numeric_paths(rows: list[dict]) -> dict[str, list[tuple[float, int]]]:
 
 def _rate_table(rows, reasons, key) -> dict:
     total, kept = Counter(), Counter()
-    for row, why in zip(rows, reasons):
+    for row, why in zip(rows, reasons, strict=False):
         total[key(row)] += 1
         kept[key(row)] += not why
     return {k: {"rows": total[k], "kept": kept[k], "keep_rate": round(kept[k] / total[k], 4)} for k in sorted(total)}
@@ -55,7 +55,7 @@ def _plots(out: Path, rows, reasons, config, per_check, per_task, per_dataset) -
         cols = min(3, len(names))
         nrows = (len(names) + cols - 1) // cols
         fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
-        for ax, name in zip(axes.flat, names):
+        for ax, name in zip(axes.flat, names, strict=False):
             kept = [v for v, i in paths[name] if not reasons[i]]
             rej = [v for v, i in paths[name] if reasons[i]]
             ax.hist([kept, rej], bins=20, stacked=True, color=["#2a9d8f", "#e76f51"], label=["kept", "rejected"])
@@ -133,8 +133,8 @@ def write_report(out_dir, rows, reasons, config, bad_lines, seconds: float) -> d
         md += [f"| {k} | {v['rows']} | {v['kept']} | {v['keep_rate']:.1%} |" for k, v in table.items()]
     md += ["", "## Plots", ""] + [f"![{p}](plots/{p})" for p in plots]
     k = config.report_examples
-    kept_rows = [r for r, why in zip(rows, reasons) if not why][:k]
-    rej_rows = [(r, why) for r, why in zip(rows, reasons) if why][:k]
+    kept_rows = [r for r, why in zip(rows, reasons, strict=False) if not why][:k]
+    rej_rows = [(r, why) for r, why in zip(rows, reasons, strict=False) if why][:k]
     md += ["", "## Examples kept", "", "| id | task | final |", "|---|---|---|"]
     md += [f"| {r.get('id')}#{r.get('sample_index', 0)} | {r.get('task')} | {_snippet(r)} |" for r in kept_rows]
     md += ["", "## Examples rejected", "", "| id | task | rejected by | final |", "|---|---|---|---|"]

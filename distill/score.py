@@ -45,21 +45,20 @@ class ScoreConfig:
             self.scorers = json.loads(self.scorers)
         if not self.scorers or not isinstance(self.scorers, dict):
             raise ValueError("score: `scorers` must name at least one scorer (a mapping name -> parameters)")
-        from distill.scoring import SCORERS
+        from distill.scoring.registry import check_params
 
         for name, params in self.scorers.items():
             if params is not None and not isinstance(params, dict):
                 raise ValueError(f"score: parameters of scorer {name!r} must be a mapping or null")
-            kind = (params or {}).get("scorer", name)
-            if kind not in SCORERS:
-                raise ValueError(f"score: unknown scorer {kind!r}; known: {', '.join(sorted(SCORERS))}")
+            params = dict(params or {})
+            check_params(params.pop("scorer", name), params)
         if Path(self.input).resolve() == Path(self.output).resolve():
             raise ValueError("score: --output must differ from --input (stages never rewrite their input)")
 
 
 def build_scorers(config: ScoreConfig) -> dict:
     """Output name -> built scorer, in config order."""
-    from distill.scoring import build_scorer
+    from distill.scoring import build_scorer  # importing the package registers every scorer family
 
     context = {"image_root": config.image_root, "work_dir": str(Path(config.output).parent)}
     built = {}
@@ -86,7 +85,7 @@ def score_rows(rows: list[dict], scorers: dict) -> dict:
         seconds = time.perf_counter() - t0
         if len(values) != len(rows):
             raise RuntimeError(f"scorer {name!r} returned {len(values)} values for {len(rows)} rows")
-        for row, value in zip(rows, values):
+        for row, value in zip(rows, values, strict=False):
             scores = row.get("scores")
             if not isinstance(scores, dict):
                 scores = row["scores"] = {}

@@ -57,7 +57,7 @@ def test_llm_judge_builds_requests_and_keeps_failure_reasons(tmp_path):
     assert values[1]["score"] is None and "no 'Score: N'" in values[1]["error"]
     assert values[2] == {"score": None, "error": "judge request failed: HTTP 500"}
     assert values[3] is None  # no trace: nothing sent
-    (requests, config, journal), = calls
+    ((requests, config, journal),) = calls
     assert len(requests) == 3  # rows 0 and 4 are the same request, sent once
     content = requests[0]["messages"][0]["content"]
     assert "<think>GOODTRACE</think>red" in content and "What color?" in content and "{trace}" not in content

@@ -12,7 +12,9 @@ EX = {"id": "ex-1", "task": "vqa", "dataset": "D", "query": {"text": "How many?"
 
 
 def rows_of(*raws, status="ok", **fields):
-    return [{**trace_row({**EX, **fields}, i, raw, status if raw is not None else "failed")} for i, raw in enumerate(raws)]
+    return [
+        {**trace_row({**EX, **fields}, i, raw, status if raw is not None else "failed")} for i, raw in enumerate(raws)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -96,7 +98,9 @@ def test_length_counts_match_the_tokenizer(tokenizer_dir):
     expected = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in TRICKY] + [None]
     assert build_scorer("length", tokenizer=tokenizer_dir)(rows) == expected
     # twice: the second pass is served from the chunk caches and must agree
-    assert build_scorer("length", tokenizer=tokenizer_dir, part="final")(rows)[0] == len(tok("The answer is 42.")["input_ids"])
+    assert build_scorer("length", tokenizer=tokenizer_dir, part="final")(rows)[0] == len(
+        tok("The answer is 42.")["input_ids"]
+    )
 
 
 def test_token_counter_fast_path_is_exact_for_gpt2_style_bpe():

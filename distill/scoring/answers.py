@@ -77,7 +77,7 @@ def parse_options(query_text: str) -> dict[str, str]:
     if len(marks) < 2 or letters != [chr(ord("A") + i) for i in range(len(letters))]:
         return {}  # not an A, B, C... sequence: ordinary text that happens to contain "A."
     ends = [m.start() for m in marks[1:]] + [len(query_text)]
-    return {m.group(1): normalize(query_text[m.end() : e]) for m, e in zip(marks, ends)}
+    return {m.group(1): normalize(query_text[m.end() : e]) for m, e in zip(marks, ends, strict=False)}
 
 
 def _contains(haystack: str, needle: str) -> bool:
@@ -156,11 +156,11 @@ def make_self_consistency(tasks: list[str] | None = None):
             ok = final is not None and final.strip() and _applies(row, tasks)
             keys.append(answer_key(final, (row.get("query") or {}).get("text") or "") if ok else None)
         groups: dict[str, Counter] = defaultdict(Counter)
-        for row, key in zip(rows, keys):
+        for row, key in zip(rows, keys, strict=False):
             if key is not None:
                 groups[row.get("id")][key] += 1
         out = []
-        for row, key in zip(rows, keys):
+        for row, key in zip(rows, keys, strict=False):
             counts = groups.get(row.get("id")) if key is not None else None
             total = sum(counts.values()) if counts else 0
             out.append(counts[key] / total if total >= 2 else None)

@@ -21,7 +21,7 @@ def shingles(text: str, n: int) -> list[bytes]:
     words = _WORD.findall(text.lower())  # punctuation ignored: "square." and "square!" are the same word
     if len(words) < n:
         return [" ".join(words).encode()] if words else []
-    return [" ".join(g).encode() for g in set(zip(*(words[i:] for i in range(n))))]
+    return [" ".join(g).encode() for g in set(zip(*(words[i:] for i in range(n)), strict=False))]
 
 
 def cluster_ids(texts: list[str | None], threshold: float = 0.8, num_perm: int = 128, ngram: int = 3) -> list:
@@ -32,7 +32,7 @@ def cluster_ids(texts: list[str | None], threshold: float = 0.8, num_perm: int =
     sigs = MinHash.bulk(sets, num_perm=num_perm, seed=1)
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     parent = {i: i for i in idx}
-    sig_of = dict(zip(idx, sigs))
+    sig_of = dict(zip(idx, sigs, strict=False))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -40,7 +40,7 @@ def cluster_ids(texts: list[str | None], threshold: float = 0.8, num_perm: int =
             i = parent[i]
         return i
 
-    for i, sig in zip(idx, sigs):
+    for i, sig in zip(idx, sigs, strict=False):
         for j in lsh.query(sig):  # earlier texts sharing an LSH band with this one
             if sig.jaccard(sig_of[j]) >= threshold:
                 ri, rj = find(i), find(j)

@@ -33,21 +33,29 @@ def register(name: str):
     return deco
 
 
+def check_params(name: str, params: dict) -> None:
+    """ValueError unless `name` is a registered scorer taking every key of `params` (and given its required ones)."""
+    if name not in SCORERS:
+        raise ValueError(f"unknown scorer {name!r}; known: {', '.join(sorted(SCORERS))}")
+    sig = inspect.signature(SCORERS[name])
+    accepted = [p for p in sig.parameters if p not in CONTEXT_KEYS]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"scorer {name!r}: unknown parameter(s) {unknown}; accepted: {accepted}")
+    missing = [p.name for p in sig.parameters.values() if p.default is p.empty and p.name not in params]
+    if missing:
+        raise ValueError(f"scorer {name!r}: missing required parameter(s) {missing}")
+
+
 def build_scorer(name: str, context: dict | None = None, **params) -> Scorer:
     """The scorer `name` built with `params`; ValueError naming the known scorers / accepted parameters otherwise.
 
     `context` holds run-level values (CONTEXT_KEYS); each is passed only to factories with a parameter of that name.
     """
-    if name not in SCORERS:
-        raise ValueError(f"unknown scorer {name!r}; known: {', '.join(sorted(SCORERS))}")
-    factory = SCORERS[name]
-    sig = inspect.signature(factory)
-    accepted = [p for p in sig.parameters if p not in CONTEXT_KEYS]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise ValueError(f"scorer {name!r}: unknown parameter(s) {unknown}; accepted: {accepted}")
+    check_params(name, params)
+    sig = inspect.signature(SCORERS[name])
     extra = {k: v for k, v in (context or {}).items() if k in sig.parameters and k not in params}
-    return factory(**params, **extra)
+    return SCORERS[name](**params, **extra)
 
 
 def trace_text(row: dict, part: str = "raw") -> str | None:

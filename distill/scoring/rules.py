@@ -85,7 +85,7 @@ def make_length(tokenizer: str, part: str = "raw", batch_size: int = 8192):
         out: list = [None] * len(rows)
         for start in range(0, len(present), batch_size):
             idx = present[start : start + batch_size]
-            for i, n in zip(idx, count([texts[i] for i in idx])):
+            for i, n in zip(idx, count([texts[i] for i in idx]), strict=False):
                 out[i] = n
         return out
 
@@ -101,7 +101,7 @@ def repetition_ratio(text: str, n: int = 4) -> float:
     total = len(words) - n + 1
     if total <= 0:
         return 0.0
-    return 1.0 - len(set(zip(*(words[i:] for i in range(n))))) / total
+    return 1.0 - len(set(zip(*(words[i:] for i in range(n)), strict=False))) / total
 
 
 @register("repetition")

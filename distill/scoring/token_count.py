@@ -91,6 +91,6 @@ class TokenCounter:
                 continue
             chunks = text.split(" ")
             out[i] = first(chunks[0]) + sum(map(spaced, chunks[1:]))
-        for i, n in zip(slow, self.exact([texts[i] for i in slow])):
+        for i, n in zip(slow, self.exact([texts[i] for i in slow]), strict=False):
             out[i] = n
         return out
