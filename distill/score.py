@@ -109,7 +109,7 @@ def main(config: ScoreConfig) -> int:
                 print(f"distill score: {item} (--strict: stopping, nothing written)", file=sys.stderr)
                 return 1
             continue
-        if not isinstance(item.get("trace"), dict) and item.get("status", "failed") != "failed":
+        if not isinstance(item.get("trace"), dict) and item.get("status") != "failed":
             log.warning("%s:%d: row %r has no 'trace' object; scorers give None", config.input, line, item.get("id"))
             not_traces.append(line)
         rows.append(item)

@@ -59,7 +59,10 @@ def build_scorer(name: str, context: dict | None = None, **params) -> Scorer:
 
 
 def trace_text(row: dict, part: str = "raw") -> str | None:
-    """The row's trace part ('raw' | 'think' | 'final') or None when the row has no trace (failed teacher row)."""
+    """The row's trace part ('raw' | 'think' | 'final'), or None when the row has no usable trace: a failed teacher
+    row (generate writes empty strings there) or a row without a `trace` object."""
+    if row.get("status") == "failed":
+        return None
     trace = row.get("trace")
     if not isinstance(trace, dict):
         return None

@@ -27,14 +27,13 @@ def trace_row(example: dict, sample_index: int, raw: str | None, status: str = "
     row = {
         **example,
         "sample_index": sample_index,
-        "trace": None if raw is None else {"raw": raw, "think": think, "final": final},
+        "trace": {"raw": raw or "", "think": think, "final": final},  # generate writes empty parts for failures
         "teacher": {"model": "hand-written", "prompt_id": example["task"], "prompt_sha": "0" * 12, "mode": "blind",
                     "sampling": {"temperature": 0.7, "max_tokens": 512}},
         "usage": {"prompt_tokens": 50, "completion_tokens": 0 if raw is None else len(raw.split())},
         "status": status,
+        "error": None if status == "ok" else (error or status),
     }  # fmt: skip
-    if status != "ok":
-        row["error"] = error or status
     return row
 
 
