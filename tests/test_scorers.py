@@ -87,7 +87,8 @@ def tokenizer_dir(tmp_path_factory):
 
 TRICKY = ["<think>I count 3 shapes.\nThe red one is left.</think>The answer is 42.", "a  b", " lead", "trail ",
           "x \ny", "it's 3.14, isn't it?", "café au lait", "tab\there", "(B) dog", "one,two ,three", "a <|im_end|> b",
-          "", "x\n\n\ny z", "1 2 3 45 678", "<|image_pad|><|image_pad|> ok"]  # fmt: skip
+          "", "x\n\n\ny z", "1 2 3 45 678", "<|image_pad|><|image_pad|> ok", "a\tb c", "x\r\ny z", "end\n", "\nstart",
+    "a \tb", "p.\n\nThe q r", "a\x0bb c", "Step 1: look.\nStep 2: count 3 shapes.\n\nAnswer: 3"]  # fmt: skip
 
 
 def test_length_counts_match_the_tokenizer(tokenizer_dir):
@@ -115,6 +116,29 @@ def test_token_counter_fast_path_is_exact_for_gpt2_style_bpe():
     counter = TokenCounter(bpe)
     assert counter.chunked  # GPT-2 regex byte-level BPE takes the cached path
     assert counter(TRICKY) == counter.exact(TRICKY)
+    assert counter.last_slow < len(TRICKY) / 2  # most of them really went through the chunk cache
+
+
+def test_token_counter_matches_on_random_texts(tokenizer_dir):
+    """Differential test: random strings over letters, digits, punctuation, apostrophes and every kind of space."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from distill.scoring.token_count import TokenCounter
+
+    counter = TokenCounter(AutoTokenizer.from_pretrained(tokenizer_dir).backend_tokenizer)
+    assert counter.chunked  # the tiny kit's tokenizer uses the Qwen2 pre-tokenizer regex
+    rng = random.Random(0)
+    pieces = ["the", "red", "A", "3", "42", ".", ",", "'s", "'", "(B)", "<think>", "</think>", " ", " ", " ", "\n", "\t",
+              "  ", "\r\n", "é", "!?", "-", "x1"]  # fmt: skip
+    texts = ["".join(rng.choices(pieces, k=rng.randint(0, 40))) for _ in range(600)]
+    assert counter(texts) == counter.exact(texts)
+    # without tabs, double spaces, "\r\n" and "é" about half take the chunk path: check those too
+    plain = [p for p in pieces if p not in ("\t", "  ", "\r\n", "é")]
+    texts = ["".join(rng.choices(plain, k=rng.randint(0, 40))) for _ in range(600)]
+    assert counter(texts) == counter.exact(texts)
+    assert counter.last_slow < 0.7 * len(texts)
 
 
 @pytest.mark.parametrize(

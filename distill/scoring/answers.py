@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from functools import lru_cache
 
 from distill.records import TASKS_WITH_ANSWER
 from distill.scoring.registry import register, trace_text
@@ -80,6 +81,11 @@ def parse_options(query_text: str) -> dict[str, str]:
     return {m.group(1): normalize(query_text[m.end() : e]) for m, e in zip(marks, ends, strict=False)}
 
 
+# Samples of one example share their gold answer and query: parse those once (pure functions, bounded caches).
+_normalize_cached = lru_cache(maxsize=65536)(normalize)
+_options_cached = lru_cache(maxsize=65536)(parse_options)
+
+
 def _contains(haystack: str, needle: str) -> bool:
     """Whole-word containment of normalised strings ("4" is in "there are 4 shapes", not in "14 shapes")."""
     return bool(needle) and f" {needle} " in f" {haystack} "
@@ -91,11 +97,13 @@ def answer_match(final: str, gold: str, query_text: str = "", containment: bool 
     whole-word containment of the gold in the answer part when `containment` (with options: only when no other
     option's text is named too, so "not a cat but a dog" does not match gold "cat")."""
     answer = extract_answer(final)
-    gold_n, answer_n = normalize(gold), normalize(answer)
-    options = parse_options(query_text) if query_text else {}
+    gold_n, answer_n = _normalize_cached(gold), normalize(answer)
+    if gold_n and gold_n == answer_n:  # the common case, decided before any option parsing
+        return True
     gold_letter, pred_letter = option_letter(gold), option_letter(answer)
     if gold_letter and pred_letter:
         return gold_letter == pred_letter
+    options = _options_cached(query_text) if query_text else {}
     golds = {gold_n} | ({options[gold_letter]} if gold_letter in options else set())
     golds.discard("")
     if pred_letter and options.get(pred_letter) in golds:  # gold is the option text, the trace names its letter

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from datasketch import MinHash, MinHashLSH
+from tqdm import tqdm
 
 from distill.scoring.registry import register, trace_text
 
@@ -40,7 +41,7 @@ def cluster_ids(texts: list[str | None], threshold: float = 0.8, num_perm: int =
             i = parent[i]
         return i
 
-    for i, sig in zip(idx, sigs, strict=False):
+    for i, sig in tqdm(zip(idx, sigs, strict=True), total=len(idx), desc="near_duplicate", disable=len(idx) < 20_000):
         for j in lsh.query(sig):  # earlier texts sharing an LSH band with this one
             if sig.jaccard(sig_of[j]) >= threshold:
                 ri, rj = find(i), find(j)

@@ -44,7 +44,11 @@ class SentenceTransformerEmbedder:
         texts = [text for text, _ in items]
         # encode() sorts by length internally, so batches are padded little; one call for the whole run.
         return self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=len(texts) >= 10_000,
         ).astype(np.float32)
 
 
@@ -84,9 +88,11 @@ class VLMEmbedder:
 
     def embed(self, items: list[Item]) -> np.ndarray:
         import torch
+        from tqdm import tqdm
 
         out = []
-        for start in range(0, len(items), self.batch_size):
+        starts = range(0, len(items), self.batch_size)
+        for start in tqdm(starts, desc="embedding_gain (vlm)", disable=len(items) < 1000):
             batch = items[start : start + self.batch_size]
             texts = [self.IMAGE_SLOT * len(images) + text for text, images in batch]
             images = [self._load(p) for _, paths in batch for p in paths]
