@@ -64,7 +64,9 @@ class FilterConfig:
     report_dir: str | None = field(
         default=None, metadata={"help": "Where report.md, summary.json and plots/ go; default: the kept file's dir."}
     )
-    report_examples: int = field(default=3, metadata={"help": "Kept and rejected examples shown in report.md."})
+    report_examples: int = field(
+        default=3, metadata={"help": "Examples in report.md: this many kept rows, and rejected rows per check."}
+    )
     strict: bool = field(default=False, metadata={"help": "Exit 1 on the first unreadable input line."})
 
     def __post_init__(self):
@@ -199,7 +201,10 @@ def main(config: FilterConfig) -> int:
         return 2
     reasons = [row_reasons(r, config) for r in rows]
     select(rows, reasons, config)
-    kept = [r for r, why in zip(rows, reasons, strict=False) if not why]
+    # A stale `rejected_by` (re-filtering an earlier rejected file) must not ride along on a kept row.
+    kept = [
+        {k: v for k, v in r.items() if k != "rejected_by"} for r, why in zip(rows, reasons, strict=False) if not why
+    ]
     rejected = [{**r, "rejected_by": why} for r, why in zip(rows, reasons, strict=False) if why]
     write_jsonl_atomic(config.kept, kept)
     write_jsonl_atomic(config.rejected, rejected)

@@ -73,7 +73,7 @@ def _plots(out: Path, rows, reasons, config, per_check, per_task, per_dataset) -
         plt.close(fig)
         files.append("score_histograms.png")
     for title, table, fname in (
-        ("keep rate per check (that check alone)", {k: v["keep_rate"] for k, v in per_check.items()}, "keep_rate_by_check.png"),
+        ("share of all rows each check let through", {k: v["keep_rate"] for k, v in per_check.items()}, "keep_rate_by_check.png"),
         ("keep rate per task", {k: v["keep_rate"] for k, v in per_task.items()}, "keep_rate_by_task.png"),
         ("keep rate per dataset", {k: v["keep_rate"] for k, v in per_dataset.items()}, "keep_rate_by_dataset.png"),
     ):  # fmt: skip
@@ -82,8 +82,11 @@ def _plots(out: Path, rows, reasons, config, per_check, per_task, per_dataset) -
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.2))
         labels = list(table)
         ax.barh(labels, [table[k] for k in labels], color="#264653")
-        for y, k in enumerate(labels):
-            ax.text(min(table[k] + 0.01, 0.93), y, f"{table[k]:.0%}", va="center", fontsize=9)
+        for y, k in enumerate(labels):  # label inside the bar (white) when the bar reaches the right edge
+            inside = table[k] > 0.85
+            x = table[k] - 0.01 if inside else table[k] + 0.01
+            ax.text(x, y, f"{table[k]:.0%}", va="center", ha="right" if inside else "left", fontsize=9,
+                    color="white" if inside else "black")  # fmt: skip
         ax.set_xlim(0, 1)
         ax.invert_yaxis()
         ax.set_title(title)
@@ -125,8 +128,9 @@ def write_report(out_dir, rows, reasons, config, bad_lines, seconds: float) -> d
     md = [f"# Filter report: `{config.input}`", "",
           f"{n} rows in, **{n_kept} kept** ({summary['keep_rate']:.1%}), {n - n_kept} rejected"
           + (f", {len(bad_lines)} unreadable line(s) not passed on" if bad_lines else "") + ".", "",
-          "## Rejections by check", "", "A row can fail several checks; each is counted.", "",
-          "| check | rows rejected | keep rate (this check alone) |", "|---|---:|---:|"]  # fmt: skip
+          "## Rejections by check", "", "A row can fail several checks; each is counted. Per-row checks see every row; dedup and best_of_n only "
+          "compare rows that passed them.", "",
+          "| check | rows rejected | share of all rows it let through |", "|---|---:|---:|"]  # fmt: skip
     md += [f"| {c} | {v['rejected']} | {v['keep_rate']:.1%} |" for c, v in per_check.items()]
     for title, table in (("task", per_task), ("dataset", per_dataset)):
         md += ["", f"## Per {title}", "", f"| {title} | rows | kept | keep rate |", "|---|---:|---:|---:|"]
@@ -134,10 +138,20 @@ def write_report(out_dir, rows, reasons, config, bad_lines, seconds: float) -> d
     md += ["", "## Plots", ""] + [f"![{p}](plots/{p})" for p in plots]
     k = config.report_examples
     kept_rows = [r for r, why in zip(rows, reasons, strict=False) if not why][:k]
-    rej_rows = [(r, why) for r, why in zip(rows, reasons, strict=False) if why][:k]
+    rej_rows, shown = [], set()
+    for check in by_check:  # up to k examples per check, so every kind of rejection is illustrated
+        picked = [i for i, why in enumerate(reasons) if i not in shown and any(check_of(x) == check for x in why)][:k]
+        shown.update(picked)
+        rej_rows += [(rows[i], reasons[i]) for i in picked]
     md += ["", "## Examples kept", "", "| id | task | final |", "|---|---|---|"]
     md += [f"| {r.get('id')}#{r.get('sample_index', 0)} | {r.get('task')} | {_snippet(r)} |" for r in kept_rows]
-    md += ["", "## Examples rejected", "", "| id | task | rejected by | final |", "|---|---|---|---|"]
+    md += [
+        "",
+        f"## Examples rejected (up to {k} per check)",
+        "",
+        "| id | task | rejected by | final |",
+        "|---|---|---|---|",
+    ]
     md += [f"| {r.get('id')}#{r.get('sample_index', 0)} | {r.get('task')} | {'; '.join(why)} | {_snippet(r)} |"
            for r, why in rej_rows]  # fmt: skip
     write_text_atomic(out_dir / "report.md", "\n".join(md) + "\n")
