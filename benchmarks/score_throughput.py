@@ -143,20 +143,20 @@ def main() -> None:
         _, items = _plans(emb_rows, False, "raw", 8)
         texts = [t for t, _ in items]
         embedder.model.encode(texts[:64], batch_size=64, show_progress_bar=False)  # warm-up
-        raw_best = gain_best = float("inf")
-        for _ in range(args.repeats):  # alternate so both see the same machine load
-            sec, _ = timed(
+        raw_best = gain_best = raw_cpu = gain_cpu = float("inf")
+        for _ in range(args.repeats):  # alternate so both see the same machine load; keep the best of each
+            sec, cpu, _ = timed(
                 lambda: embedder.model.encode(  # exactly the call the scorer's embedder makes
                     texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
                 )
             )
-            raw_best = min(raw_best, sec)
-            sec, _, _ = timed(embedding_gain, emb_rows, embedder, "raw", 8)
-            gain_best = min(gain_best, sec)
+            raw_best, raw_cpu = min(raw_best, sec), min(raw_cpu, cpu)
+            sec, cpu, _ = timed(embedding_gain, emb_rows, embedder, "raw", 8)
+            gain_best, gain_cpu = min(gain_best, sec), min(gain_cpu, cpu)
         table.append(("raw encoder, distinct texts", f"{len(texts) / raw_best:,.0f} texts/s", f"{raw_best:.2f} s",
                       f"{len(texts)} texts for {len(emb_rows)} rows"))  # fmt: skip
         table.append(("embedding_gain (target ratio >= 0.9)", f"{len(emb_rows) / gain_best:,.0f} rows/s",
-                      f"{gain_best:.2f} s", f"ratio raw/scorer time = {raw_best / gain_best:.2f}"))  # fmt: skip
+                      f"{gain_best:.2f} s", f"ratio raw/scorer: wall {raw_best / gain_best:.2f}, CPU {raw_cpu / gain_cpu:.2f}"))  # fmt: skip
     table.append(("load average (1 min) at end", f"{os.getloadavg()[0]:.2f}", "", "2 shared cores: figures are noisy"))
 
 

@@ -98,7 +98,9 @@ def test_filter_partitions_with_all_reasons_and_reruns_identically(run, tmp_path
     for png in summary["plots"]:
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "report.md").read_text()
-    assert "## Examples rejected (up to 3 per check)" in report and ("status: failed" in report or "status: truncated" in report)
+    assert "## Examples rejected (up to 3 per check)" in report and (
+        "status: failed" in report or "status: truncated" in report
+    )
 
 
 def test_filter_fails_clearly_on_an_unknown_score(run, tmp_path):

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 Item = tuple[str, tuple[str, ...]]  # (text, relative image paths)
@@ -80,8 +82,10 @@ class VLMEmbedder:
         self.processor = load_processor(model, min_pixels=min_pixels, max_pixels=max_pixels)
         self.processor.tokenizer.padding_side = "right"
         self.image_root, self.batch_size = image_root, batch_size
+        # A query image appears in two items (query alone, query + trace): decode it from disk once.
+        self._load = lru_cache(maxsize=4096)(self._open)
 
-    def _load(self, rel: str):
+    def _open(self, rel: str):
         from distill.images import open_image, resolve_image
 
         return open_image(resolve_image(self.image_root, rel)).convert("RGB")
@@ -90,10 +94,12 @@ class VLMEmbedder:
         import torch
         from tqdm import tqdm
 
+        # Batches of similar size (image count, then text length) waste little on padding; results go back in order.
+        order = sorted(range(len(items)), key=lambda i: (len(items[i][1]), len(items[i][0])))
         out = []
         starts = range(0, len(items), self.batch_size)
         for start in tqdm(starts, desc="embedding_gain (vlm)", disable=len(items) < 1000):
-            batch = items[start : start + self.batch_size]
+            batch = [items[i] for i in order[start : start + self.batch_size]]
             texts = [self.IMAGE_SLOT * len(images) + text for text, images in batch]
             images = [self._load(p) for _, paths in batch for p in paths]
             inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
@@ -104,7 +110,11 @@ class VLMEmbedder:
             last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(dim=1)  # last real token
             vec = hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
             out.append(torch.nn.functional.normalize(vec, dim=-1).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+        if not out:
+            return np.zeros((0, 1), np.float32)
+        vectors = np.empty((len(items), out[0].shape[1]), np.float32)
+        vectors[order] = np.concatenate(out)
+        return vectors
 
 
 def make_embedder(kind: str, model: str, image_root: str = ".", **kwargs):
