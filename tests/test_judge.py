@@ -21,6 +21,9 @@ EX = {"id": "e", "task": "vqa", "dataset": "D", "query": {"text": "What color?",
         ("**Score:** 2", 2.0),
         ("Score: 2 ... on reflection Score: 4", 4.0),  # the last one counts
         ("4", 4.0),
+        ("<think>maybe Score: 2?</think>Fine. Score: 4", 4.0),  # only the answer after the reasoning counts
+        ("<think>Score: 2</think>4", 4.0),
+        ("<think>Score: 2</think>", None),  # nothing after the reasoning
         ("4/5", 4.0),
         ("Score: 7", None),  # out of range
         ("great trace", None),
@@ -70,3 +73,23 @@ def test_llm_judge_rejects_a_rubric_without_trace_slot(tmp_path):
     bad.write_text("Rate it 1-5.")
     with pytest.raises(ValueError, match="no \\{trace\\} slot"):
         build_scorer("llm_judge", rubric=str(bad), client={}, complete=lambda *a: [])
+
+
+def test_llm_judge_over_http_with_the_teacher_client(tmp_path):
+    """Through the real client (branch `generate`) against its fault-injecting fake server: faults are retried, every
+    row gets a value with the reason kept (the fake answers without a score), and a rerun re-sends nothing."""
+    pytest.importorskip("distill.teacher.client")
+    fake = pytest.importorskip("distill.testing.fake_openai")
+    server = fake.FakeOpenAI(fault_rate=0.3, faults=("429", "500"), seed=1)
+    url = server.start()
+    try:
+        client = {"base_urls": [url], "model": "judge", "max_concurrency": 4, "timeout_s": 5, "max_retries": 4}
+        scorer = build_scorer("llm_judge", context={"work_dir": str(tmp_path)}, rubric=str(RUBRIC), client=client)
+        rows = [trace_row(EX, i, f"<think>t{i}</think>red") for i in range(6)] + [trace_row(EX, 9, None, "failed")]
+        values = scorer(rows)
+        assert values[-1] is None and all(v["score"] is None and "Score: N" in v["error"] for v in values[:-1])
+        sent = len(server.seen_keys)
+        assert sent >= 6 and (tmp_path / "llm_judge.journal.jsonl").exists()
+        assert scorer(rows) == values and len(server.seen_keys) == sent  # journaled: nothing re-sent
+    finally:
+        server.stop()

@@ -40,7 +40,10 @@ def fill(rubric: str, row: dict, part: str = "raw") -> str:
 
 
 def parse_score(text: str | None) -> tuple[float | None, str | None]:
-    """(score, None) from a judge reply ('... Score: 4', or a bare '4' / '4/5'), else (None, reason)."""
+    """(score, None) from a judge reply ('... Score: 4', or a bare '4' / '4/5'; the last 'Score: N' after any
+    `</think>`), else (None, reason)."""
+    if text and "</think>" in text:  # a reasoning judge: only its answer counts, not scores it mulled over
+        text = text.rsplit("</think>", 1)[1]
     if not text or not text.strip():
         return None, "empty judge reply"
     matches = _SCORE.findall(text)
@@ -48,7 +51,7 @@ def parse_score(text: str | None) -> tuple[float | None, str | None]:
         return float(matches[-1]), None
     if m := _ALONE.match(text):
         return float(m.group(1)), None
-    return None, f"no 'Score: N' (1-5) in judge reply: {text.strip()[:80]!r}"
+    return None, f"no 'Score: N' (1-5) in judge reply ending {text.strip()[-80:]!r}"
 
 
 def _default_complete():
