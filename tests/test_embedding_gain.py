@@ -57,7 +57,7 @@ def test_minilm_trace_naming_the_positive_scores_higher(demo_examples):
     assert good["gain"] > bad["gain"] and good["margin_trace"] > bad["margin_trace"]
     assert good["rank_trace"] == 1 and good["candidates"] == 8  # positive + 7 in-batch captions of other examples
     assert values[-1] is None  # a text embedder cannot tell "Represent the given image." candidates apart
-    (items,) = embedder.calls  # one batched call, every distinct item once
+    (items,) = embedder.calls  # one batched call for I2T (T2I needs none here), every distinct item once
     assert len(items) == len(set(items))
     # query alone is the instruction (image invisible): shared by all I2T rows, embedded once
     assert sum(1 for text, _ in items if text == i2t[0]["instruction"]) == 1

@@ -4,8 +4,9 @@ For each row, the candidates are its positive and negatives, topped up to `num_c
 other examples of the same dataset (in-batch negatives, taken in order of first appearance after this example's, so
 the choice is deterministic). The query is embedded alone (instruction + query text [+ images]) and with the trace
 appended; for both we take the positive's rank among the candidates (1 = best; ties count against it) and its cosine
-margin (positive's similarity minus the best negative's). Every distinct (text, images) item in the run is embedded
-exactly once, in one batched call.
+margin (positive's similarity minus the best negative's). Every distinct (text, images) item of a dataset is embedded
+exactly once, in one batched call per dataset. All samples of an example get the same candidates, so their gains
+compare fairly in best-of-n.
 
 Value per row: {"rank_query", "rank_trace", "margin_query", "margin_trace", "gain" (= margin_trace - margin_query),
 "candidates"}; None for rows without a trace, and when the embedder cannot tell the candidates apart (a text-only
@@ -84,7 +85,21 @@ def rank_and_margin(sims: np.ndarray) -> tuple[int, float]:
 
 
 def embedding_gain(rows: list[dict], embedder, part: str = "raw", num_candidates: int = 8) -> list:
-    """One value per row (see the module docstring) using `embedder` (an object with `uses_images` and `embed`)."""
+    """One value per row (see the module docstring) using `embedder` (an object with `uses_images` and `embed`).
+
+    Runs dataset by dataset (candidates never cross datasets), so only one dataset's vectors are in memory at once.
+    """
+    by_dataset: dict = defaultdict(list)
+    for i, row in enumerate(rows):
+        by_dataset[row.get("dataset")].append(i)
+    out: list = [None] * len(rows)
+    for idx in by_dataset.values():
+        for i, value in zip(idx, _gain([rows[i] for i in idx], embedder, part, num_candidates), strict=True):
+            out[i] = value
+    return out
+
+
+def _gain(rows: list[dict], embedder, part: str, num_candidates: int) -> list:
     plans, items = _plans(rows, embedder.uses_images, part, num_candidates)
     emb = embedder.embed(items) if items else np.zeros((0, 1), np.float32)
     out: list = []
