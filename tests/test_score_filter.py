@@ -146,3 +146,9 @@ def test_every_recipe_loads():
 def test_cli_lists_the_verbs():
     out = subprocess.run([sys.executable, "-m", "distill", "--help"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0 and "score" in out.stdout and "filter" in out.stdout
+
+
+def test_score_fails_fast_on_a_missing_tokenizer(run, tmp_path):
+    argv = ["score", "--input", str(run["traces"]), "--output", str(tmp_path / "s.jsonl"),
+            "--scorers", f'{{"length": {{"tokenizer": "{tmp_path / "nowhere"}"}}}}']  # fmt: skip
+    assert cli(argv) == 2 and not (tmp_path / "s.jsonl").exists()
