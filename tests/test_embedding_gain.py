@@ -89,3 +89,29 @@ def test_vlm_embedder_pools_the_last_real_token(tiny_vlm, demo_dir):
     alone = np.concatenate([emb.embed([it]) for it in items])
     assert batched.shape == (2, 64) and np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
     assert np.allclose(batched, alone, atol=1e-4)  # right padding does not change the pooled vector
+
+
+class BagOfWords:
+    """A deterministic text 'embedder': normalised counts over a fixed vocabulary (exact, fast, no model)."""
+
+    uses_images = False
+    VOCAB = ["red", "blue", "green", "circle", "square", "triangle", "image", "shows", "the", "a"]
+
+    def __init__(self):
+        self.calls = 0
+
+    def embed(self, items):
+        self.calls += 1
+        vecs = np.array([[text.lower().split().count(w) + 0.01 for w in self.VOCAB] for text, _ in items], np.float32)
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def test_chunks_of_datasets_give_the_same_values(demo_examples):
+    rows = [trace_row(e, 0, "<think>x</think>It shows " + e["positive"]["text"]) for e in demo_examples["ShapesI2T"]]
+    rows += [trace_row(e, 0, "<think>x</think>" + e["answer"]) for e in demo_examples["ShapesCLS"]]
+    one, many = BagOfWords(), BagOfWords()
+    together = embedding_gain(rows, one, "final", 8)
+    assert embedding_gain(rows, many, "final", 8, chunk_rows=1) == together  # a dataset per chunk
+    assert (one.calls, many.calls) == (1, 2)
+    # the trace that repeats the positive's words puts it first: rank 1, positive margin, gain over the query alone
+    assert all(v["rank_trace"] == 1 and v["margin_trace"] > 0 and v["gain"] > 0 for v in together[:12])

@@ -4,8 +4,8 @@ For each row, the candidates are its positive and negatives, topped up to `num_c
 other examples of the same dataset (in-batch negatives, taken in order of first appearance after this example's, so
 the choice is deterministic). The query is embedded alone (instruction + query text [+ images]) and with the trace
 appended; for both we take the positive's rank among the candidates (1 = best; ties count against it) and its cosine
-margin (positive's similarity minus the best negative's). Every distinct (text, images) item of a dataset is embedded
-exactly once, in one batched call per dataset. All samples of an example get the same candidates, so their gains
+margin (positive's similarity minus the best negative's). Every distinct (text, images) item is embedded exactly
+once, in one batched call per chunk of whole datasets (`chunk_rows`). All samples of an example get the same candidates, so their gains
 compare fairly in best-of-n.
 
 Value per row: {"rank_query", "rank_trace", "margin_query", "margin_trace", "gain" (= margin_trace - margin_query),
@@ -84,16 +84,27 @@ def rank_and_margin(sims: np.ndarray) -> tuple[int, float]:
     return 1 + int((negs >= pos).sum()), float(pos - negs.max())
 
 
-def embedding_gain(rows: list[dict], embedder, part: str = "raw", num_candidates: int = 8) -> list:
+def embedding_gain(
+    rows: list[dict], embedder, part: str = "raw", num_candidates: int = 8, chunk_rows: int = 100_000
+) -> list:
     """One value per row (see the module docstring) using `embedder` (an object with `uses_images` and `embed`).
 
-    Runs dataset by dataset (candidates never cross datasets), so only one dataset's vectors are in memory at once.
+    Whole datasets are grouped into chunks of about `chunk_rows` rows (candidates never cross datasets, and a dataset
+    is never split), one embedding call per chunk: memory stays bounded on big runs, and small datasets still share
+    one call (separate small calls cost ~35% more in padding, measured with MiniLM).
     """
     by_dataset: dict = defaultdict(list)
     for i, row in enumerate(rows):
         by_dataset[row.get("dataset")].append(i)
-    out: list = [None] * len(rows)
+    chunks, current = [], []
     for idx in by_dataset.values():
+        if current and len(current) + len(idx) > chunk_rows:
+            chunks.append(current)
+            current = []
+        current = current + idx
+    chunks += [current] if current else []
+    out: list = [None] * len(rows)
+    for idx in chunks:
         for i, value in zip(idx, _gain([rows[i] for i in idx], embedder, part, num_candidates), strict=True):
             out[i] = value
     return out
@@ -135,6 +146,7 @@ def make_embedding_gain(
     device: str | None = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    chunk_rows: int = 100_000,
     image_root: str = ".",
 ):
     """embedding_gain with an embedder of kind `embedder` ('sentence-transformers' | 'vlm') loaded from `model`."""
@@ -144,4 +156,4 @@ def make_embedding_gain(
     if embedder == "vlm":
         extra |= {"min_pixels": min_pixels, "max_pixels": max_pixels}
     emb = make_embedder(embedder, model, image_root=image_root, **extra)
-    return lambda rows: embedding_gain(rows, emb, part, num_candidates)
+    return lambda rows: embedding_gain(rows, emb, part, num_candidates, chunk_rows)
