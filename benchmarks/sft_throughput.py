@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 def make_export(tmp: Path, copies: int) -> Path:
     from distill.export import ExportConfig, export
     from distill.io import write_jsonl_atomic
-    from distill.testing.traces import demo_trace_rows
+    from distill.testing.traces import kept_demo_rows
 
-    base = demo_trace_rows(str(REPO / "data/demo/train"))
+    base = kept_demo_rows(str(REPO / "data/demo/train"))
     rows = []
     for k in range(copies):
         for i, r in enumerate(base):

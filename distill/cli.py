@@ -16,6 +16,8 @@ VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "serve": ("distill.teacher.serve", ("ServeConfig",), "OpenAI-compatible server over local HF models (batched)"),
     "generate": ("distill.teacher.generate", ("GenerateConfig",), "collect teacher ECR traces (journaled, resumable)"),
     "merge": ("distill.teacher.merge", ("MergeConfig",), "join generate shards, one row per (id, sample_index)"),
+    "score": ("distill.score", ("ScoreConfig",), "run named scorers over trace rows; adds `scores`, drops nothing"),
+    "filter": ("distill.filter", ("FilterConfig",), "thresholds, dedup, best-of-n -> kept + rejected + report"),
     "export": ("distill.export", ("ExportConfig",), "kept traces -> TRL vision-language SFT dataset (+ JSONL)"),
     "train": ("distill.train.sft", ("TrainConfig", "ModelConfig"), "SFT the student (TRL + PEFT + DeepSpeed)"),
 }

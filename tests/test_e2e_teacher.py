@@ -37,5 +37,7 @@ def test_generate_against_distill_serve(tiny_vlm, tmp_path):
     with_images = [r for r in rows if r["query"]["images"]]
     assert with_images and all(r["usage"]["prompt_tokens"] > 0 for r in with_images)
     # The server saw every request the journal holds, batched.
-    assert stats["requests"] >= len({r["teacher"]["prompt_sha"] for r in rows}) and stats["batches"] <= stats["requests"]
+    assert (
+        stats["requests"] >= len({r["teacher"]["prompt_sha"] for r in rows}) and stats["batches"] <= stats["requests"]
+    )
     assert teacher.proc.returncode == 0  # SIGTERM -> clean exit

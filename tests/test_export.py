@@ -7,14 +7,14 @@ from datasets import load_from_disk
 
 from distill.export import ExportConfig, assistant_text, export, row_problem, user_text
 from distill.io import write_jsonl_atomic
-from distill.testing.traces import demo_trace_rows
+from distill.testing.traces import kept_demo_rows
 
 TINY_MAX = 28 * 28 * 16
 
 
 @pytest.fixture(scope="module")
 def kept_rows(demo_dir):
-    return demo_trace_rows(str(demo_dir / "train"))
+    return kept_demo_rows(str(demo_dir / "train"))
 
 
 def _export(tmp_path, demo_dir, rows, extra_lines=(), **kw):

@@ -16,7 +16,7 @@ import torch
 
 from distill.export import ExportConfig, export
 from distill.io import write_jsonl_atomic
-from distill.testing.traces import demo_trace_rows
+from distill.testing.traces import kept_demo_rows
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ RTOL = 1e-4
 @pytest.fixture(scope="module")
 def export_dir(demo_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
-    write_jsonl_atomic(tmp / "filter" / "kept.jsonl", demo_trace_rows(str(demo_dir / "train")))
+    write_jsonl_atomic(tmp / "filter" / "kept.jsonl", kept_demo_rows(str(demo_dir / "train")))
     (tmp / "filter" / "summary.json").write_text(json.dumps({"rows_in": 120, "rows_kept": 60, "keep_rate": 0.5}))
     export(ExportConfig(input=str(tmp / "filter" / "kept.jsonl"), output=str(tmp / "export"), image_root=str(demo_dir),
                         max_pixels=28 * 28 * 16))  # fmt: skip

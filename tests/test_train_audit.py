@@ -7,7 +7,7 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 from distill.export import ExportConfig, export
 from distill.io import write_jsonl_atomic
 from distill.processing import load_processor
-from distill.testing.traces import demo_trace_rows
+from distill.testing.traces import kept_demo_rows
 from distill.train.audit import LabelMaskError, audit
 from distill.train.data import load_export, preflight
 
@@ -15,7 +15,7 @@ from distill.train.data import load_export, preflight
 @pytest.fixture(scope="module")
 def setup(tiny_vlm, demo_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("audit")
-    write_jsonl_atomic(tmp / "kept.jsonl", demo_trace_rows(str(demo_dir / "train")))
+    write_jsonl_atomic(tmp / "kept.jsonl", kept_demo_rows(str(demo_dir / "train")))
     export(ExportConfig(input=str(tmp / "kept.jsonl"), output=str(tmp / "export"), image_root=str(demo_dir),
                         max_pixels=28 * 28 * 16))  # fmt: skip
     processor = load_processor(tiny_vlm)

