@@ -63,6 +63,10 @@ class ExportConfig:
         metadata={"help": "Filter summary JSON for the manifest; None: <input dir>/summary.json if it exists."},
     )
     strict: bool = field(default=False, metadata={"help": "Stop at the first row that cannot be exported."})
+    require_think: bool = field(
+        default=True,
+        metadata={"help": "Drop rows with an empty think part; false keeps them as '<think></think>' + final (demo)."},
+    )
 
     def __post_init__(self):
         if not self.input or not self.output:
@@ -78,10 +82,10 @@ def user_text(row: dict) -> str:
 
 def assistant_text(trace: dict) -> str:
     """The supervised assistant turn: `<think>` + think + `</think>` + newline + final."""
-    return f"<think>{trace['think'].strip()}</think>\n{trace['final'].strip()}"
+    return f"<think>{(trace.get('think') or '').strip()}</think>\n{trace['final'].strip()}"
 
 
-def row_problem(row: dict) -> str | None:
+def row_problem(row: dict, require_think: bool = True) -> str | None:
     """Why a kept row cannot become a training row, or None."""
     for key in ("id", "query", "trace"):
         if key not in row:
@@ -89,7 +93,9 @@ def row_problem(row: dict) -> str | None:
     if row.get("status", "ok") != "ok":
         return f"status is {row.get('status')!r}, not 'ok'"
     trace = row["trace"]
-    if not isinstance(trace, dict) or not str(trace.get("think") or "").strip():
+    if not isinstance(trace, dict):
+        return "field 'trace' is not an object"
+    if require_think and not str(trace.get("think") or "").strip():
         return "empty think part"
     if not str(trace.get("final") or "").strip():
         return "empty final part"
@@ -162,7 +168,7 @@ def export(config: ExportConfig) -> dict:
     rows_in = 0
     for line, row in tqdm(iter_jsonl(config.input), desc="export", unit="row"):
         rows_in += 1
-        reason = row.reason if isinstance(row, BadLine) else row_problem(row)
+        reason = row.reason if isinstance(row, BadLine) else row_problem(row, config.require_think)
         if reason is None:
             try:
                 train_row, jsonl_row = to_training_row(row, config)
@@ -181,6 +187,9 @@ def export(config: ExportConfig) -> dict:
         jsonl_rows.append(jsonl_row)
         source_rows.append(row)
 
+    if not kept:
+        raise ValueError(f"{config.input}: no rows to export ({rows_in} rows in, {len(problems)} unusable): "
+                         "nothing to train on; check the filter report")  # fmt: skip
     tmp = out / "dataset.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     Dataset.from_list(kept, features=_features()).save_to_disk(str(tmp))

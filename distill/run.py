@@ -3,7 +3,7 @@
     distill run --config recipes/demo/pipeline.yaml
 
 Each stage runs as its own `distill <verb>` subprocess (training keeps global accelerate/DeepSpeed state) with a stage
-config written to `runs/<name>/<stage>/config.yaml`: the stage's recipe, the pipeline's overrides, and the paths that
+config written to `runs/<name>/<stage>/stage_config.yaml`: the stage's recipe, the pipeline's overrides, and the paths that
 wire it to the previous stage. A stage is skipped when it finished before with the same fingerprint (sha256 of its
 config and of its input files), so a crashed run resumes where it stopped; `generate` itself resumes request by request
 from its journal. When the recipe has a `serve` section, a local teacher (`distill serve`) is started on a free
@@ -63,6 +63,11 @@ class RunConfig:
         return Path(self.runs_root) / self.name
 
 
+# Files above this size are fingerprinted by (size, mtime) instead of content: checkpoints and big datasets would
+# otherwise be read in full on every resume.
+CONTENT_HASH_MAX_BYTES = 64 * 2**20
+
+
 def _hash_path(h, path: Path) -> None:
     """Feed a file's or a directory's content (names + bytes, sorted) into `h`; a missing path hashes as missing."""
     if path.is_dir():
@@ -70,6 +75,10 @@ def _hash_path(h, path: Path) -> None:
             h.update(str(f.relative_to(path)).encode())
             _hash_path(h, f)
     elif path.is_file():
+        st = path.stat()
+        if st.st_size > CONTENT_HASH_MAX_BYTES:
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+            return
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
@@ -98,20 +107,35 @@ def stage_config(spec: StageSpec, section: dict | None, run_dir: Path, teacher_u
     return merged
 
 
+def _run_teed(cmd: list[str], log_path: Path) -> int:
+    """Run `cmd`, copying its output (progress bars included, unbuffered) to our stdout and to `log_path`."""
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            while chunk := proc.stdout.read1(1 << 14):
+                log_file.write(chunk)
+                log_file.flush()
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+        except BaseException:
+            proc.kill()
+            raise
+        return proc.wait()
+
+
 def run_stage(spec: StageSpec, config: dict, run_dir: Path) -> dict:
     """Run one stage as a subprocess, logging to <stage>/stage.log; returns its summary. Raises on failure."""
     stage_dir = run_dir / spec.name
     stage_dir.mkdir(parents=True, exist_ok=True)
-    config_path = stage_dir / "config.yaml"
+    config_path = stage_dir / "stage_config.yaml"
     write_text_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
     cmd = [sys.executable, "-m", "distill", spec.verb, "--config", str(config_path)]
     log.info("stage %s: %s", spec.name, " ".join(cmd))
     start = time.time()
-    with open(stage_dir / "stage.log", "ab") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+    returncode = _run_teed(cmd, stage_dir / "stage.log")
     seconds = time.time() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"stage {spec.name} failed (exit {proc.returncode}); see {stage_dir / 'stage.log'}")
+    if returncode != 0:
+        raise RuntimeError(f"stage {spec.name} failed (exit {returncode}); see {stage_dir / 'stage.log'}")
     return {**stage_summary(spec, run_dir), "seconds": round(seconds, 2)}
 
 
@@ -125,7 +149,7 @@ def report_markdown(cfg: RunConfig, summaries: dict[str, dict]) -> str:
         link = f"[{spec.report}]({spec.name}/{spec.report})" if spec.report else ""
         lines.append(f"| {spec.name} | {s['status']} | {s.get('rows_in', '')} | {s.get('rows_out', '')} | "
                      f"{s.get('seconds', '')} | {s.get('tokens', '')} | {link} |")  # fmt: skip
-    lines += ["", "Each stage directory holds its `config.yaml` (resolved) and `stage.log`."]
+    lines += ["", "Each stage directory holds the config it ran with (`stage_config.yaml`) and its log (`stage.log`)."]
     return "\n".join(lines) + "\n"
 
 
