@@ -14,7 +14,6 @@ Timings are noisy on a shared machine: the table prints the load average next to
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import random
 import sys
@@ -106,7 +105,6 @@ def main() -> None:
     table = Table()
     table.append(("load average (1 min) at start", f"{os.getloadavg()[0]:.2f}", "", ""))
     rows = synthetic_rows(args.rows)
-    gc.freeze()  # as `distill score` does after loading its rows
     kb = sum(len(r["trace"]["raw"]) for r in rows) / len(rows) / 1024
     table.append(("rows / mean trace size", f"{len(rows)}", f"{kb:.2f} KB", ""))
     if "rules" not in args.skip:
