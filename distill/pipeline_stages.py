@@ -73,7 +73,11 @@ STAGES: list[StageSpec] = [
         "train",
         "train",
         wire=lambda d: {"dataset_path": _p(d, "export", "data"), "output_dir": _p(d, "train", "model")},
-        inputs=lambda c: [c["dataset_path"], c["model_name_or_path"]],
+        # The export's rows and manifest define its dataset; the dataset dir itself gains `datasets` cache files when
+        # training maps over it, so hashing it would make every finished train stage look stale.
+        inputs=lambda c: (
+            [str(Path(c["dataset_path"]) / f) for f in ("train.jsonl", "manifest.json")] + [c["model_name_or_path"]]
+        ),
         rows_in=lambda d: d / "export" / "data" / "train.jsonl",
         rows_out=lambda d: None,
         report="model/README.md",
@@ -88,20 +92,13 @@ def _count_lines(path: Path | None) -> int | None:
         return sum(1 for line in f if line.strip())
 
 
-def _tokens(path: Path) -> int | None:
-    """Prompt + completion tokens recorded in trace rows' `usage`."""
-    if not path.exists():
-        return None
-    from distill.io import read_jsonl
-
-    return sum(
-        (r.get("usage") or {}).get("prompt_tokens", 0) + (r.get("usage") or {}).get("completion_tokens", 0)
-        for r in read_jsonl(path)
-    )
-
-
 def stage_summary(spec: StageSpec, run_dir: Path) -> dict:
+    """Rows in / out of a finished stage (JSONL line counts); for generate, examples in and tokens from its summary."""
     summary = {"rows_in": _count_lines(spec.rows_in(run_dir)), "rows_out": _count_lines(spec.rows_out(run_dir))}
     if spec.name == "generate":
-        summary["tokens"] = _tokens(run_dir / "generate" / "traces.jsonl")
+        import orjson
+
+        gen = orjson.loads((run_dir / "generate" / "traces.summary.json").read_bytes())
+        summary["rows_in"] = gen["examples"]
+        summary["tokens"] = gen["prompt_tokens"] + gen["completion_tokens"]
     return summary

@@ -1,0 +1,140 @@
+"""`distill run`: the whole chain, resumable stage by stage and request by request."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill.io import read_jsonl
+from distill.testing.fake_openai import FakeOpenAI
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ["generate", "score", "filter", "export", "train"]
+
+
+def _pipeline(tmp_path: Path, tiny_vlm: Path, url: str) -> dict:
+    """All five stages against a fake teacher (well-formed traces, fixed latency), small settings."""
+    return {
+        "name": "t",
+        "runs_root": str(tmp_path / "runs"),
+        "generate": {"recipe": "recipes/demo/generate.yaml", "base_url": [url], "model": "fake", "image_model": None,
+                     "num_samples": 1, "max_concurrency": 2, "timeout_s": 10, "progress": False},
+        "score": {"image_root": "data/demo",
+                  "scorers": {"format": None, "truncated": None, "length": {"tokenizer": str(tiny_vlm)},
+                              "repetition": {"n": 4}, "answer_match": None}},
+        "filter": {"reject_status": ["failed", "truncated"], "thresholds": {"format": {"min": 1}}},
+        "export": {"image_root": "data/demo", "min_pixels": 3136, "max_pixels": 12544},
+        "train": {"recipe": "recipes/demo/train.yaml", "model_name_or_path": str(tiny_vlm), "num_train_epochs": 1,
+                  "per_device_train_batch_size": 8},
+    }  # fmt: skip
+
+
+def _run(config: Path, **kw):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "distill", "run", "--config", str(config)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)  # fmt: skip
+
+
+def _statuses(run_dir: Path) -> dict:
+    return {k: v["status"] for k, v in json.loads((run_dir / "run_summary.json").read_text()).items()}
+
+
+@pytest.mark.slow
+def test_kill_during_generate_then_resume_redoes_no_request_and_no_finished_stage(tmp_path, tiny_vlm):
+    fake = FakeOpenAI(latency_s=0.2)
+    url = fake.start()
+    try:
+        config = tmp_path / "pipeline.yaml"
+        config.write_text(yaml.safe_dump(_pipeline(tmp_path, tiny_vlm, url)))
+        run_dir = tmp_path / "runs" / "t"
+        journal = run_dir / "generate" / "traces.journal.jsonl"
+
+        # 1. kill -9 the whole run (orchestrator and its generate subprocess) once 10 answers are journaled.
+        proc = _run(config, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.exists() and journal.read_bytes().count(b"\n") >= 10:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        log = proc.communicate(timeout=60)[0].decode()
+        assert proc.returncode == -signal.SIGKILL, log
+        journaled = {json.loads(line)["key"] for line in journal.read_text().splitlines() if line.strip()}
+        assert len(journaled) >= 10 and not (run_dir / "generate" / "stage.done.json").exists()
+
+        # 2. Rerun: finishes every stage; no journaled request is sent again.
+        seen_before = len(fake.seen_keys)
+        proc = _run(config)
+        log = proc.communicate(timeout=400)[0].decode()
+        assert proc.returncode == 0, log
+        assert not journaled & set(fake.seen_keys[seen_before:])
+        rows = read_jsonl(run_dir / "generate" / "traces.jsonl")
+        assert len(rows) == 60 and len({(r["id"], r["sample_index"]) for r in rows}) == 60
+        kept, rejected = (
+            read_jsonl(run_dir / "filter" / "kept.jsonl"),
+            read_jsonl(run_dir / "filter" / "rejected.jsonl"),
+        )
+        assert len(kept) + len(rejected) == 60 and kept
+        assert (run_dir / "train" / "model" / "model.safetensors").exists()
+        assert (run_dir / "train" / "model" / "README.md").exists()  # the model card with lineage
+        assert _statuses(run_dir) == dict.fromkeys(STAGES, "ran")
+        report = (run_dir / "report.md").read_text()
+        assert all(f"| {s} | ran |" in report for s in STAGES)
+
+        # 3. Nothing changed: every stage is skipped and the teacher sees no request.
+        seen_before = len(fake.seen_keys)
+        proc = _run(config)
+        assert proc.communicate(timeout=120)[0] is not None and proc.returncode == 0
+        assert len(fake.seen_keys) == seen_before
+        assert set(_statuses(run_dir).values()) == {"skipped (up to date)"}
+
+        # 4. A changed filter config reruns filter and what follows it, nothing before it.
+        pipeline = _pipeline(tmp_path, tiny_vlm, url)
+        pipeline["filter"]["thresholds"]["length"] = {"min": 1}
+        config.write_text(yaml.safe_dump(pipeline))
+        proc = _run(config)
+        log = proc.communicate(timeout=300)[0].decode()
+        assert proc.returncode == 0, log
+        statuses = _statuses(run_dir)
+        assert statuses["generate"] == statuses["score"] == "skipped (up to date)"
+        assert statuses["filter"] == "ran" and len(fake.seen_keys) == seen_before
+    finally:
+        fake.stop()
+
+
+@pytest.mark.slow
+def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
+    """recipes/demo/pipeline.yaml with smaller settings: the run builds the tiny VLM, starts `distill serve`
+    (SmolLM2 for text queries, the tiny VLM for image queries) and stops it; one sample per example."""
+    for name in ("data", "recipes", "teacher_prompts"):  # relative recipe paths resolve; outputs stay in tmp_path
+        (tmp_path / name).symlink_to(REPO / name)
+    pipeline = yaml.safe_load((REPO / "recipes/demo/pipeline.yaml").read_text())
+    pipeline["generate"].update(num_samples=1, max_tokens=64)
+    pipeline["train"]["num_train_epochs"] = 1
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "distill", "run", "--config", "pipeline.yaml"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=500)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "demo"
+    assert _statuses(run_dir) == dict.fromkeys(STAGES, "ran")
+    for path in ["generate/traces.jsonl", "score/scored.jsonl", "filter/kept.jsonl", "filter/report.md",
+                 "filter/summary.json", "export/data/dataset", "export/data/manifest.json", "train/model/README.md",
+                 "report.md", "serve.log"]:  # fmt: skip
+        assert (run_dir / path).exists(), path
+    traces = read_jsonl(run_dir / "generate" / "traces.jsonl")
+    assert len(traces) == 60
+    by_model = (
+        {r["teacher"]["model"] for r in traces if r["query"]["images"]},
+        {r["teacher"]["model"] for r in traces if not r["query"]["images"]},
+    )
+    assert by_model == ({"tiny-vlm"}, {"smollm2"})
+    kept = read_jsonl(run_dir / "filter" / "kept.jsonl")
+    assert kept and all(r["status"] == "ok" for r in kept)
+    assert "listening on http://127.0.0.1:" in (run_dir / "serve.log").read_text()
