@@ -136,7 +136,9 @@ def flops_per_row(model_dir: Path, tokens: float, patches: int) -> dict:
 def _liger_version(required: bool) -> str | None:
     """liger_kernel's version when it imports, else None; `required` turns the import error into an exit."""
     try:
-        import liger_kernel.transformers  # noqa: F401  (imports triton; fails without it)
+        # the Qwen2-VL patch's own module, not just the package: liger-kernel 0.8.5 imports on transformers 5.24 but this
+        # module does not (transformers dropped Qwen2VLCausalLMOutputWithPast), which only showed at trainer.train()
+        import liger_kernel.transformers.model.qwen2_vl  # noqa: F401  (imports triton; fails without it)
     except Exception as e:  # ImportError, or triton failing to find a GPU backend
         if required:
             raise SystemExit(f"--use_liger_kernel: liger_kernel does not import: {type(e).__name__}: {e}") from e
