@@ -1,7 +1,7 @@
 """MFU of `distill train` (the same `distill.train.sft.run` path) on a random-init Qwen2-VL-2B-sized model, GPU only.
 
     python benchmarks/sft_mfu.py --out /tmp/mfu [--batch 32 --steps 20 --optim adamw_torch_fused --peak_tflops 989.4]
-    python benchmarks/sft_mfu.py --out /tmp/mfu --size tiny --steps 4 --batch 2   # CPU smoke test of the script
+    python benchmarks/sft_mfu.py --out /tmp/mfu --size tiny --steps 4 --batch 2 --no-use_liger_kernel  # CPU smoke test
 
 Model: Qwen2-VL-2B's shapes (LM hidden 1536, 28 layers, 12 heads, 2 KV heads, MLP 8960, vocab 151936, tied
 embeddings; vision depth 32, width 1280, 16 heads), random weights in bf16, with the tiny in-process tokenizer (token
@@ -10,6 +10,10 @@ image = 256 visual tokens, then instruction text and a long assistant trace), so
 recipe: vision tower frozen, merger trained, loss on the trace, bf16, AdamW (fused kernel by default, as the GPU
 recipes set it); activation checkpointing off (MFU counts no recompute). The CUDA allocator runs with expandable
 segments (less fragmentation, no cudaMalloc retries near the memory limit; `alloc_retries` in the result).
+Liger kernels (`--use_liger_kernel`, on by default when `liger_kernel` imports) set TrainingArguments'
+`use_liger_kernel`: transformers' Trainer patches Qwen2-VL's RMSNorm, SwiGLU MLP, M-RoPE and the vision LayerNorm with
+Liger's Triton kernels; TRL's SFTTrainer turns Liger's fused linear cross-entropy off (it keeps its own chunked LM head
++ log-softmax, which already avoids the full logits). The kernels do the same matmuls, so the FLOP count is unchanged.
 
 FLOPs per row (forward + backward = 3x forward, PaLM's convention, causal attention counted in full):
     LM      6 * (N_lm_nonembedding + d*V) * T  +  12 * L * d * T^2
@@ -129,6 +133,21 @@ def flops_per_row(model_dir: Path, tokens: float, patches: int) -> dict:
             "n_vision_blocks": n_vis}  # fmt: skip
 
 
+def _liger_version(required: bool) -> str | None:
+    """liger_kernel's version when it imports, else None; `required` turns the import error into an exit."""
+    try:
+        # the Qwen2-VL patch's own module, not just the package: liger-kernel 0.8.5 imports on transformers 5.24 but this
+        # module does not (transformers dropped Qwen2VLCausalLMOutputWithPast), which only showed at trainer.train()
+        import liger_kernel.transformers.model.qwen2_vl  # noqa: F401  (imports triton; fails without it)
+    except Exception as e:  # ImportError, or triton failing to find a GPU backend
+        if required:
+            raise SystemExit(f"--use_liger_kernel: liger_kernel does not import: {type(e).__name__}: {e}") from e
+        return None
+    from importlib.metadata import version
+
+    return version("liger-kernel")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
@@ -139,9 +158,19 @@ def main() -> None:
     ap.add_argument("--trace_tokens", type=int, default=768)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--optim", default="adamw_torch_fused", help="TrainingArguments optim (adamw_torch: unfused).")
+    ap.add_argument(
+        "--use_liger_kernel",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Liger Triton kernels (default: on when liger_kernel imports; asked for and missing: error).",
+    )
     ap.add_argument("--peak_tflops", type=float, default=989.4)
     ap.add_argument("--result", default=None, help="Also write the result JSON here.")
     args = ap.parse_args()
+    liger_version = _liger_version(required=args.use_liger_kernel is True)
+    use_liger = liger_version is not None if args.use_liger_kernel is None else args.use_liger_kernel
+    if args.use_liger_kernel is None and not use_liger:
+        print("note: liger_kernel does not import; running without Liger kernels (--use_liger_kernel off)")
     out = Path(args.out)
     t0 = time.time()
     build_model(out / "model", args.size, args.image)
@@ -160,8 +189,10 @@ def main() -> None:
              "--learning_rate", "2e-5", "--dtype", "bfloat16", "--bf16", str(gpu).lower(), "--activation_checkpointing",
              "false", "--logging_steps", "5", "--save_strategy", "no", "--report_to", "none", "--max_length", "4096",
              "--dataloader_num_workers", str(args.workers), "--audit_rows", "4", "--attn_implementation", "sdpa",
-             "--train_sampling_strategy", "sequential", "--optim", args.optim]  # fmt: skip
+             "--train_sampling_strategy", "sequential", "--optim", args.optim, "--use_liger_kernel",
+             str(use_liger).lower()]  # fmt: skip
     cfg, model_args = parse_configs((TrainConfig, ModelConfig), flags)
+    assert cfg.use_liger_kernel is use_liger, "use_liger_kernel did not reach the training args"
     timer = StepTimer()
     if gpu:
         torch.cuda.reset_peak_memory_stats()
@@ -178,9 +209,11 @@ def main() -> None:
 
     report = {
         "device": torch.cuda.get_device_name() if gpu else "cpu", "size": args.size, "batch": args.batch,
-        "steps": args.steps, "optim": args.optim, "attn_implementation": "sdpa",
+        "steps": args.steps, "optim": args.optim, "attn_implementation": "sdpa", "use_liger_kernel": use_liger,
+        "liger_kernel_config": cfg.liger_kernel_config,
         "alloc_conf": os.environ.get("PYTORCH_ALLOC_CONF"),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__}, "tokens_per_row": tokens, "patches_per_image": patches, "pad_fraction": result["pad_fraction"],
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+                     "liger_kernel": liger_version}, "tokens_per_row": tokens, "patches_per_image": patches, "pad_fraction": result["pad_fraction"],
         "flops_per_step": step_flops, "flops_split": f, "mean_step_s": step_s,
         "achieved_tflops": step_flops / step_s / 1e12, "peak_tflops": args.peak_tflops,
         "mfu": step_flops / step_s / 1e12 / args.peak_tflops, "mfu_vs_790_measured": step_flops / step_s / 1e12 / 790,
