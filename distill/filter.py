@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.io import BadLine, iter_jsonl, write_jsonl_atomic
+from distill.io import read_rows_reporting_bad, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 
@@ -184,16 +184,11 @@ def main(config: FilterConfig) -> int:
     from distill.report import write_report
 
     t0 = time.time()
-    rows, bad = [], []
-    for line, item in iter_jsonl(config.input):
-        if isinstance(item, BadLine):
-            log.warning("%s (not passed on)", item)
-            bad.append({"line": line, "reason": item.reason})
-            if config.strict:
-                print(f"distill filter: {item} (--strict: stopping, nothing written)", file=sys.stderr)
-                return 1
-            continue
-        rows.append(item)
+    try:
+        rows, bad = read_rows_reporting_bad(config.input, config.strict)
+    except ValueError as e:
+        print(f"distill filter: {e}", file=sys.stderr)
+        return 1
     try:
         check_paths(rows, config)
     except ValueError as e:

@@ -50,6 +50,13 @@ class RunConfig:
     filter: dict | None = field(default=None, metadata={"help": "{recipe: filter.yaml, <overrides>}"})
     export: dict | None = field(default=None, metadata={"help": "{recipe: export.yaml (optional), <overrides>}"})
     train: dict | None = field(default=None, metadata={"help": "{recipe: train.yaml, <overrides>}"})
+    train_launcher: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Command prefix for multi-GPU training, e.g. [accelerate, launch, --config_file, "
+            "recipes/accelerate/zero2_offload.yaml]; None: one `python -m distill train` process."
+        },
+    )
 
     def __post_init__(self):
         known = [s.name for s in STAGES]
@@ -123,13 +130,15 @@ def _run_teed(cmd: list[str], log_path: Path) -> int:
         return proc.wait()
 
 
-def run_stage(spec: StageSpec, config: dict, run_dir: Path) -> dict:
-    """Run one stage as a subprocess, logging to <stage>/stage.log; returns its summary. Raises on failure."""
+def run_stage(spec: StageSpec, config: dict, run_dir: Path, launcher: list[str] | None = None) -> dict:
+    """Run one stage as a subprocess (under `launcher`, e.g. accelerate launch, when given), logging to
+    <stage>/stage.log; returns its summary. Raises on failure."""
     stage_dir = run_dir / spec.name
     stage_dir.mkdir(parents=True, exist_ok=True)
     config_path = stage_dir / "stage_config.yaml"
     write_text_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
-    cmd = [sys.executable, "-m", "distill", spec.verb, "--config", str(config_path)]
+    prefix = [*launcher, "-m"] if launcher else [sys.executable, "-m"]
+    cmd = [*prefix, "distill", spec.verb, "--config", str(config_path)]
     log.info("stage %s: %s", spec.name, " ".join(cmd))
     start = time.time()
     returncode = _run_teed(cmd, stage_dir / "stage.log")
@@ -183,7 +192,8 @@ def main(cfg: RunConfig) -> int:
                 if teacher is None:
                     teacher = LocalTeacher(cfg.serve, log_path=run_dir / "serve.log").start()
                 url = teacher.base_url
-            summary = run_stage(spec, stage_config(spec, section, run_dir, url), run_dir)
+            launcher = cfg.train_launcher if spec.name == "train" else None
+            summary = run_stage(spec, stage_config(spec, section, run_dir, url), run_dir, launcher)
             summaries[spec.name] = {**summary, "status": "ran"}
             write_json_atomic(done_file, {"fingerprint": fp, "summary": summary})
     finally:

@@ -23,3 +23,21 @@ def tiny_vlm(tmp_path_factory) -> Path:
     from distill.testing.tiny import build_tiny_vlm
 
     return build_tiny_vlm(tmp_path_factory.mktemp("tiny") / "qwen2vl")
+
+
+@pytest.fixture
+def fake_teacher():
+    """Start fault-injecting OpenAI-compatible servers: `server, base_url = fake_teacher(**FakeOpenAI kwargs)`;
+    all stopped at teardown."""
+    from distill.testing.fake_openai import FakeOpenAI
+
+    servers = []
+
+    def start(**kw):
+        s = FakeOpenAI(**kw)
+        servers.append(s)
+        return s, s.start()
+
+    yield start
+    for s in servers:
+        s.stop()

@@ -7,21 +7,6 @@ import pytest
 
 from distill.teacher.client import ClientConfig, TeacherClient, complete_many, parse_response, retry_after_s
 from distill.teacher.limiter import AdaptiveLimiter
-from distill.testing.fake_openai import FakeOpenAI
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(**kw) -> tuple[FakeOpenAI, str]:
-        s = FakeOpenAI(**kw)
-        servers.append(s)
-        return s, s.start()
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 def cfg(urls, **kw) -> ClientConfig:
@@ -49,8 +34,8 @@ def run_all(config, n, sleeps=None):
     return asyncio.run(main())
 
 
-def test_faults_end_complete_or_failed_with_reason(serve):
-    server, url = serve(fault_rate=0.5, stall_s=1.0)
+def test_faults_end_complete_or_failed_with_reason(fake_teacher):
+    server, url = fake_teacher(fault_rate=0.5, stall_s=1.0)
     res, client = run_all(cfg(url, max_retries=1), 80)
     assert sorted(res) == sorted(f"k{i}" for i in range(80))  # nothing lost
     assert set(server.fault_counts) == {"429", "500", "503", "stall", "drop", "bad_json", "empty_choices", "length"}
@@ -68,8 +53,8 @@ def test_faults_end_complete_or_failed_with_reason(serve):
         ("500", "0", lambda d, i: 0.5 * 2**i <= d <= 2**i),  # no Retry-After on 500: exponential, full jitter
     ],
 )
-def test_backoff_delays(serve, fault, retry_after, check):
-    server, url = serve(fault_rate=1.0, faults=(fault,), retry_after=retry_after)
+def test_backoff_delays(fake_teacher, fault, retry_after, check):
+    server, url = fake_teacher(fault_rate=1.0, faults=(fault,), retry_after=retry_after)
     sleeps = []
     res, client = run_all(cfg(url, max_retries=3, backoff_base_s=1.0, max_concurrency=1), 1, sleeps)
     assert res["k0"]["status"] == "failed" and f"HTTP {fault}" in res["k0"]["error"]
@@ -78,8 +63,8 @@ def test_backoff_delays(serve, fault, retry_after, check):
     assert client.limiter.decreases == (4 if fault == "429" else 0)  # each 429 (one per window here) shrinks it
 
 
-def test_client_errors_are_not_retried(serve):
-    server, url = serve(status=400)
+def test_client_errors_are_not_retried(fake_teacher):
+    server, url = fake_teacher(status=400)
     res, _ = run_all(cfg(url), 1)
     assert res["k0"]["status"] == "failed" and "HTTP 400" in res["k0"]["error"] and res["k0"]["attempts"] == 1
     assert len(server.seen_keys) == 1
@@ -121,16 +106,16 @@ def _dead_url() -> str:
     return f"http://127.0.0.1:{port}/v1"  # nothing listens there
 
 
-def test_load_balanced_over_base_urls_and_survives_a_dead_one(serve):
-    (a, url_a), (b, url_b) = serve(latency_s=0.02), serve(latency_s=0.02)
+def test_load_balanced_over_base_urls_and_survives_a_dead_one(fake_teacher):
+    (a, url_a), (b, url_b) = fake_teacher(latency_s=0.02), fake_teacher(latency_s=0.02)
     res, _ = run_all(cfg([url_a, url_b, _dead_url()]), 60)
     assert all(r["status"] == "ok" for r in res.values()) and len(res) == 60
     assert len(a.answered_keys) > 10 and len(b.answered_keys) > 10
     assert len(a.answered_keys) + len(b.answered_keys) == 60
 
 
-def test_openai_sdk_and_our_client_speak_the_same_wire_format(serve, monkeypatch, tmp_path):
-    server, url = serve(record=True)
+def test_openai_sdk_and_our_client_speak_the_same_wire_format(fake_teacher, monkeypatch, tmp_path):
+    server, url = fake_teacher(record=True)
     monkeypatch.setenv("TEST_TEACHER_KEY", "sk-test-parity")
     messages = [{"role": "system", "content": "be brief"},
                 {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
@@ -162,8 +147,8 @@ def test_openai_sdk_and_our_client_speak_the_same_wire_format(serve, monkeypatch
     assert sdk_resp.choices[0].message.content.startswith("<think>")
 
 
-def test_complete_many_keeps_order_and_reuses_the_journal(serve, tmp_path):
-    server, url = serve()
+def test_complete_many_keeps_order_and_reuses_the_journal(fake_teacher, tmp_path):
+    server, url = fake_teacher()
     reqs = [{"messages": [{"role": "user", "content": f"q{i % 4}"}], "sampling": {"max_tokens": 8}} for i in range(6)]
     first = complete_many(reqs, cfg(url), tmp_path / "j.jsonl")
     assert [r["status"] for r in first] == ["ok"] * 6 and len(server.seen_keys) == 4  # identical requests sent once
@@ -174,8 +159,8 @@ def test_complete_many_keeps_order_and_reuses_the_journal(serve, tmp_path):
     assert again[:6] == first and len(server.seen_keys) == 5  # only the new one was sent
 
 
-def test_complete_many_failed_result_shape(serve, tmp_path):
-    _, url = serve(status=401)
+def test_complete_many_failed_result_shape(fake_teacher, tmp_path):
+    _, url = fake_teacher(status=401)
     (r,) = complete_many([{"messages": [{"role": "user", "content": "q"}], "sampling": {}}], cfg(url), tmp_path / "j")
     assert r["status"] == "failed" and r["text"] is None and "HTTP 401" in r["error"]
 

@@ -13,25 +13,10 @@ from distill.cli import main as cli_main
 from distill.configs import parse_configs
 from distill.io import read_jsonl
 from distill.teacher.generate import GenerateConfig, in_shard
-from distill.testing.fake_openai import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_ROWS = 60
 SECRET = "sk-distill-test-3f9a1c"  # must never reach any output, log or config
-
-
-@pytest.fixture
-def server():
-    servers = []
-
-    def start(**kw):
-        s = FakeOpenAI(**kw)
-        servers.append(s)
-        return s, s.start()
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 def gen_args(url, out, *extra):
@@ -44,9 +29,9 @@ def keys_of(rows):
     return [(r["id"], r["sample_index"]) for r in rows]
 
 
-def test_faults_every_row_complete_or_failed_and_key_never_written(server, tmp_path, capfd, monkeypatch):
+def test_faults_every_row_complete_or_failed_and_key_never_written(fake_teacher, tmp_path, capfd, monkeypatch):
     monkeypatch.setenv("DISTILL_TEST_TEACHER_KEY", SECRET)
-    fake, url = server(fault_rate=0.3, stall_s=1.0, seed=1)
+    fake, url = fake_teacher(fault_rate=0.3, stall_s=1.0, seed=1)
     out = tmp_path / "run" / "traces.jsonl"
     rc = cli_main(gen_args(url, out, "--num_samples", "2", "--api_key_env", "DISTILL_TEST_TEACHER_KEY",
                            "--max_retries", "6"))  # fmt: skip
@@ -76,8 +61,8 @@ def test_faults_every_row_complete_or_failed_and_key_never_written(server, tmp_p
         assert SECRET not in f.read_text(), f
 
 
-def test_dry_run_sends_nothing(server, tmp_path, capsys):
-    fake, url = server()
+def test_dry_run_sends_nothing(fake_teacher, tmp_path, capsys):
+    fake, url = fake_teacher()
     out = tmp_path / "traces.jsonl"
     rc = cli_main(gen_args(url, out, "--dry_run", "true", "--num_samples", "3", "--price_input_per_mtok", "2.0",
                            "--price_output_per_mtok", "6.0"))  # fmt: skip
@@ -92,11 +77,11 @@ def test_dry_run_sends_nothing(server, tmp_path, capsys):
     assert "dry run: 0 requests" in capsys.readouterr().out
 
 
-def test_sharding_is_a_partition_and_merge_joins_shards(server, tmp_path):
+def test_sharding_is_a_partition_and_merge_joins_shards(fake_teacher, tmp_path):
     ids = [f"ex-{i}" for i in range(500)]
     shards = [{i for i in ids if in_shard(i, s, 3)} for s in range(3)]
     assert set().union(*shards) == set(ids) and sum(map(len, shards)) == len(ids) and all(len(s) > 100 for s in shards)
-    fake, url = server()
+    fake, url = fake_teacher()
     outs = []
     for s in range(2):
         outs.append(tmp_path / f"traces.shard{s}.jsonl")
@@ -110,8 +95,8 @@ def test_sharding_is_a_partition_and_merge_joins_shards(server, tmp_path):
     assert json.loads((tmp_path / "all.merge_summary.json").read_text())["duplicates"] == len(parts[0])
 
 
-def test_more_rows_and_samples_reuse_every_prior_answer(server, tmp_path):
-    fake, url = server()
+def test_more_rows_and_samples_reuse_every_prior_answer(fake_teacher, tmp_path):
+    fake, url = fake_teacher()
     out = tmp_path / "traces.jsonl"
     vqa = str(REPO / "data/demo/train/ShapesVQA.jsonl")
     assert cli_main([*gen_args(url, out), "--input", vqa]) == 0
@@ -136,8 +121,8 @@ def bad_input(tmp_path):
     return path
 
 
-def test_bad_rows_reported_with_line_and_run_goes_on(server, tmp_path, bad_input, caplog):
-    fake, url = server()
+def test_bad_rows_reported_with_line_and_run_goes_on(fake_teacher, tmp_path, bad_input, caplog):
+    fake, url = fake_teacher()
     out = tmp_path / "traces.jsonl"
     assert cli_main([*gen_args(url, out), "--input", str(bad_input)]) == 0
     rows = read_jsonl(out)
@@ -150,8 +135,8 @@ def test_bad_rows_reported_with_line_and_run_goes_on(server, tmp_path, bad_input
     assert summary["bad_input_rows"] == 1 and summary["problems"][0]["line"] == 2
 
 
-def test_strict_stops_on_bad_input(server, tmp_path, bad_input):
-    fake, url = server()
+def test_strict_stops_on_bad_input(fake_teacher, tmp_path, bad_input):
+    fake, url = fake_teacher()
     out = tmp_path / "traces.jsonl"
     assert cli_main([*gen_args(url, out), "--input", str(bad_input), "--strict", "true"]) == 1
     assert not out.exists() and fake.seen_keys == []
@@ -186,8 +171,8 @@ def _journal_keys(path: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_sends_only_what_is_missing(server, tmp_path):
-    fake, url = server(latency_s=0.05)
+def test_kill_9_then_resume_sends_only_what_is_missing(fake_teacher, tmp_path):
+    fake, url = fake_teacher(latency_s=0.05)
     out = tmp_path / "traces.jsonl"
     journal = tmp_path / "traces.journal.jsonl"
     cmd = [sys.executable, "-m", "distill", *gen_args(url, out, "--num_samples", "2", "--max_concurrency", "4")]
@@ -233,9 +218,9 @@ def test_journal_reopens_after_torn_tail_and_refuses_a_second_writer(tmp_path):
     assert [json.loads(x)["key"] for x in path.read_text().splitlines()] == ["a", "b"]
 
 
-def test_missing_key_env_stops_before_sending(server, tmp_path, capsys, monkeypatch):
+def test_missing_key_env_stops_before_sending(fake_teacher, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("DISTILL_NO_SUCH_KEY", raising=False)
-    fake, url = server()
+    fake, url = fake_teacher()
     assert cli_main(gen_args(url, tmp_path / "t.jsonl", "--api_key_env", "DISTILL_NO_SUCH_KEY")) == 2
     assert "DISTILL_NO_SUCH_KEY" in capsys.readouterr().err and fake.seen_keys == []
 

@@ -1,0 +1,55 @@
+"""Every pipeline recipe loads into RunConfig, and each of its stage sections resolves into that stage's configs."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill.cli import VERBS
+from distill.configs import parse_configs
+from distill.pipeline_stages import STAGES
+from distill.run import RunConfig, fingerprint, stage_config
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINES = sorted(REPO.glob("recipes/*/pipeline.yaml"))
+
+
+def test_there_are_pipeline_recipes():
+    assert {p.parent.name for p in PIPELINES} >= {"demo", "qwen2vl-2b"}
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.parent.name)
+def test_pipeline_recipe_resolves_into_every_stage_config(path, monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)  # recipes reference each other relative to the repo root
+    (cfg,) = parse_configs((RunConfig,), ["--config", str(path)])
+    assert cfg.stages == [s.name for s in STAGES]
+    for spec in STAGES:
+        merged = stage_config(spec, getattr(cfg, spec.name), tmp_path / cfg.name, "http://127.0.0.1:1/v1")
+        stage_yaml = tmp_path / f"{spec.name}.yaml"
+        stage_yaml.write_text(yaml.safe_dump(merged))
+        module_name, class_names, _ = VERBS[spec.verb]
+        module = __import__(module_name, fromlist=list(class_names))
+        configs = parse_configs(tuple(getattr(module, n) for n in class_names), ["--config", str(stage_yaml)])
+        first = configs[0]
+        for field, value in spec.wire(tmp_path / cfg.name).items():  # the run layout wins over the recipes
+            assert getattr(first, field) == value
+
+
+def test_unknown_stage_and_unknown_key_fail(tmp_path):
+    with pytest.raises(ValueError, match="unknown stage"):
+        RunConfig(stages=["generate", "distil"])
+    bad = tmp_path / "p.yaml"
+    bad.write_text("name: x\ngenrate: {}\n")
+    with pytest.raises(ValueError, match="genrate"):
+        parse_configs((RunConfig,), ["--config", str(bad)])
+
+
+def test_fingerprint_follows_config_and_input_content(tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"a": 1}\n')
+    base = fingerprint("x: 1", [data])
+    assert fingerprint("x: 1", [data]) == base
+    assert fingerprint("x: 2", [data]) != base
+    data.write_text('{"a": 2}\n')
+    assert fingerprint("x: 1", [data]) != base
+    assert fingerprint("x: 1", [tmp_path / "missing"]) != base
