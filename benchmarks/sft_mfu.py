@@ -1,6 +1,7 @@
 """MFU of `distill train` (the same `distill.train.sft.run` path) on a random-init Qwen2-VL-2B-sized model, GPU only.
 
     python benchmarks/sft_mfu.py --out /tmp/mfu [--batch 32 --steps 20 --optim adamw_torch_fused --peak_tflops 989.4]
+    python benchmarks/sft_mfu.py --out /tmp/mfu --no-use_liger_kernel --torch_compile  # torch.compile (inductor)
     python benchmarks/sft_mfu.py --out /tmp/mfu --size tiny --steps 4 --batch 2 --no-use_liger_kernel  # CPU smoke test
 
 Model: Qwen2-VL-2B's shapes (LM hidden 1536, 28 layers, 12 heads, 2 KV heads, MLP 8960, vocab 151936, tied
@@ -14,13 +15,18 @@ Liger kernels (`--use_liger_kernel`, on by default when `liger_kernel` imports) 
 `use_liger_kernel`: transformers' Trainer patches Qwen2-VL's RMSNorm, SwiGLU MLP, M-RoPE and the vision LayerNorm with
 Liger's Triton kernels; TRL's SFTTrainer turns Liger's fused linear cross-entropy off (it keeps its own chunked LM head
 + log-softmax, which already avoids the full logits). The kernels do the same matmuls, so the FLOP count is unchanged.
+`--torch_compile` (and `--torch_compile_mode`) set TrainingArguments' `torch_compile`: accelerate wraps the model in
+`torch.compile` (inductor, dynamic=None), which fuses the elementwise work (RMSNorm, RoPE, SwiGLU) into Triton kernels;
+compilation happens in the first step (`first_step_s`), so with it the default is 21 steps (15 timed, see below), and
+`step_times_s` / `dynamo` in the result show later recompiles. FLOP count unchanged.
 
 FLOPs per row (forward + backward = 3x forward, PaLM's convention, causal attention counted in full):
     LM      6 * (N_lm_nonembedding + d*V) * T  +  12 * L * d * T^2
     vision  2 * N_vision_blocks * P  +  4 * depth * P^2 * width       (frozen tower: forward only)
     merger  6 * N_merger * P/4                                        (trained)
-with T tokens per row (pre-flight count), P = 1024 patches per image. MFU = FLOPs per step / mean step time (steps
-after the first 5, wall time between step ends, so data loading counts) / peak (H200 bf16 dense: 989.4 TFLOP/s).
+with T tokens per row (pre-flight count), P = 1024 patches per image. MFU = FLOPs per step / mean step time (wall time
+from the end of step 6 to the end of the last step, so steps 1-6 are excluded and data loading counts; `steps_timed`
+in the result) / peak (H200 bf16 dense: 989.4 TFLOP/s).
 """
 
 from __future__ import annotations
@@ -106,12 +112,31 @@ def build_data(path: Path, rows: int, image_side: int, trace_tokens: int, tokeni
 
 class StepTimer(TrainerCallback):
     def __init__(self):
+        self.begin: float | None = None
         self.ends: list[float] = []
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.begin = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kw):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.ends.append(time.perf_counter())
+        prev = self.ends[-2] if len(self.ends) > 1 else self.begin
+        # one line per step, flushed: a run killed at its time limit still shows how far it got (compile time too)
+        print(f"step {len(self.ends)}: {self.ends[-1] - prev:.3f} s", flush=True)
+
+    def step_times(self) -> list[float]:
+        return [b - a for a, b in zip([self.begin, *self.ends[:-1]], self.ends, strict=True)]
+
+
+def dynamo_stats() -> dict:
+    """torch._dynamo's counters: compiled graphs, graph breaks (by reason), recompiles show as extra unique graphs."""
+    from torch._dynamo.utils import counters
+
+    breaks = dict(counters["graph_break"])
+    return {"unique_graphs": counters["stats"]["unique_graphs"], "calls_captured": counters["stats"]["calls_captured"],
+            "graph_breaks": sum(breaks.values()), "graph_break_reasons": {k[:200]: v for k, v in breaks.items()}}  # fmt: skip
 
 
 def flops_per_row(model_dir: Path, tokens: float, patches: int) -> dict:
@@ -153,7 +178,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--size", default="2b", choices=sorted(SIZES))
     ap.add_argument("--batch", type=int, default=32, help="Rows per step (2B: 16 peaked at 60 GiB on an H200).")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=None, help="Default 20; 21 with --torch_compile (15 timed).")
     ap.add_argument("--image", type=int, default=448)
     ap.add_argument("--trace_tokens", type=int, default=768)
     ap.add_argument("--workers", type=int, default=8)
@@ -164,9 +189,14 @@ def main() -> None:
         default=None,
         help="Liger Triton kernels (default: on when liger_kernel imports; asked for and missing: error).",
     )
+    ap.add_argument("--torch_compile", action="store_true", help="TrainingArguments torch_compile (inductor).")
+    ap.add_argument("--torch_compile_mode", default=None, help="torch.compile mode (default None); implies the flag.")
     ap.add_argument("--peak_tflops", type=float, default=989.4)
     ap.add_argument("--result", default=None, help="Also write the result JSON here.")
     args = ap.parse_args()
+    compile_on = args.torch_compile or args.torch_compile_mode is not None
+    if args.steps is None:
+        args.steps = 21 if compile_on else 20
     liger_version = _liger_version(required=args.use_liger_kernel is True)
     use_liger = liger_version is not None if args.use_liger_kernel is None else args.use_liger_kernel
     if args.use_liger_kernel is None and not use_liger:
@@ -190,9 +220,12 @@ def main() -> None:
              "false", "--logging_steps", "5", "--save_strategy", "no", "--report_to", "none", "--max_length", "4096",
              "--dataloader_num_workers", str(args.workers), "--audit_rows", "4", "--attn_implementation", "sdpa",
              "--train_sampling_strategy", "sequential", "--optim", args.optim, "--use_liger_kernel",
-             str(use_liger).lower()]  # fmt: skip
+             str(use_liger).lower(), "--torch_compile", str(compile_on).lower()]  # fmt: skip
+    if args.torch_compile_mode is not None:
+        flags += ["--torch_compile_mode", args.torch_compile_mode]
     cfg, model_args = parse_configs((TrainConfig, ModelConfig), flags)
     assert cfg.use_liger_kernel is use_liger, "use_liger_kernel did not reach the training args"
+    assert cfg.torch_compile is compile_on, "torch_compile did not reach the training args"
     timer = StepTimer()
     if gpu:
         torch.cuda.reset_peak_memory_stats()
@@ -210,11 +243,15 @@ def main() -> None:
     report = {
         "device": torch.cuda.get_device_name() if gpu else "cpu", "size": args.size, "batch": args.batch,
         "steps": args.steps, "optim": args.optim, "attn_implementation": "sdpa", "use_liger_kernel": use_liger,
-        "liger_kernel_config": cfg.liger_kernel_config,
+        "liger_kernel_config": cfg.liger_kernel_config, "torch_compile": cfg.torch_compile,
+        "torch_compile_backend": cfg.torch_compile_backend if compile_on else None,
+        "torch_compile_mode": cfg.torch_compile_mode,
         "alloc_conf": os.environ.get("PYTORCH_ALLOC_CONF"),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
                      "liger_kernel": liger_version}, "tokens_per_row": tokens, "patches_per_image": patches, "pad_fraction": result["pad_fraction"],
         "flops_per_step": step_flops, "flops_split": f, "mean_step_s": step_s,
+        "steps_timed": len(timer.ends) - 1 - skip, "first_step_s": timer.step_times()[0],
+        "step_times_s": [round(x, 4) for x in timer.step_times()], "dynamo": dynamo_stats() if compile_on else None,
         "achieved_tflops": step_flops / step_s / 1e12, "peak_tflops": args.peak_tflops,
         "mfu": step_flops / step_s / 1e12 / args.peak_tflops, "mfu_vs_790_measured": step_flops / step_s / 1e12 / 790,
         "tokens_per_s": tokens * args.batch / step_s, "losses": result["losses"],
