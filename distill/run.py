@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 import yaml
 
 from distill.io import write_json_atomic, write_text_atomic
@@ -172,7 +173,7 @@ def main(cfg: RunConfig) -> int:
     summaries: dict[str, dict] = {}
     teacher: LocalTeacher | None = None
     try:
-        for spec in STAGES:
+        for i, spec in enumerate(STAGES):
             if spec.name not in cfg.stages:
                 continue
             section = getattr(cfg, spec.name)
@@ -180,8 +181,6 @@ def main(cfg: RunConfig) -> int:
             plain = stage_config(spec, section, run_dir, teacher_url=None)
             fp = fingerprint(yaml.safe_dump(plain, sort_keys=True), [Path(p) for p in spec.inputs(plain)])
             if spec.name not in cfg.force and done_file.exists():
-                import orjson
-
                 done = orjson.loads(done_file.read_bytes())
                 if done.get("fingerprint") == fp:
                     log.info("stage %s: up to date, skipped", spec.name)
@@ -196,6 +195,9 @@ def main(cfg: RunConfig) -> int:
             summary = run_stage(spec, stage_config(spec, section, run_dir, url), run_dir, launcher)
             summaries[spec.name] = {**summary, "status": "ran"}
             write_json_atomic(done_file, {"fingerprint": fp, "summary": summary})
+            if teacher is not None and not any(s.teacher_field and s.name in cfg.stages for s in STAGES[i + 1 :]):
+                teacher.stop()  # free its memory and cores for training
+                teacher = None
     finally:
         if teacher is not None:
             teacher.stop()
