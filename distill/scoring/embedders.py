@@ -88,7 +88,7 @@ class VLMEmbedder:
     def _open(self, rel: str):
         from distill.images import open_image, resolve_image
 
-        return open_image(resolve_image(self.image_root, rel)).convert("RGB")
+        return open_image(resolve_image(self.image_root, rel))  # already RGB
 
     def embed(self, items: list[Item]) -> np.ndarray:
         import torch
