@@ -144,11 +144,14 @@ class AppendLog:
                 return
             f.truncate(data.rfind(b"\n") + 1)
 
-    def append(self, row: dict) -> None:
-        self._f.write(dumps(row))
+    def append(self, row: dict) -> int:
+        """Write `row` as one line; returns the line's length in bytes (callers track offsets without re-encoding)."""
+        line = dumps(row)
+        self._f.write(line)
         self._f.flush()
         if self._fsync:
             os.fsync(self._f.fileno())
+        return len(line)
 
     def close(self) -> None:
         self._f.close()
