@@ -228,7 +228,9 @@ def test_missing_key_env_stops_before_sending(fake_teacher, tmp_path, capsys, mo
 @pytest.mark.parametrize("strict, rc, rows_out", [("false", 0, 2), ("true", 1, None)])
 def test_merge_reports_bad_lines(tmp_path, capsys, caplog, strict, rc, rows_out):
     a = tmp_path / "a.jsonl"
-    a.write_text('{"id": "x", "sample_index": 0, "status": "failed"}\n{torn\n{"id": "y", "sample_index": 0}\n')
+    a.write_text(
+        '{"id": "x", "sample_index": 0, "status": "failed"}\n{torn\n{"id": "y", "sample_index": 0}\n{"id": "z"}\n'
+    )
     b = tmp_path / "b.jsonl"
     b.write_text('{"id": "x", "sample_index": 0, "status": "ok"}\n')
     out = tmp_path / "m.jsonl"
@@ -237,5 +239,6 @@ def test_merge_reports_bad_lines(tmp_path, capsys, caplog, strict, rc, rows_out)
     if rows_out is None:
         assert not out.exists()
     else:
+        assert f"{a}:4: row without id/sample_index" in caplog.text
         rows = read_jsonl(out)
         assert len(rows) == rows_out and rows[0]["status"] == "ok"  # the better duplicate wins
