@@ -74,6 +74,7 @@ class VLMEmbedder:
 
         from distill.processing import load_processor
 
+        model = resolve_model_path(model)  # `package:NAME` works for both embedder kinds
         self.device = _device(device)
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         full = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype).to(self.device).eval()
