@@ -11,8 +11,6 @@ Each configuration starts its own `distill serve --port 0` subprocess and is dri
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import os
 import subprocess
 import sys
@@ -30,9 +28,9 @@ from distill.teacher.serve import LISTENING  # noqa: E402
 def png_data_url(i: int) -> str:
     from PIL import Image
 
-    buf = io.BytesIO()
-    Image.new("RGB", (56 + 28 * (i % 3), 56), (40 * i % 256, 120, 200)).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    from distill.images import data_url, encode_image
+
+    return data_url(encode_image(Image.new("RGB", (56 + 28 * (i % 3), 56), (40 * i % 256, 120, 200))))
 
 
 def start(model_args: list[str], max_batch_size: int, log_path: Path) -> tuple[subprocess.Popen, str]:

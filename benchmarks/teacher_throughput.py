@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import io
 import os
 import subprocess
 import sys
@@ -33,6 +31,7 @@ import openai  # noqa: E402
 import orjson  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from distill.images import data_url, encode_image  # noqa: E402
 from distill.teacher.client import ClientConfig, TeacherClient  # noqa: E402
 from distill.teacher.journal import Journal  # noqa: E402
 from distill.teacher.run import drive, journal_key  # noqa: E402
@@ -53,9 +52,8 @@ def messages_for(n: int, images: bool) -> list[list[dict]]:
         if not images:
             out.append([{"role": "user", "content": text["text"]}])
             continue
-        buf = io.BytesIO()  # a distinct 56x56 noise image (~9 KB PNG) per request
-        Image.fromarray(rng.integers(0, 255, (56, 56, 3), dtype=np.uint8)).save(buf, format="PNG")
-        url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        # a distinct 56x56 noise image (~9 KB PNG) per request
+        url = data_url(encode_image(Image.fromarray(rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))))
         out.append([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, text]}])
     return out
 

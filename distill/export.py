@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -160,39 +161,51 @@ def _filter_summary(config: ExportConfig) -> tuple[str | None, dict | None]:
 def export(config: ExportConfig) -> dict:
     """Run the export; returns the summary dict (also written to `<output>/summary.json`)."""
     from datasets import Dataset
+    from datasets.exceptions import DatasetGenerationError
 
     t0 = time.time()
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    kept, jsonl_rows, source_rows, quarantine, problems = [], [], [], [], []
+    jsonl_rows, source_rows, quarantine, problems = [], [], [], []
     rows_in = 0
-    for line, row in tqdm(iter_jsonl(config.input), desc="export", unit="row"):
-        rows_in += 1
-        reason = row.reason if isinstance(row, BadLine) else row_problem(row, config.require_think)
-        if reason is None:
-            try:
-                train_row, jsonl_row = to_training_row(row, config)
-            except (ImageError, ValueError, KeyError, TypeError) as e:
-                reason = f"image {e}" if isinstance(e, ImageError) else f"malformed row: {e}"
-        if reason is not None:
-            row_id = None if isinstance(row, BadLine) else row.get("id")
-            log.warning("%s:%d: %s", config.input, line, reason)
-            problems.append({"line": line, "id": row_id, "reason": reason})
-            if not isinstance(row, BadLine):
-                quarantine.append({**row, "export_error": reason})
-            if config.strict:
-                raise ValueError(f"{config.input}:{line}: {reason}")
-            continue
-        kept.append(train_row)
-        jsonl_rows.append(jsonl_row)
-        source_rows.append(row)
 
-    if not kept:
-        raise ValueError(f"{config.input}: no rows to export ({rows_in} rows in, {len(problems)} unusable): "
-                         "nothing to train on; check the filter report")  # fmt: skip
+    def train_rows():  # streamed into the dataset writer: decoded images never pile up in memory
+        nonlocal rows_in
+        for line, row in tqdm(iter_jsonl(config.input), desc="export", unit="row"):
+            rows_in += 1
+            reason = row.reason if isinstance(row, BadLine) else row_problem(row, config.require_think)
+            if reason is None:
+                try:
+                    train_row, jsonl_row = to_training_row(row, config)
+                except (ImageError, ValueError, KeyError, TypeError) as e:
+                    reason = f"image {e}" if isinstance(e, ImageError) else f"malformed row: {e}"
+            if reason is not None:
+                row_id = None if isinstance(row, BadLine) else row.get("id")
+                log.warning("%s:%d: %s", config.input, line, reason)
+                problems.append({"line": line, "id": row_id, "reason": reason})
+                if not isinstance(row, BadLine):
+                    quarantine.append({**row, "export_error": reason})
+                if config.strict:
+                    raise ValueError(f"{config.input}:{line}: {reason}")
+                continue
+            jsonl_rows.append(jsonl_row)
+            source_rows.append(row)
+            yield train_row
+
     tmp = out / "dataset.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    Dataset.from_list(kept, features=_features()).save_to_disk(str(tmp))
+    with tempfile.TemporaryDirectory(dir=out, prefix=".cache-") as cache:  # a fresh cache: never a stale reuse
+        try:
+            dataset = Dataset.from_generator(train_rows, features=_features(), cache_dir=cache)
+        except DatasetGenerationError as e:  # datasets wraps what the generator raised: give back our own error
+            raise (e.__cause__ if isinstance(e.__cause__, ValueError) else e) from None
+        except ValueError:  # datasets refuses an empty split; say why there is nothing (below)
+            if jsonl_rows:
+                raise
+        if not jsonl_rows:
+            raise ValueError(f"{config.input}: no rows to export ({rows_in} rows in, {len(problems)} unusable): "
+                             "nothing to train on; check the filter report")  # fmt: skip
+        dataset.save_to_disk(str(tmp))
     shutil.rmtree(out / "dataset", ignore_errors=True)
     os.replace(tmp, out / "dataset")  # readers never see a half-written dataset
     write_jsonl_atomic(out / "train.jsonl", jsonl_rows)
@@ -206,7 +219,7 @@ def export(config: ExportConfig) -> dict:
         "image_root": os.path.abspath(config.image_root),
         "pixels": {"min": config.min_pixels, "max": config.max_pixels},
         "rows_in": rows_in,
-        "rows_out": len(kept),
+        "rows_out": len(jsonl_rows),
         "tasks": dict(Counter(r.get("task") for r in source_rows)),
         "datasets": dict(Counter(r.get("dataset") for r in source_rows)),
         "teacher": _teacher_manifest(source_rows),
@@ -215,7 +228,7 @@ def export(config: ExportConfig) -> dict:
         "format": "TRL conversational vision-language: images + messages (user, assistant)",
     }
     write_json_atomic(out / "manifest.json", manifest)
-    summary = {"rows_in": rows_in, "rows_out": len(kept), "quarantined": len(problems), "drops": dict(drops),
+    summary = {"rows_in": rows_in, "rows_out": len(jsonl_rows), "quarantined": len(problems), "drops": dict(drops),
                "problems": problems, "seconds": round(time.time() - t0, 3)}  # fmt: skip
     write_json_atomic(out / "summary.json", summary)
     return summary

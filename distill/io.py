@@ -139,16 +139,29 @@ class AppendLog:
         if not self.path.exists() or self.path.stat().st_size == 0:
             return
         with open(self.path, "rb+") as f:
-            data = f.read()
-            if data.endswith(b"\n"):
-                return
-            f.truncate(data.rfind(b"\n") + 1)
+            # Read backwards from the end, a block at a time: journals run to gigabytes, a torn tail is one line.
+            end = pos = f.seek(0, os.SEEK_END)
+            while pos > 0:
+                step = min(1 << 20, pos)
+                pos -= step
+                f.seek(pos)
+                block = f.read(step)
+                if pos + step == end and block.endswith(b"\n"):
+                    return
+                cut = block.rfind(b"\n")
+                if cut >= 0:
+                    f.truncate(pos + cut + 1)
+                    return
+            f.truncate(0)
 
-    def append(self, row: dict) -> None:
-        self._f.write(dumps(row))
+    def append(self, row: dict) -> int:
+        """Write `row` as one line; returns the line's length in bytes (callers track offsets without re-encoding)."""
+        line = dumps(row)
+        self._f.write(line)
         self._f.flush()
         if self._fsync:
             os.fsync(self._f.fileno())
+        return len(line)
 
     def close(self) -> None:
         self._f.close()

@@ -15,8 +15,8 @@ class StageSpec:
     verb: str
     wire: Callable[[Path], dict]  # run_dir -> {config field: path}: the run layout
     inputs: Callable[[dict], list[str]]  # resolved stage config -> the paths it reads
-    rows_in: Callable[[Path], Path | None]  # run_dir -> the JSONL whose lines count as rows in
-    rows_out: Callable[[Path], Path | None]
+    rows_in: Callable[[dict], str | Path | None]  # wired paths -> the JSONL whose lines count as rows in
+    rows_out: Callable[[dict], str | Path | None]
     report: str | None = None  # the stage's own report, relative to its stage dir
     teacher_field: str | None = None  # config field that takes a local teacher's base URL
     needs_teacher: Callable[[dict], bool] = lambda cfg: False
@@ -32,8 +32,8 @@ STAGES: list[StageSpec] = [
         "generate",
         wire=lambda d: {"output": _p(d, "generate", "traces.jsonl")},
         inputs=lambda c: [c["input"]],
-        rows_in=lambda d: None,
-        rows_out=lambda d: d / "generate" / "traces.jsonl",
+        rows_in=lambda w: None,
+        rows_out=lambda w: w["output"],
         report="traces.summary.json",
         teacher_field="base_url",
         needs_teacher=lambda c: not c.get("dry_run", False),
@@ -43,8 +43,8 @@ STAGES: list[StageSpec] = [
         "score",
         wire=lambda d: {"input": _p(d, "generate", "traces.jsonl"), "output": _p(d, "score", "scored.jsonl")},
         inputs=lambda c: [c["input"]],
-        rows_in=lambda d: d / "generate" / "traces.jsonl",
-        rows_out=lambda d: d / "score" / "scored.jsonl",
+        rows_in=lambda w: w["input"],
+        rows_out=lambda w: w["output"],
         report="scored.jsonl.summary.json",
     ),
     StageSpec(
@@ -56,8 +56,8 @@ STAGES: list[StageSpec] = [
             "rejected": _p(d, "filter", "rejected.jsonl"),
         },
         inputs=lambda c: [c["input"]],
-        rows_in=lambda d: d / "score" / "scored.jsonl",
-        rows_out=lambda d: d / "filter" / "kept.jsonl",
+        rows_in=lambda w: w["input"],
+        rows_out=lambda w: w["kept"],
         report="report.md",
     ),
     StageSpec(
@@ -65,28 +65,28 @@ STAGES: list[StageSpec] = [
         "export",
         wire=lambda d: {"input": _p(d, "filter", "kept.jsonl"), "output": _p(d, "export", "data")},
         inputs=lambda c: [c["input"], str(Path(c["input"]).parent / "summary.json")],
-        rows_in=lambda d: d / "filter" / "kept.jsonl",
-        rows_out=lambda d: d / "export" / "data" / "train.jsonl",
+        rows_in=lambda w: w["input"],
+        rows_out=lambda w: Path(w["output"]) / "train.jsonl",
         report="data/summary.json",
     ),
     StageSpec(
         "train",
         "train",
         wire=lambda d: {"dataset_path": _p(d, "export", "data"), "output_dir": _p(d, "train", "model")},
-        # The export's rows and manifest define its dataset; the dataset dir itself gains `datasets` cache files when
-        # training maps over it, so hashing it would make every finished train stage look stale.
+        # The export's rows and manifest define its dataset: hashing them is enough, and far cheaper than hashing
+        # the dataset dir with its encoded images.
         inputs=lambda c: (
             [str(Path(c["dataset_path"]) / f) for f in ("train.jsonl", "manifest.json")] + [c["model_name_or_path"]]
         ),
-        rows_in=lambda d: d / "export" / "data" / "train.jsonl",
-        rows_out=lambda d: None,
+        rows_in=lambda w: Path(w["dataset_path"]) / "train.jsonl",
+        rows_out=lambda w: None,
         report="model/README.md",
     ),
 ]
 
 
-def _count_lines(path: Path | None) -> int | None:
-    if path is None or not path.exists():
+def _count_lines(path: str | Path | None) -> int | None:
+    if path is None or not Path(path).exists():
         return None
     with open(path, "rb") as f:
         return sum(1 for line in f if line.strip())
@@ -94,11 +94,12 @@ def _count_lines(path: Path | None) -> int | None:
 
 def stage_summary(spec: StageSpec, run_dir: Path) -> dict:
     """Rows in / out of a finished stage (JSONL line counts); for generate, examples in and tokens from its summary."""
-    summary = {"rows_in": _count_lines(spec.rows_in(run_dir)), "rows_out": _count_lines(spec.rows_out(run_dir))}
+    wired = spec.wire(run_dir)
+    summary = {"rows_in": _count_lines(spec.rows_in(wired)), "rows_out": _count_lines(spec.rows_out(wired))}
     if spec.name == "generate":
         import orjson
 
-        gen = orjson.loads((run_dir / "generate" / "traces.summary.json").read_bytes())
+        gen = orjson.loads((run_dir / spec.name / spec.report).read_bytes())
         summary["rows_in"] = gen["examples"]
         summary["tokens"] = gen["prompt_tokens"] + gen["completion_tokens"]
     return summary

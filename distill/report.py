@@ -38,7 +38,7 @@ def _rate_table(rows, reasons, key) -> dict:
     return {k: {"rows": total[k], "kept": kept[k], "keep_rate": round(kept[k] / total[k], 4)} for k in sorted(total)}
 
 
-def _plots(out: Path, rows, reasons, config, per_check, per_task, per_dataset) -> list[str]:
+def _plots(out: Path, paths: dict, reasons, config, per_check, per_task, per_dataset) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,7 +46,6 @@ def _plots(out: Path, rows, reasons, config, per_check, per_task, per_dataset) -
 
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    paths = numeric_paths(rows)
     # Thresholded scores first, then the rest; cluster ids are labels, not magnitudes.
     dedup_score = config.dedup.get("score", "near_duplicate") if config.dedup else "near_duplicate"
     names = [p for p in config.thresholds if p in paths] + [p for p in paths if p not in config.thresholds]
@@ -113,9 +112,10 @@ def write_report(out_dir, rows, reasons, config, bad_lines, seconds: float) -> d
     per_check = {c: {"rejected": by_check[c], "keep_rate": round(1 - by_check[c] / n, 4) if n else 0.0} for c in checks}
     per_task = _rate_table(rows, reasons, lambda r: str(r.get("task")))
     per_dataset = _rate_table(rows, reasons, lambda r: str(r.get("dataset")))
+    paths = numeric_paths(rows)
     ranges = {p: {"min": min(v for v, _ in vs), "max": max(v for v, _ in vs), "mean": round(sum(v for v, _ in vs) / len(vs), 6), "n": len(vs)}
-              for p, vs in numeric_paths(rows).items()}  # fmt: skip
-    plots = _plots(out_dir / "plots", rows, reasons, config, per_check, per_task, per_dataset)
+              for p, vs in paths.items()}  # fmt: skip
+    plots = _plots(out_dir / "plots", paths, reasons, config, per_check, per_task, per_dataset)
     summary = {
         "input": config.input, "kept_file": config.kept, "rejected_file": config.rejected,
         "rows_in": n, "kept": n_kept, "rejected": n - n_kept, "keep_rate": round(n_kept / n, 4) if n else 0.0,

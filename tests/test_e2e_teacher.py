@@ -14,16 +14,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_generate_against_distill_serve(tiny_vlm, tmp_path):
-    teacher = LocalTeacher({"models": [f"tiny-vlm={tiny_vlm}"]}, log_path=tmp_path / "serve.log").start()
+def test_generate_against_distill_serve(tiny_vlm, tmp_path, monkeypatch):
+    # With a key: LocalTeacher must come up although /v1 answers 401 without it, and the key must reach no file.
+    key = "sk-e2e-secret-0123456789"
+    monkeypatch.setenv("DISTILL_E2E_KEY", key)
+    serve = {"models": [f"tiny-vlm={tiny_vlm}"], "args": ["--api_key_env", "DISTILL_E2E_KEY"]}
+    teacher = LocalTeacher(serve, log_path=tmp_path / "serve.log", ready_timeout_s=120).start()
     try:
         out = tmp_path / "traces.jsonl"
         rc = cli_main(["generate", "--config", str(REPO / "recipes/demo/generate.yaml"),
                        "--input", str(REPO / "data/demo/train"), "--image_root", str(REPO / "data/demo"),
                        "--prompts_dir", str(REPO / "teacher_prompts"), "--base_url", teacher.base_url,
                        "--model", "tiny-vlm", "--image_model", "tiny-vlm", "--max_tokens", "12",
-                       "--max_examples", "15", "--output", str(out), "--progress", "false"])  # fmt: skip
-        with urllib.request.urlopen(f"{teacher.base_url}/stats") as r:
+                       "--max_examples", "15", "--output", str(out), "--progress", "false",
+                       "--api_key_env", "DISTILL_E2E_KEY"])  # fmt: skip
+        req = urllib.request.Request(f"{teacher.base_url}/stats", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(req) as r:
             stats = json.loads(r.read())
     finally:
         teacher.stop()
@@ -41,3 +47,4 @@ def test_generate_against_distill_serve(tiny_vlm, tmp_path):
         stats["requests"] >= len({r["teacher"]["prompt_sha"] for r in rows}) and stats["batches"] <= stats["requests"]
     )
     assert teacher.proc.returncode == 0  # SIGTERM -> clean exit
+    assert not [f for f in tmp_path.iterdir() if f.is_file() and key.encode() in f.read_bytes()]

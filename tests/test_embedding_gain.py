@@ -115,3 +115,29 @@ def test_chunks_of_datasets_give_the_same_values(demo_examples):
     assert (one.calls, many.calls) == (1, 2)
     # the trace that repeats the positive's words puts it first: rank 1, positive margin, gain over the query alone
     assert all(v["rank_trace"] == 1 and v["margin_trace"] > 0 and v["gain"] > 0 for v in together[:12])
+
+
+def test_unreadable_image_gives_nan_row_and_none_value_not_a_crash(tiny_vlm, demo_dir, tmp_path, demo_examples):
+    from distill.scoring.embedders import VLMEmbedder
+    from distill.testing.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "ok.png").write_bytes((demo_dir / "images" / "t2i_00.png").read_bytes())
+    (tmp_path / "images" / "bad.png").write_bytes(b"not a png")
+    emb = VLMEmbedder(str(tiny_vlm), image_root=str(tmp_path), device="cpu", batch_size=2,
+                      min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)  # fmt: skip
+    items = [("a red circle", ("images/ok.png",)), ("broken", ("images/bad.png",)), ("text only", ())]
+    vecs = emb.embed(items)
+    assert np.isnan(vecs[1]).all() and np.isfinite(vecs[[0, 2]]).all()
+    assert np.allclose(vecs[[0, 2]], emb.embed([items[0], items[2]]), atol=1e-4)  # the others are unaffected
+
+    class Unreadable(BagOfWords):  # BagOfWords, except that items mentioning "UNREADABLE" have an unreadable image
+        def embed(self, items):
+            vecs = super().embed(items)
+            vecs[[i for i, (text, _) in enumerate(items) if "UNREADABLE" in text]] = np.nan
+            return vecs
+
+    rows = [trace_row(e, 0, "<think>x</think>It shows " + e["positive"]["text"]) for e in demo_examples["ShapesI2T"]]
+    rows[0] = trace_row(demo_examples["ShapesI2T"][0], 0, "<think>x</think>UNREADABLE")
+    values = embedding_gain(rows, Unreadable(), "final", 8)
+    assert values[0] is None and all(v is not None for v in values[1:])

@@ -4,8 +4,6 @@ One server (tiny random Qwen2-VL + tiny random text-only Llama, API key required
 test stops it with SIGTERM. Request parsing and batch grouping are also tested in-process.
 """
 
-import base64
-import io
 import os
 import select
 import signal
@@ -23,6 +21,7 @@ import pytest
 from openai import AuthenticationError, BadRequestError, NotFoundError, OpenAI
 from PIL import Image
 
+from distill.images import data_url, encode_image
 from distill.teacher.batcher import Batcher
 from distill.teacher.chat_request import Choice, RequestError, SamplingParams, parse_chat_request
 from distill.teacher.serve import LISTENING
@@ -33,9 +32,7 @@ KEY = "sk-test-do-not-log-7f3a9c"
 
 
 def png_data_url(size=(56, 56), color=(255, 0, 0)) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return data_url(encode_image(Image.new("RGB", size, color)))
 
 
 def image_message(text: str, url: str | None = None) -> list[dict]:

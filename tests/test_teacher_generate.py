@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,21 @@ def test_dry_run_sends_nothing(fake_teacher, tmp_path, capsys):
     assert len(fake.seen_keys) == n  # the dry run counted exactly what a real run sends
     assert cli_main(gen_args(url, out, "--dry_run", "true", "--num_samples", "3")) == 0
     assert "dry run: 0 requests" in capsys.readouterr().out
+
+
+def test_dry_run_counts_a_corrupt_image_as_unreadable_like_the_real_run(fake_teacher, tmp_path, capsys):
+    root = tmp_path / "demo"
+    shutil.copytree(REPO / "data/demo", root)
+    (root / "images" / "cls_00.png").write_bytes(b"not a png")
+    fake, url = fake_teacher()
+    args = gen_args(url, tmp_path / "t.jsonl", "--image_root", str(root))
+    assert cli_main([*args, "--dry_run", "true"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 with unreadable images" in printed
+    assert cli_main(args) == 0
+    assert len(fake.seen_keys) == int(printed.split("dry run: ")[1].split()[0])  # same count as the real run sent
+    failed = [r["error"] for r in read_jsonl(tmp_path / "t.jsonl") if r["status"] == "failed"]
+    assert len(failed) == 1 and "cls_00.png" in failed[0]
 
 
 def test_sharding_is_a_partition_and_merge_joins_shards(fake_teacher, tmp_path):
@@ -228,7 +244,9 @@ def test_missing_key_env_stops_before_sending(fake_teacher, tmp_path, capsys, mo
 @pytest.mark.parametrize("strict, rc, rows_out", [("false", 0, 2), ("true", 1, None)])
 def test_merge_reports_bad_lines(tmp_path, capsys, caplog, strict, rc, rows_out):
     a = tmp_path / "a.jsonl"
-    a.write_text('{"id": "x", "sample_index": 0, "status": "failed"}\n{torn\n{"id": "y", "sample_index": 0}\n')
+    a.write_text(
+        '{"id": "x", "sample_index": 0, "status": "failed"}\n{torn\n{"id": "y", "sample_index": 0}\n{"id": "z"}\n'
+    )
     b = tmp_path / "b.jsonl"
     b.write_text('{"id": "x", "sample_index": 0, "status": "ok"}\n')
     out = tmp_path / "m.jsonl"
@@ -237,5 +255,6 @@ def test_merge_reports_bad_lines(tmp_path, capsys, caplog, strict, rc, rows_out)
     if rows_out is None:
         assert not out.exists()
     else:
+        assert f"{a}:4: row without id/sample_index" in caplog.text
         rows = read_jsonl(out)
         assert len(rows) == rows_out and rows[0]["status"] == "ok"  # the better duplicate wins

@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 Item = tuple[str, tuple[str, ...]]  # (text, relative image paths)
 
 
@@ -74,6 +76,7 @@ class VLMEmbedder:
 
         from distill.processing import load_processor
 
+        model = resolve_model_path(model)  # `package:NAME` works for both embedder kinds
         self.device = _device(device)
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         full = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype).to(self.device).eval()
@@ -88,20 +91,33 @@ class VLMEmbedder:
     def _open(self, rel: str):
         from distill.images import open_image, resolve_image
 
-        return open_image(resolve_image(self.image_root, rel)).convert("RGB")
+        return open_image(resolve_image(self.image_root, rel))  # already RGB
 
     def embed(self, items: list[Item]) -> np.ndarray:
+        """Unit vectors in item order; an item whose image cannot be read gets a NaN row (logged), the run goes on."""
         import torch
         from tqdm import tqdm
 
+        from distill.images import ImageError
+
         # Batches of similar size (image count, then text length) waste little on padding; results go back in order.
         order = sorted(range(len(items)), key=lambda i: (len(items[i][1]), len(items[i][0])))
-        out = []
+        done, out = [], []
         starts = range(0, len(items), self.batch_size)
         for start in tqdm(starts, desc="embedding_gain (vlm)", disable=len(items) < 1000):
-            batch = [items[i] for i in order[start : start + self.batch_size]]
-            texts = [self.IMAGE_SLOT * len(images) + text for text, images in batch]
-            images = [self._load(p) for _, paths in batch for p in paths]
+            ok, texts, images = [], [], []
+            for i in order[start : start + self.batch_size]:
+                text, paths = items[i]
+                try:
+                    loaded = [self._load(p) for p in paths]
+                except ImageError as e:
+                    log.warning("embedding_gain: %s (rows using this image get None)", e)
+                    continue
+                ok.append(i)
+                texts.append(self.IMAGE_SLOT * len(loaded) + text)
+                images += loaded
+            if not ok:
+                continue
             inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
             inputs = {k: v.to(self.device) for k, v in inputs.items()}
             with torch.no_grad():
@@ -109,11 +125,11 @@ class VLMEmbedder:
             mask = inputs["attention_mask"]
             last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(dim=1)  # last real token
             vec = hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+            done += ok
             out.append(torch.nn.functional.normalize(vec, dim=-1).cpu().numpy())
-        if not out:
-            return np.zeros((0, 1), np.float32)
-        vectors = np.empty((len(items), out[0].shape[1]), np.float32)
-        vectors[order] = np.concatenate(out)
+        vectors = np.full((len(items), out[0].shape[1] if out else 1), np.nan, np.float32)
+        if out:
+            vectors[done] = np.concatenate(out)
         return vectors
 
 

@@ -9,8 +9,9 @@ once, in one batched call per chunk of whole datasets (`chunk_rows`). All sample
 compare fairly in best-of-n.
 
 Value per row: {"rank_query", "rank_trace", "margin_query", "margin_trace", "gain" (= margin_trace - margin_query),
-"candidates"}; None for rows without a trace, and when the embedder cannot tell the candidates apart (a text-only
-embedder and image-only candidates that share one placeholder text).
+"candidates"}; None for rows without a trace, when the embedder cannot tell the candidates apart (a text-only
+embedder and image-only candidates that share one placeholder text), and when an image of the row's query or
+candidates cannot be read (the embedder logs it; the run goes on).
 """
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ def _gain(rows: list[dict], embedder, part: str, num_candidates: int) -> list:
             out.append(None)
             continue
         q, qt, pos, negs = plan
+        if np.isnan(emb[[q, qt, pos, *negs]]).any():  # an image the embedder could not read (it logged which)
+            out.append(None)
+            continue
         cands = emb[[pos, *negs]]
         rank_q, margin_q = rank_and_margin(cands @ emb[q])
         rank_t, margin_t = rank_and_margin(cands @ emb[qt])

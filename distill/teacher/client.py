@@ -237,6 +237,7 @@ def complete_many(requests: list[dict], config: ClientConfig, journal_path: str 
     journaled (a rerun retries them). Identical requests are sent once.
     """
     from distill.teacher.journal import Journal
+    from distill.teacher.parse import parse_trace
     from distill.teacher.run import drive, journal_key
 
     keyed = [journal_key(r.get("model") or config.model, r["messages"], dict(r.get("sampling") or {}),
@@ -252,7 +253,7 @@ def complete_many(requests: list[dict], config: ClientConfig, journal_path: str 
     for key in keyed:
         rec = records[key]
         text = rec.get("content")
-        if rec.get("reasoning_content") and rec["status"] != "failed":
-            text = f"<think>{rec['reasoning_content']}</think>{text or ''}"
+        if rec.get("reasoning_content") and rec["status"] != "failed":  # the raw trace exactly as generate keeps it
+            text = parse_trace(text, rec["reasoning_content"])["raw"]
         out.append({"status": rec["status"], "text": text, "error": rec.get("error"), "usage": rec.get("usage") or {}})
     return out

@@ -163,11 +163,18 @@ def plan(config: GenerateConfig, examples: list[dict], store: ImageStore) -> lis
 def dry_run(config: GenerateConfig, entries: list[dict], store: ImageStore, journaled: set[str]) -> dict:
     """Print (and return) what a real run would send; sends nothing and writes nothing."""
     keyed = [e for e in entries if "key" in e]
-    todo = list({e["key"]: e for e in keyed if e["key"] not in journaled}.values())
-    tokens = sum(approx_prompt_tokens(e["rendered"], store) for e in todo)
+    unique = list({e["key"]: e for e in keyed if e["key"] not in journaled}.values())
+    todo, tokens, unreadable = [], 0, 0
+    for e in unique:  # an image that cannot be read fails its row in a real run, and nothing is sent for it
+        try:
+            tokens += approx_prompt_tokens(e["rendered"], store)
+            todo.append(e)
+        except ImageError as err:
+            log.warning("%s: %s", e["example"]["id"], err)
+            unreadable += 1
     n_journaled = sum(e["key"] in journaled for e in keyed)
-    info = {"requests": len(todo), "journaled": n_journaled, "same_content": len(keyed) - n_journaled - len(todo),
-            "unreadable_input": len(entries) - len(keyed), "approx_prompt_tokens": tokens}  # fmt: skip
+    info = {"requests": len(todo), "journaled": n_journaled, "same_content": len(keyed) - n_journaled - len(unique),
+            "unreadable_input": len(entries) - len(keyed) + unreadable, "approx_prompt_tokens": tokens}  # fmt: skip
     print(f"dry run: {len(todo)} requests to send ({n_journaled} already journaled, {info['same_content']} same-content, "
           f"{info['unreadable_input']} with unreadable images), ~{tokens} prompt tokens, "
           f"at most {len(todo) * config.max_tokens} completion tokens")  # fmt: skip

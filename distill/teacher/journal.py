@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from distill.io import AppendLog, dumps
+from distill.io import AppendLog
 
 
 def request_key(model: str, messages: list[dict], sampling: dict, sample_index: int = 0) -> str:
@@ -76,10 +76,8 @@ class Journal:
         """Append `record` (a dict; `key` is added) unless the key is already journaled."""
         if key in self._offsets:
             return
-        row = {"key": key, **record}
-        self._log.append(row)
         self._offsets[key] = self._size
-        self._size += len(dumps(row))
+        self._size += self._log.append({"key": key, **record})
 
     def close(self) -> None:
         self._log.close()

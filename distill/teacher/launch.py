@@ -1,7 +1,8 @@
 """Start a local `distill serve` for a pipeline run and stop it afterwards (the embedded default teacher).
 
-The server binds a free loopback port (`--port 0`) and prints `... listening on http://127.0.0.1:PORT/v1`; we read
-that line from its log, then wait until `/v1/models` answers.
+The server binds a free loopback port (`--port 0`) and prints `... listening on http://127.0.0.1:PORT/v1` once uvicorn
+has started (`distill.teacher.serve.LISTENING`); we read that line from its log. No HTTP probe: with `--api_key_env`
+in the serve args, an unauthenticated `/v1/models` answers 401 and the probe would wait until the timeout.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+from distill.teacher.serve import LISTENING
+
 log = logging.getLogger(__name__)
-_URL = re.compile(rb"listening on (http://127\.0\.0\.1:\d+/v1)")
+_URL = re.compile(re.escape(LISTENING).encode() + rb" (http://127\.0\.0\.1:\d+/v1)")
 
 
 class LocalTeacher:
@@ -47,21 +49,13 @@ class LocalTeacher:
             with open(self.log_path, "rb") as f:
                 f.seek(offset)
                 m = _URL.search(f.read())
-            if m and self._answers(m.group(1).decode()):
+            if m:
                 self.base_url = m.group(1).decode()
                 log.info("local teacher ready at %s", self.base_url)
                 return self
             time.sleep(0.5)
         self.stop()
         raise TimeoutError(f"distill serve not ready after {self.ready_timeout_s:.0f} s; see {self.log_path}")
-
-    @staticmethod
-    def _answers(url: str) -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=5) as r:
-                return r.status == 200
-        except OSError:
-            return False
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -38,9 +38,9 @@ def merge(inputs: list[str], strict: bool = False) -> tuple[list[dict], dict]:
     rows: dict[tuple, dict] = {}
     stats = {"rows_in": 0, "duplicates": 0, "bad_lines": []}
     for path in inputs:
-        for _, row in iter_jsonl(path):
+        for line, row in iter_jsonl(path):
             if isinstance(row, BadLine) or "id" not in row or "sample_index" not in row:
-                reason = str(row) if isinstance(row, BadLine) else f"{path}: row without id/sample_index"
+                reason = str(row) if isinstance(row, BadLine) else f"{path}:{line}: row without id/sample_index"
                 stats["bad_lines"].append(reason)
                 log.warning("%s", reason)
                 if strict:

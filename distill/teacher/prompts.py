@@ -26,7 +26,7 @@ from pathlib import Path
 import orjson
 import yaml
 
-from distill.images import data_url, encode_image, open_image, resize_to_budget, resolve_image, target_size
+from distill.images import ImageError, data_url, encode_image, open_image, resize_to_budget, resolve_image, target_size
 
 MODES = ("blind", "hinted")
 SIDES = ("query", "target")
@@ -136,8 +136,12 @@ class ImageStore:
         """Vision tokens Qwen2-VL would spend on this image after resizing (one token per 28x28 patch group)."""
         from PIL import Image
 
-        with Image.open(resolve_image(self.root, rel)) as im:  # header only, no decode
-            h, w = target_size(im.height, im.width, self.min_pixels, self.max_pixels)
+        path = resolve_image(self.root, rel)
+        try:
+            with Image.open(path) as im:  # header only, no decode
+                h, w = target_size(im.height, im.width, self.min_pixels, self.max_pixels)
+        except (OSError, ValueError) as e:  # corrupt or unknown format: the real run fails this row the same way
+            raise ImageError(path, f"unreadable image ({type(e).__name__}: {e})") from None
         return (h // 28) * (w // 28)
 
 

@@ -13,26 +13,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 
 from distill.data.mmeb import Problem, load_examples
-
-_SPLIT = re.compile(r"^\s*<think>(.*?)</think>(.*)$", re.S)
-
-
-def split_trace(raw: str) -> tuple[str, str]:
-    """(think, final) of a raw completion: the parts inside and after `<think>...</think>`, else ("", raw)."""
-    m = _SPLIT.match(raw)
-    return (m.group(1).strip(), m.group(2).strip()) if m else ("", raw.strip())
+from distill.teacher.parse import parse_trace
 
 
 def trace_row(example: dict, sample_index: int, raw: str | None, status: str = "ok", error: str | None = None) -> dict:
     """A trace row: the example plus sample_index, trace, teacher, usage, status (and error when not ok)."""
-    think, final = split_trace(raw) if raw is not None else ("", "")
     row = {
         **example,
         "sample_index": sample_index,
-        "trace": {"raw": raw or "", "think": think, "final": final},  # generate writes empty parts for failures
+        # split exactly as `generate` does; generate writes empty parts for failures
+        "trace": parse_trace(raw) if raw is not None else {"raw": "", "think": "", "final": ""},
         "teacher": {"model": "hand-written", "prompt_id": example["task"], "prompt_sha": "0" * 12, "mode": "blind",
                     "sampling": {"temperature": 0.7, "max_tokens": 512}},
         "usage": {"prompt_tokens": 50, "completion_tokens": 0 if raw is None else len(raw.split())},

@@ -30,18 +30,14 @@ def _render(processor, messages, chat_template, gen_prompt=False) -> str:
 
 
 def _n_tokens(processor, messages, images, chat_template, gen_prompt=False) -> int:
-    from trl.data_utils import prepare_multimodal_messages
+    from distill.train.data import tokenize_row
 
     if not messages:
         return 0
     # TRL puts all of a row's images before the first user text, so a prefix holds them all once it has a user turn
     has_user = any(m["role"] == "user" for m in messages)
-    msgs = prepare_multimodal_messages(messages, images=list(images) if has_user else [])
-    out = processor.apply_chat_template(
-        msgs, chat_template=chat_template, tokenize=True, return_dict=True, add_generation_prompt=gen_prompt,
-        processor_kwargs={"add_special_tokens": False},
-    )  # fmt: skip
-    return len(out["input_ids"][0])
+    prefix = {"messages": messages, "images": list(images) if has_user else []}
+    return len(tokenize_row(processor, prefix, chat_template, add_generation_prompt=gen_prompt)["input_ids"][0])
 
 
 def row_roles(processor, row: dict, chat_template: str | None) -> tuple[list[str], str]:

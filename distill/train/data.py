@@ -28,14 +28,14 @@ def load_export(path: str):
     return ds
 
 
-def tokenize_row(processor, row: dict, chat_template: str | None = None) -> dict:
+def tokenize_row(processor, row: dict, chat_template: str | None = None, add_generation_prompt: bool = False) -> dict:
     """The row tokenized as TRL's vision collator does it (no padding, no truncation): input_ids etc. for one row."""
     from trl.data_utils import prepare_multimodal_messages
 
     messages = prepare_multimodal_messages(row["messages"], images=row["images"])
     return processor.apply_chat_template(
         messages, chat_template=chat_template, tokenize=True, return_dict=True,
-        processor_kwargs={"add_special_tokens": False},
+        add_generation_prompt=add_generation_prompt, processor_kwargs={"add_special_tokens": False},
     )  # fmt: skip
 
 
@@ -48,15 +48,17 @@ def preflight(
     def length(row):
         return {"_length": len(tokenize_row(processor, row, chat_template)["input_ids"][0])}
 
-    with_len = dataset.map(length, num_proc=num_proc, desc="pre-flight (tokenize with the student's processor)")
-    lengths = with_len["_length"]
+    # Only the length column, in memory: a plain map would write a full copy of the dataset (images included) as a
+    # cache file into the export's directory, another stage's output.
+    lengths = dataset.map(length, num_proc=num_proc, remove_columns=dataset.column_names, keep_in_memory=True,
+                          desc="pre-flight (tokenize with the student's processor)")["_length"]  # fmt: skip
     keep = [i for i, n in enumerate(lengths) if max_length is None or n <= max_length]
     kept_set = set(keep)
     dropped = [{"row": i, "id": dataset[i].get("id"), "tokens": n} for i, n in enumerate(lengths) if i not in kept_set]
     for d in dropped[:20]:
         log.warning("pre-flight: dropping row %d (id %s): %d tokens > max_length %d", d["row"], d["id"], d["tokens"],
                     max_length)  # fmt: skip
-    kept: Dataset = dataset.select(keep) if len(keep) < len(dataset) else dataset
+    kept: Dataset = dataset.select(keep, keep_in_memory=True) if len(keep) < len(dataset) else dataset
     kept_lengths = [lengths[i] for i in keep]
     report = {"rows_in": len(dataset), "rows_kept": len(keep), "dropped_over_max_length": len(dropped),
               "dropped": dropped[:100], "max_length": max_length,

@@ -194,7 +194,7 @@ def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict:
     rows = [dataset[i] for i in sorted({round(j * (n - 1) / max(k - 1, 1)) for j in range(k)})]
     report = audit(trainer.data_collator, processor, rows, trainer.chat_template, config.per_device_train_batch_size)
     lineage_args = dict(config=resolved, dataset_path=config.dataset_path, preflight=pf, audit=report)
-    trainer._model_card_fn = lambda tr: write_lineage(config.output_dir, build_lineage(**lineage_args, result=None))
+    trainer.model_card_fn = lambda tr: write_lineage(config.output_dir, build_lineage(**lineage_args, result=None))
 
     t_train = time.time()
     train_out = trainer.train(resume_from_checkpoint=_last_checkpoint(config))

@@ -35,10 +35,11 @@ def _tensors(obj):
 
 
 class DistillSFTTrainer(SFTTrainer):
-    def __init__(self, *args, lengths=None, vision_dummy=None, model_card_fn=None, **kwargs):
+    def __init__(self, *args, lengths=None, vision_dummy=None, **kwargs):
         self._lengths = lengths
         self._vision_dummy = vision_dummy  # processor outputs for one blank image; None disables the guard
-        self._model_card_fn = model_card_fn
+        # fn(trainer) writing our model card; set after construction (the lineage needs the trainer's collator)
+        self.model_card_fn = None
         self.padding = {"real": 0, "total": 0, "window_real": 0, "window_total": 0, "guarded_batches": 0}
         self.batch_kinds = {"image": 0, "mixed": 0, "text_only": 0}  # batches by how many rows hold images
         super().__init__(*args, **kwargs)
@@ -100,5 +101,5 @@ class DistillSFTTrainer(SFTTrainer):
         return 1 - self.padding["real"] / self.padding["total"] if self.padding["total"] else 0.0
 
     def create_model_card(self, *args, **kwargs):
-        if self._model_card_fn is not None and self.is_world_process_zero():
-            self._model_card_fn(self)
+        if self.model_card_fn is not None and self.is_world_process_zero():
+            self.model_card_fn(self)
