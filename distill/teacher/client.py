@@ -1,9 +1,10 @@
 """Async client for OpenAI-compatible chat completions (vLLM, SGLang, OpenAI, `distill serve`), plus `complete_many`.
 
-Why not the `openai` SDK: at 128 requests in flight against a 0.2 s server (limit 640 req/s) the plain AsyncOpenAI
-client reaches 0.07-0.3 of the limit, CPU-bound in httpx's connection pool, and 0.66 with its aiohttp backend; a lean
-aiohttp + orjson loop reaches 0.92-0.94 (shared/ENV.md; `benchmarks/teacher_throughput.py` measures ours side by side).
-The teacher stage is client-bound at scale, so we speak the same wire format directly:
+Why not the `openai` SDK: the teacher stage is client-bound at scale, and the SDK spends ~10x the client CPU per
+request. Measured with `benchmarks/teacher_throughput.py` (0.2 s server, 128 in flight, limit 640 req/s, 2 cores):
+AsyncOpenAI + semaphore 0.79 of the limit for text and 0.71 with one image per request at 1.4-1.8 ms CPU per request;
+this aiohttp + orjson client 0.95 / 0.94 at 0.11-0.16 ms (shared/ENV.md saw the SDK lower still, 0.07-0.3).
+So we speak the same wire format directly:
 POST `{base_url}/chat/completions` with `{"model", "messages", **sampling}` and `Authorization: Bearer <key>`; `tests/test_teacher_client.py` checks the
 SDK and this client send and read the same shapes.
 
@@ -176,9 +177,8 @@ class TeacherClient:
     async def complete(self, body: dict, key: str | None = None) -> dict:
         """One chat completion with retries. Returns parse_response's dict, or {"status": "failed", "error", ...}."""
         cfg, payload = self.config, orjson.dumps(body)
-        headers = (
-            {"X-Distill-Content-Key": key} if key else {}
-        )  # lets servers/logs correlate; ignored by vLLM and OpenAI
+        # lets servers and logs correlate a request with its journal key; vLLM and OpenAI ignore it
+        headers = {"X-Distill-Content-Key": key} if key else {}
         url, errors = None, []
         for attempt in range(cfg.max_retries + 1):
             url = self._pick(avoid=url if len(errors) else None)
