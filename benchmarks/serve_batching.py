@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from distill.teacher.serve import LISTENING  # noqa: E402
+from distill.serve.server import LISTENING  # noqa: E402
 
 
 def png_data_url(i: int) -> str:

@@ -31,10 +31,10 @@ import openai  # noqa: E402
 import orjson  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from distill.client.driver import drive, journal_key  # noqa: E402
+from distill.client.http import ClientConfig, TeacherClient  # noqa: E402
+from distill.client.journal import Journal  # noqa: E402
 from distill.images import data_url, encode_image  # noqa: E402
-from distill.teacher.client import ClientConfig, TeacherClient  # noqa: E402
-from distill.teacher.journal import Journal  # noqa: E402
-from distill.teacher.run import drive, journal_key  # noqa: E402
 
 
 def start_server(latency_s: float) -> tuple[subprocess.Popen, str]:

@@ -13,7 +13,7 @@ import sys
 # verb -> (module, config dataclass names, one-line help). Only verbs that work are registered.
 VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "validate": ("distill.validate", ("ValidateConfig",), "check a dataset and its images; report bad rows by line"),
-    "serve": ("distill.teacher.serve", ("ServeConfig",), "OpenAI-compatible server over local HF models (batched)"),
+    "serve": ("distill.serve.server", ("ServeConfig",), "OpenAI-compatible server over local HF models (batched)"),
     "generate": ("distill.teacher.generate", ("GenerateConfig",), "collect teacher ECR traces (journaled, resumable)"),
     "merge": ("distill.teacher.merge", ("MergeConfig",), "join generate shards, one row per (id, sample_index)"),
     "score": ("distill.score", ("ScoreConfig",), "run named scorers over trace rows; adds `scores`, drops nothing"),

@@ -164,7 +164,7 @@ def report_markdown(cfg: RunConfig, summaries: dict[str, dict]) -> str:
 
 
 def main(cfg: RunConfig) -> int:
-    from distill.teacher.launch import LocalTeacher, build_tiny_vlm_once
+    from distill.serve.launch import LocalTeacher, build_tiny_vlm_once
 
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)

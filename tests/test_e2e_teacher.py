@@ -8,7 +8,7 @@ import pytest
 
 from distill.cli import main as cli_main
 from distill.io import read_jsonl
-from distill.teacher.launch import LocalTeacher
+from distill.serve.launch import LocalTeacher
 
 REPO = Path(__file__).resolve().parents[1]
 

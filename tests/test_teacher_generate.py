@@ -218,7 +218,7 @@ def test_kill_9_then_resume_sends_only_what_is_missing(fake_teacher, tmp_path):
 
 
 def test_journal_reopens_after_torn_tail_and_refuses_a_second_writer(tmp_path):
-    from distill.teacher.journal import Journal
+    from distill.client.journal import Journal
 
     path = tmp_path / "j.jsonl"
     with Journal(path) as j:

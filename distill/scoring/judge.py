@@ -1,7 +1,7 @@
 """`llm_judge`: a rubric prompt (a file under teacher_prompts/judge/) sent through the teacher client; score 1-5.
 
 The rubric is plain text with `{task}`, `{instruction}`, `{query}`, `{answer}`, `{positive}` and `{trace}` slots (other
-braces are left alone). Requests go through `distill.teacher.client.complete_many(requests, config, journal_path)`
+braces are left alone). Requests go through `distill.client.driver.complete_many(requests, config, journal_path)`
 (the same client, journal and resume as `generate`): a killed run re-sends only what the journal lacks. Identical
 requests are sent once. Value per row: {"score": 1.0..5.0} or {"score": None, "error": why} (failed request,
 truncated or unparseable reply); None for rows without a trace.
@@ -55,7 +55,7 @@ def parse_score(text: str | None) -> tuple[float | None, str | None]:
 
 
 def _default_complete():
-    from distill.teacher.client import complete_many  # lazy: the scorer module must import without the client
+    from distill.client.driver import complete_many  # lazy: the scorer module must import without the client
 
     return complete_many
 
@@ -79,7 +79,7 @@ def make_llm_judge(
     sampling = {"temperature": 0.0, "max_tokens": 256, **(sampling or {})}
     journal_path = str(journal or Path(work_dir) / "llm_judge.journal.jsonl")
     if complete is None:
-        from distill.teacher.client import ClientConfig
+        from distill.client.http import ClientConfig
 
         config = ClientConfig(**client)
         complete = _default_complete()

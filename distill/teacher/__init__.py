@@ -1,1 +1,1 @@
-"""The teacher stage: prompts, the OpenAI-wire client, the request journal, trace parsing and `distill generate`."""
+"""The teacher stage: ECR prompt templates, `distill generate`, trace parsing and `distill merge`."""

@@ -27,15 +27,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from distill.client.driver import drive
+from distill.client.http import ClientConfig
+from distill.client.journal import Journal, request_key
 from distill.configs import config_dict, save_resolved_config
 from distill.data.mmeb import Problem, load_examples
 from distill.images import ImageError
 from distill.io import write_json_atomic, write_jsonl_atomic
-from distill.teacher.client import ClientConfig
-from distill.teacher.journal import Journal, request_key
 from distill.teacher.parse import parse_trace
 from distill.teacher.prompts import MODES, SIDES, ImageStore, TemplateSet, approx_prompt_tokens, materialize, render
-from distill.teacher.run import drive
 
 log = logging.getLogger(__name__)
 

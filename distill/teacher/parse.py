@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from distill.client.driver import raw_text
+
 _OPEN = re.compile(r"<think>", re.IGNORECASE)
 _CLOSE = re.compile(r"</think>", re.IGNORECASE)
 
@@ -24,7 +26,7 @@ def parse_trace(content: str | None, reasoning_content: str | None = None) -> di
             parse_trace(content) if _CLOSE.search(content) else {"think": "", "final": _OPEN.sub("", content).strip()}
         )
         think = "\n".join(t for t in (reasoning_content.strip(), inner["think"]) if t)
-        return {"raw": f"<think>{reasoning_content}</think>{content}", "think": think, "final": inner["final"]}
+        return {"raw": raw_text(content, reasoning_content), "think": think, "final": inner["final"]}
     close = _CLOSE.search(content)
     if close is None:
         opened = _OPEN.search(content)

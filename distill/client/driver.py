@@ -1,5 +1,5 @@
-"""Drive a batch of keyed requests through the client and the journal, with a progress bar: shared by `generate` and
-`complete_many`.
+"""Drive a batch of keyed requests through the client and the journal, with a progress bar: shared by `generate`,
+`reason` (openai backend) and `complete_many` (the llm_judge scorer).
 
     failures, stats = drive(client_config, journal, [(key, body_or_factory), ...], desc="generate")
 
@@ -13,11 +13,12 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from tqdm import tqdm
 
-from distill.teacher.client import ClientConfig, TeacherClient
-from distill.teacher.journal import Journal, request_key
+from distill.client.http import ClientConfig, TeacherClient
+from distill.client.journal import Journal, request_key
 
 
 def _keyed(messages: list[dict]) -> list[dict]:
@@ -91,3 +92,35 @@ def drive(config: ClientConfig, journal: Journal, items: list[tuple[str, dict | 
         bar.close()
     stats["elapsed_s"] = round(time.monotonic() - start, 3)
     return failures, stats
+
+
+def raw_text(content: str | None, reasoning_content: str | None) -> str:
+    """The raw trace exactly as kept: a separate `reasoning_content` is put back inside `<think>` tags before `content`."""
+    return f"<think>{reasoning_content}</think>{content or ''}" if reasoning_content else (content or "")
+
+
+def complete_many(requests: list[dict], config: ClientConfig, journal_path: str | Path) -> list[dict]:
+    """Synchronous batch for callers such as the llm_judge scorer, through the same content-keyed journal.
+
+    requests: [{"messages": [...OpenAI messages...], "sampling": {...}, optional "model", optional "sample_index"}]
+    returns, in the same order: [{"status": "ok"|"truncated"|"failed", "text": str|None, "error": str|None,
+    "usage": {"prompt_tokens", "completion_tokens"}}]. Journaled answers are never re-sent; failures are not
+    journaled (a rerun retries them). Identical requests are sent once.
+    """
+    keyed = [journal_key(r.get("model") or config.model, r["messages"], dict(r.get("sampling") or {}),
+                         int(r.get("sample_index", 0))) for r in requests]  # fmt: skip
+    bodies = {
+        key: {"model": r.get("model") or config.model, "messages": r["messages"], **(r.get("sampling") or {})}
+        for key, r in zip(keyed, requests, strict=True)
+    }
+    with Journal(journal_path) as journal:
+        failures, _ = drive(config, journal, list(bodies.items()), desc="complete_many")
+        records = {key: failures.get(key) or journal.get(key) for key in bodies}
+    out = []
+    for key in keyed:
+        rec = records[key]
+        text = rec.get("content")
+        if rec.get("reasoning_content") and rec["status"] != "failed":  # the raw trace exactly as generate keeps it
+            text = raw_text(text, rec["reasoning_content"])
+        out.append({"status": rec["status"], "text": text, "error": rec.get("error"), "usage": rec.get("usage") or {}})
+    return out

@@ -18,8 +18,8 @@ from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from distill.teacher.chat_request import Choice, SamplingParams
-from distill.teacher.local_engine import LocalModel, Prepared
+from distill.serve.chat_request import Choice, SamplingParams
+from distill.serve.local_engine import LocalModel, Prepared
 
 log = logging.getLogger(__name__)
 

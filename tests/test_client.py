@@ -5,8 +5,9 @@ import openai
 import orjson
 import pytest
 
-from distill.teacher.client import ClientConfig, TeacherClient, complete_many, parse_response, retry_after_s
-from distill.teacher.limiter import AdaptiveLimiter
+from distill.client.driver import complete_many
+from distill.client.http import ClientConfig, TeacherClient, parse_response, retry_after_s
+from distill.client.limiter import AdaptiveLimiter
 
 
 def cfg(urls, **kw) -> ClientConfig:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from distill.teacher.chat_request import ChatRequest, Choice, RequestError, SamplingParams
+from distill.serve.chat_request import ChatRequest, Choice, RequestError, SamplingParams
 
 log = logging.getLogger(__name__)
 

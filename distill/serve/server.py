@@ -6,7 +6,7 @@
 Endpoints: `GET /v1/models`, `POST /v1/chat/completions` (OpenAI wire format; images as base64 data URLs),
 `GET /v1/stats` (batches run, requests and rows served, tokens), `GET /health`.
 Each `--model` is `PATH` (model id = the directory name), `NAME=PATH`, or the reserved `smollm2` (the embedded
-SmolLM2-135M-Instruct, materialised on first use; see `distill.teacher.local_models`). Requests are routed by their
+SmolLM2-135M-Instruct, materialised on first use; see `distill.serve.local_models`). Requests are routed by their
 `model` field. Once listening, the server prints `distill serve listening on http://HOST:PORT/v1` on stdout, so a
 parent that started it with `--port 0` reads the port from that line. SIGTERM / SIGINT shut it down cleanly (exit 0).
 With `--api_key_env NAME` every /v1 request must carry `Authorization: Bearer $NAME`; the key is never logged.
@@ -88,8 +88,8 @@ class ServeConfig:
 
 def build_app(models: dict, batcher, config: ServeConfig, api_key: str | None = None):
     """The FastAPI app over loaded `models` ({id: LocalModel}) and a started `batcher`."""
-    from distill.teacher.batcher import ServerStopping
-    from distill.teacher.chat_request import RequestError, completion_body, error_body, parse_chat_request
+    from distill.serve.batcher import ServerStopping
+    from distill.serve.chat_request import RequestError, completion_body, error_body, parse_chat_request
 
     app = FastAPI(title="distill serve", docs_url=None, redoc_url=None, openapi_url=None)
     started = int(time.time())
@@ -159,8 +159,8 @@ def build_app(models: dict, batcher, config: ServeConfig, api_key: str | None = 
 
 def load_models(specs: list[str], device: str, dtype: str) -> dict:
     """{model id: LocalModel} for the `--model` specs; ValueError on duplicate ids or missing directories."""
-    from distill.teacher.local_engine import LocalModel, parse_model_spec
-    from distill.teacher.local_models import resolve_local_model
+    from distill.serve.local_engine import LocalModel, parse_model_spec
+    from distill.serve.local_models import resolve_local_model
 
     models: dict = {}
     for spec in specs:
@@ -177,7 +177,7 @@ def load_models(specs: list[str], device: str, dtype: str) -> dict:
 def main(config: ServeConfig) -> int:
     import uvicorn
 
-    from distill.teacher.batcher import Batcher
+    from distill.serve.batcher import Batcher
 
     api_key = None
     if config.api_key_env:

@@ -1,7 +1,7 @@
 """Start a local `distill serve` for a pipeline run and stop it afterwards (the embedded default teacher).
 
 The server binds a free loopback port (`--port 0`) and prints `... listening on http://127.0.0.1:PORT/v1` once uvicorn
-has started (`distill.teacher.serve.LISTENING`); we read that line from its log. No HTTP probe: with `--api_key_env`
+has started (`distill.serve.server.LISTENING`); we read that line from its log. No HTTP probe: with `--api_key_env`
 in the serve args, an unauthenticated `/v1/models` answers 401 and the probe would wait until the timeout.
 """
 
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from distill.teacher.serve import LISTENING
+from distill.serve.server import LISTENING
 
 log = logging.getLogger(__name__)
 _URL = re.compile(re.escape(LISTENING).encode() + rb" (http://127\.0\.0\.1:\d+/v1)")

@@ -1,4 +1,4 @@
-"""Async client for OpenAI-compatible chat completions (vLLM, SGLang, OpenAI, `distill serve`), plus `complete_many`.
+"""Async client for OpenAI-compatible chat completions (vLLM, SGLang, OpenAI, `distill serve`).
 
 Why not the `openai` SDK: the teacher stage is client-bound at scale, and the SDK spends ~10x the client CPU per
 request. Measured with `benchmarks/teacher_throughput.py` (0.2 s server, 128 in flight, limit 640 req/s, 2 cores):
@@ -24,12 +24,11 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import orjson
 
-from distill.teacher.limiter import AdaptiveLimiter
+from distill.client.limiter import AdaptiveLimiter
 
 RETRY_STATUSES = {408, 409, 429}
 
@@ -226,34 +225,3 @@ class TeacherClient:
                 on_result(key, await self.complete(body, key))
 
         await asyncio.gather(*(worker() for _ in range(self.config.max_concurrency)))
-
-
-def complete_many(requests: list[dict], config: ClientConfig, journal_path: str | Path) -> list[dict]:
-    """Synchronous batch for callers such as the llm_judge scorer, through the same content-keyed journal.
-
-    requests: [{"messages": [...OpenAI messages...], "sampling": {...}, optional "model", optional "sample_index"}]
-    returns, in the same order: [{"status": "ok"|"truncated"|"failed", "text": str|None, "error": str|None,
-    "usage": {"prompt_tokens", "completion_tokens"}}]. Journaled answers are never re-sent; failures are not
-    journaled (a rerun retries them). Identical requests are sent once.
-    """
-    from distill.teacher.journal import Journal
-    from distill.teacher.parse import parse_trace
-    from distill.teacher.run import drive, journal_key
-
-    keyed = [journal_key(r.get("model") or config.model, r["messages"], dict(r.get("sampling") or {}),
-                         int(r.get("sample_index", 0))) for r in requests]  # fmt: skip
-    bodies = {
-        key: {"model": r.get("model") or config.model, "messages": r["messages"], **(r.get("sampling") or {})}
-        for key, r in zip(keyed, requests, strict=True)
-    }
-    with Journal(journal_path) as journal:
-        failures, _ = drive(config, journal, list(bodies.items()), desc="complete_many")
-        records = {key: failures.get(key) or journal.get(key) for key in bodies}
-    out = []
-    for key in keyed:
-        rec = records[key]
-        text = rec.get("content")
-        if rec.get("reasoning_content") and rec["status"] != "failed":  # the raw trace exactly as generate keeps it
-            text = parse_trace(text, rec["reasoning_content"])["raw"]
-        out.append({"status": rec["status"], "text": text, "error": rec.get("error"), "usage": rec.get("usage") or {}})
-    return out
