@@ -4,7 +4,7 @@ code. It shows the export is stock TRL data, and it is the baseline of `benchmar
     python benchmarks/plain_trl_sft.py MODEL_DIR EXPORT_DIR/dataset OUT_DIR [--max_steps 2] [--batch_size 2]
 
 Prints one JSON line: {"losses": [...], "real_tokens", "pad_fraction", "train_seconds", "tokens_per_second"}.
-The processor: `AutoProcessor`; only where that cannot load (CPU torch without torchvision, see shared/ENV.md) the
+The processor: `AutoProcessor`; only where that cannot load (CPU torch without torchvision, see docs/environment.md) the
 PIL-processor fallback from `distill.processing`, which changes nothing about the data path.
 """
 

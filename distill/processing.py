@@ -2,7 +2,7 @@
 torchvision), else the PIL image processor in a processor without a video processor.
 
 Why the fallback: transformers 5.x's default Qwen2-VL image processor and every video processor need torchvision,
-which does not import beside the CPU torch build (see shared/ENV.md). Image-only work needs neither.
+which does not import beside the CPU torch build (see docs/environment.md). Image-only work needs neither.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Why not the `openai` SDK: the teacher stage is client-bound at scale, and the SDK spends ~10x the client CPU per
 request. Measured with `benchmarks/teacher_throughput.py` (0.2 s server, 128 in flight, limit 640 req/s, 2 cores):
 AsyncOpenAI + semaphore 0.79 of the limit for text and 0.71 with one image per request at 1.4-1.8 ms CPU per request;
-this aiohttp + orjson client 0.95 / 0.94 at 0.11-0.16 ms (shared/ENV.md saw the SDK lower still, 0.07-0.3).
+this aiohttp + orjson client 0.95 / 0.94 at 0.11-0.16 ms (docs/environment.md saw the SDK lower still, 0.07-0.3).
 So we speak the same wire format directly:
 POST `{base_url}/chat/completions` with `{"model", "messages", **sampling}` and `Authorization: Bearer <key>`; `tests/test_teacher_client.py` checks the
 SDK and this client send and read the same shapes.
