@@ -6,6 +6,7 @@ Each kept row (see `distill.records`: example + `trace`, `teacher`, `status`) be
     images    [PIL image, ...]   the query images, resized with `distill.images` to the teacher's pixel budget
     messages  [{"role": "user", "content": instruction + "\n" + query text},
                {"role": "assistant", "content": "<think>" + think + "</think>\n" + final}]
+              built by `distill.chat_format.student_prompt`, the format `distill reason` asks the student with
     id, task, dataset, sample_index   (metadata; TRL drops unused columns)
 String contents are TRL's conversational format: the collator puts the row's images before the first user text.
 
@@ -36,7 +37,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from distill.images import ImageError, open_image, resize_to_budget, resolve_image
+from distill.chat_format import assistant_text, load_images, student_prompt, user_text  # noqa: F401 (re-exported: older callers)
+from distill.images import ImageError
 from distill.io import BadLine, iter_jsonl, write_json_atomic, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
@@ -76,16 +78,6 @@ class ExportConfig:
             raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
 
 
-def user_text(row: dict) -> str:
-    """The student's user turn text: the instruction, then the query text (either may be empty)."""
-    return "\n".join(p for p in (row.get("instruction", "").strip(), row["query"]["text"].strip()) if p)
-
-
-def assistant_text(trace: dict) -> str:
-    """The supervised assistant turn: `<think>` + think + `</think>` + newline + final."""
-    return f"<think>{(trace.get('think') or '').strip()}</think>\n{trace['final'].strip()}"
-
-
 def row_problem(row: dict, require_think: bool = True) -> str | None:
     """Why a kept row cannot become a training row, or None."""
     for key in ("id", "query", "trace"):
@@ -105,18 +97,12 @@ def row_problem(row: dict, require_think: bool = True) -> str | None:
 
 def to_training_row(row: dict, config: ExportConfig) -> tuple[dict, dict]:
     """(dataset row with PIL images, JSONL row with relative image paths); raises ImageError/ValueError."""
-    images = []
-    for rel in row["query"]["images"]:
-        with open_image(resolve_image(config.image_root, rel)) as img:
-            images.append(resize_to_budget(img, config.min_pixels, config.max_pixels))
-    messages = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
-    messages += [
-        {"role": "user", "content": user_text(row)},
-        {"role": "assistant", "content": assistant_text(row["trace"])},
-    ]
+    prompt = student_prompt(row, trace=row["trace"], system_prompt=config.system_prompt)  # the one chat format
+    images = load_images(prompt.images, config.image_root, config.min_pixels, config.max_pixels)
+    messages = prompt.messages
     meta = {"id": row["id"], "task": row.get("task"), "dataset": row.get("dataset"),
             "sample_index": int(row.get("sample_index", 0))}  # fmt: skip
-    return {**meta, "images": images, "messages": messages}, {**meta, "images": list(row["query"]["images"]),
+    return {**meta, "images": images, "messages": messages}, {**meta, "images": prompt.images,
                                                               "messages": messages}  # fmt: skip
 
 

@@ -30,14 +30,14 @@ def _render(processor, messages, chat_template, gen_prompt=False) -> str:
 
 
 def _n_tokens(processor, messages, images, chat_template, gen_prompt=False) -> int:
-    from distill.train.data import tokenize_row
+    from distill.chat_format import tokenize_messages
 
     if not messages:
         return 0
     # TRL puts all of a row's images before the first user text, so a prefix holds them all once it has a user turn
     has_user = any(m["role"] == "user" for m in messages)
-    prefix = {"messages": messages, "images": list(images) if has_user else []}
-    return len(tokenize_row(processor, prefix, chat_template, add_generation_prompt=gen_prompt)["input_ids"][0])
+    ids = tokenize_messages(processor, messages, list(images) if has_user else [], chat_template, gen_prompt)
+    return len(ids["input_ids"][0])
 
 
 def row_roles(processor, row: dict, chat_template: str | None) -> tuple[list[str], str]:

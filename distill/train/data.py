@@ -29,14 +29,11 @@ def load_export(path: str):
 
 
 def tokenize_row(processor, row: dict, chat_template: str | None = None, add_generation_prompt: bool = False) -> dict:
-    """The row tokenized as TRL's vision collator does it (no padding, no truncation): input_ids etc. for one row."""
-    from trl.data_utils import prepare_multimodal_messages
+    """The row tokenized as TRL's vision collator does it (no padding, no truncation): input_ids etc. for one row.
+    The tokenization `distill reason` asks the student with (`distill.chat_format.tokenize_messages`)."""
+    from distill.chat_format import tokenize_messages
 
-    messages = prepare_multimodal_messages(row["messages"], images=row["images"])
-    return processor.apply_chat_template(
-        messages, chat_template=chat_template, tokenize=True, return_dict=True,
-        add_generation_prompt=add_generation_prompt, processor_kwargs={"add_special_tokens": False},
-    )  # fmt: skip
+    return tokenize_messages(processor, row["messages"], row["images"], chat_template, add_generation_prompt)
 
 
 def preflight(

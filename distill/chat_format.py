@@ -1,0 +1,95 @@
+"""The student's chat format: the one definition of the messages the student is trained on and asked with.
+
+    python -c "from distill.chat_format import student_prompt; print(student_prompt({'instruction': 'Represent the \
+image:', 'query': {'text': 'What color?', 'images': ['a.png']}}))"
+
+`distill export` writes `student_prompt(row, trace=row["trace"])` as the training row, the train-time label audit and
+pre-flight tokenize those rows with `tokenize_messages`, and `distill reason` asks the student with
+`student_prompt(row)` (no assistant turn) through the same `tokenize_messages(..., add_generation_prompt=True)`. So a
+student trained by `distill train` and asked by `distill reason` sees the same prompt token ids (tests/test_reason.py).
+
+Format (TRL's conversational vision-language rows):
+    [system: system_prompt]                                  only when one is configured
+    user:      instruction + "\\n" + text of the side        images: the side's images, placed before the text
+    assistant: "<think>" + think + "</think>\\n" + final       only with a trace (training rows)
+Content is a string, as TRL's dataset format has it; `prepare_multimodal_messages` (TRL, used by its collator and by
+`tokenize_messages`) puts the row's images before the first user text. A caller that needs images between text parts
+(MMEB-V2's `<|image_N|>` order) may build list content with `{"type": "image"}` placeholders in the order of
+`images`: TRL and `tokenize_messages` fill them in that order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# The part of a row the student reasons about. "query": the query side (instruction + query). Other sides (the
+# target / positive side of a retrieval pair) are added here, so export, audit and reason pick them up together.
+SIDES = ("query",)
+
+
+@dataclass
+class StudentPrompt:
+    """The student's messages for one row, and the image paths (relative to image_root) in placeholder order."""
+
+    messages: list[dict]
+    images: list[str] = field(default_factory=list)
+
+
+def user_text(row: dict, side: str = "query") -> str:
+    """The student's user-turn text: the instruction, then the side's text (either may be empty)."""
+    _check_side(side)
+    return "\n".join(p for p in ((row.get("instruction") or "").strip(), (row[side].get("text") or "").strip()) if p)
+
+
+def assistant_text(trace: dict) -> str:
+    """The supervised assistant turn: `<think>` + think + `</think>` + newline + final."""
+    return f"<think>{(trace.get('think') or '').strip()}</think>\n{(trace.get('final') or '').strip()}"
+
+
+def student_prompt(
+    row: dict, *, side: str = "query", trace: dict | None = None, system_prompt: str | None = None
+) -> StudentPrompt:
+    """The student's messages for `row` (an example or trace row, `distill.records`): system (optional), user, and
+    the assistant turn when `trace` is given (training); without it, the prompt the student is asked with."""
+    _check_side(side)
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": user_text(row, side)})
+    if trace is not None:
+        messages.append({"role": "assistant", "content": assistant_text(trace)})
+    return StudentPrompt(messages, list(row[side].get("images") or []))
+
+
+def load_images(paths: list[str], image_root: str, min_pixels: int, max_pixels: int) -> list:
+    """The prompt's images as the student sees them: opened and checked (`distill.images`), resized to the pixel
+    budget (Qwen2-VL smart resize). Export and reason both use it; raises `ImageError` naming the file."""
+    from distill.images import open_image, resize_to_budget, resolve_image
+
+    images = []
+    for rel in paths:
+        with open_image(resolve_image(image_root, rel)) as img:
+            images.append(resize_to_budget(img, min_pixels, max_pixels))
+    return images
+
+
+def multimodal_messages(messages: list[dict], images: list) -> list[dict]:
+    """Messages in structured form with `images` (PIL images, in placeholder order) filled in, exactly as TRL's
+    vision collator prepares a training row."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    return prepare_multimodal_messages(messages, images=list(images))
+
+
+def tokenize_messages(
+    processor, messages: list[dict], images: list, chat_template: str | None = None, add_generation_prompt: bool = False
+) -> dict:
+    """Tokenize as TRL's vision collator does (no padding, no truncation): `input_ids` [1, n], `pixel_values`, ...
+    With `add_generation_prompt` (and no assistant turn) this is the prompt `distill reason` sends to the student."""
+    return processor.apply_chat_template(
+        multimodal_messages(messages, images), chat_template=chat_template, tokenize=True, return_dict=True,
+        add_generation_prompt=add_generation_prompt, processor_kwargs={"add_special_tokens": False},
+    )  # fmt: skip
+
+
+def _check_side(side: str) -> None:
+    if side not in SIDES:
+        raise ValueError(f"unknown side {side!r} (supported: {', '.join(SIDES)})")
