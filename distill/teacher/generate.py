@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from distill.client.batch import BatchSettings, run_batch
 from distill.client.driver import drive
 from distill.client.http import ClientConfig
 from distill.client.journal import Journal, request_key
@@ -77,6 +78,15 @@ class GenerateConfig:
     price_input_per_mtok: float | None = _f(None, "USD per million prompt tokens (dry-run cost); None = no cost.")
     price_output_per_mtok: float | None = _f(None, "USD per million completion tokens (dry-run upper bound).")
     progress: bool = _f(True, "Show a tqdm progress bar.")
+    batch: bool = _f(False, "Send through the OpenAI Batch API (or vllm run-batch files) instead of online requests.")
+    batch_submit: bool = _f(True, "With --batch: false = only write the batch input files (for vllm run-batch).")
+    batch_results: list[str] = field(default_factory=list, metadata={
+        "help": "With --batch: batch output files/globs to ingest (vllm run-batch output) instead of submitting."})  # fmt: skip
+    batch_max_requests: int = _f(50_000, "Requests per batch file at most (the OpenAI Batch API limit).")
+    batch_max_bytes: int = _f(200_000_000, "Bytes per batch file at most (the OpenAI Batch API limit, 200 MB).")
+    batch_poll_s: float = _f(30.0, "Seconds between batch status polls.")
+    batch_rounds: int = _f(2, "Batches per run: the first, then resubmissions of expired/retryable failures.")
+    batch_discount: float = _f(0.5, "Batch price / online price, for the dry-run cost (OpenAI: 50% off).")
 
     def __post_init__(self):
         for name in ("input", "output", "model"):
@@ -91,6 +101,10 @@ class GenerateConfig:
         if self.num_samples < 1 or self.max_tokens < 1 or not 0 < self.min_pixels <= self.max_pixels:
             raise ValueError("need num_samples >= 1, max_tokens >= 1 and 0 < min_pixels <= max_pixels")
         self.client()  # validates URLs / concurrency / retries
+        if self.batch_rounds < 1 or self.batch_max_requests < 1 or self.batch_max_bytes < 1024 or self.batch_poll_s < 0:
+            raise ValueError(
+                "need batch_rounds >= 1, batch_max_requests >= 1, batch_max_bytes >= 1024, batch_poll_s >= 0"
+            )
 
     def client(self) -> ClientConfig:
         return ClientConfig(base_urls=list(self.base_url), model=self.model, api_key_env=self.api_key_env,
@@ -106,7 +120,11 @@ class GenerateConfig:
         out = Path(self.output)
         stem = out.parent / (out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name)
         return {"journal": Path(f"{stem}.journal.jsonl"), "summary": Path(f"{stem}.summary.json"),
-                "config": Path(f"{stem}.config.yaml")}  # fmt: skip
+                "config": Path(f"{stem}.config.yaml"), "batch": Path(f"{stem}.batch")}  # fmt: skip
+
+    def batch_settings(self) -> BatchSettings:
+        return BatchSettings(self.paths()["batch"], self.batch_submit, tuple(self.batch_results),
+                             self.batch_max_requests, self.batch_max_bytes, self.batch_poll_s, self.batch_rounds)  # fmt: skip
 
 
 def in_shard(example_id: str, shard_index: int, num_shards: int) -> bool:
@@ -179,13 +197,17 @@ def dry_run(config: GenerateConfig, entries: list[dict], store: ImageStore, jour
           f"{info['unreadable_input']} with unreadable images), ~{tokens} prompt tokens, "
           f"at most {len(todo) * config.max_tokens} completion tokens")  # fmt: skip
     if config.price_input_per_mtok is not None:
-        cost = tokens / 1e6 * config.price_input_per_mtok
+        discount = config.batch_discount if config.batch else 1.0  # batch APIs bill the same tokens at a discount
+        cost = tokens / 1e6 * config.price_input_per_mtok * discount
         info["cost_prompt_usd"] = round(cost, 4)
         line = f"cost: ${cost:.4f} for prompts"
         if config.price_output_per_mtok is not None:
-            worst = cost + len(todo) * config.max_tokens / 1e6 * config.price_output_per_mtok
+            worst = cost + len(todo) * config.max_tokens / 1e6 * config.price_output_per_mtok * discount
             info["cost_upper_bound_usd"] = round(worst, 4)
             line += f", at most ${worst:.4f} in all (every completion at max_tokens)"
+        if config.batch:
+            line += f" at the batch price ({discount:g} x online: ${cost / discount:.4f} for prompts online)"
+            info["batch_discount"] = discount
         print(line)
     return info
 
@@ -257,7 +279,18 @@ def main(config: GenerateConfig) -> int:
 
     with Journal(paths["journal"]) as journal:
         items = [(e["key"], e["body"]) for e in entries if "key" in e]
-        failures, stats = drive(config.client(), journal, items, desc="generate")
+        if config.batch:
+            import openai
+
+            try:
+                failures, stats = run_batch(config.client(), config.batch_settings(), journal, items)
+            except (FileNotFoundError, openai.OpenAIError) as e:
+                print(f"distill generate --batch: {e}", file=sys.stderr)
+                return 2
+            if stats.get("written_only"):  # files for `vllm run-batch`; their answers come back with --batch_results
+                return 0
+        else:
+            failures, stats = drive(config.client(), journal, items, desc="generate")
         n_rows = write_jsonl_atomic(config.output, rows(journal, failures))
     summary = {
         "input": config.input, "output": config.output, "examples": len(examples), "bad_input_rows": len(problems),
