@@ -57,7 +57,7 @@ def test_render_modes(store, mode, side_, shows_answer):
     text = user if isinstance(user, str) else " ".join(p.get("text", "") for p in user)
     hidden = "crimson" if side_ == "query" else "What colour?"  # the other side: shown only when hinted
     assert (hidden in text) == shows_answer
-    assert r.prompt_id == ("ecr-retrieval-target@v1" if side_ == "target" else "ecr-vqa@v1")
+    assert r.prompt_id == ("ecr-retrieval-target@v1" if side_ == "target" else "ecr-vqa@v2")
     assert len(r.prompt_sha) == 64
 
 

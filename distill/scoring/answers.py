@@ -1,9 +1,18 @@
 """Answer scorers: `answer_match` (trace's final answer vs the gold `answer`) and `self_consistency` (agreement with
-the other samples of the same example).
+the other samples of the same example), plus the public answer functions `distill eval` shares:
 
-Normalisation (SQuAD/VQA style): lower case, number words -> digits ("twenty-one" -> "21"), punctuation -> spaces,
-articles dropped, whitespace collapsed. Multiple choice: a gold or predicted option letter ("B", "(B)", "option B")
-is compared as a letter, and mapped to the option's text when the query lists options ("A. cat  B. dog").
+    from distill.scoring.answers import extract_answer, normalize, answer_match
+    extract_answer("There are four shapes.\\nAnswer: 4.")   # -> "4"   (the template's answer line)
+    normalize("Don't know, the Three.0 one-hundred")         # -> "dont know 3 100"
+    answer_match("It is not a cat.", "cat")                  # -> False (negated)
+
+Extraction: the vqa / classification templates end the final part with a line `Answer: <short answer>`; the last such
+line is the answer. Traces without one fall back to the text after the last "answer is" / "answer:" in the final, else
+the whole final. Normalisation follows the VQA evaluation: lower case, apostrophes dropped (don't = dont), other
+punctuation -> spaces, articles dropped, number words -> digits (one hundred = 100, "none" = 0), decimals in canonical
+form (3.0 = 3, 1,000 = 1000). Multiple choice: a gold or predicted option letter ("B", "(B)", "option B") is compared as
+a letter, and mapped to the option's text when the query lists options ("A. cat  B. dog"). Containment of the gold in
+a sentence counts only where the gold is not negated ("not a cat" never matches gold "cat").
 """
 
 from __future__ import annotations
@@ -18,10 +27,20 @@ from distill.scoring.registry import register, trace_text
 _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
           "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]  # fmt: skip
 _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
 NUMBER_WORDS = {w: i for i, w in enumerate(_UNITS)} | _TENS
 ARTICLES = frozenset({"a", "an", "the"})
-_PUNCT = re.compile(r"[^\w\s]|_")
-# The answer part of a final: text after the last "answer is" / "answer:" marker, to the end of that sentence.
+# VQA evaluation maps "none" to "0" (its manualMap), so "none" and "zero" answers to counting questions agree.
+WORD_MAP = {"none": "0"}
+NEGATIONS = frozenset({"not", "no", "never", "neither", "nor", "without", "isnt", "arent", "wasnt", "werent", "dont",
+                       "doesnt", "didnt", "cannot", "cant", "wont", "hasnt", "havent"})  # fmt: skip
+# A negation reaches the gold only within its own clause: these words start a new one ("not a cat but a dog").
+_CLAUSE_BREAKS = frozenset({"but", "rather", "instead", "so", "is", "are", "it", "its", "this", "that", "answer"})
+_TOKEN = re.compile(r"\d+\.\d+|[^\W_]+")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+# The template's answer line ("Answer: 4", "**Final answer:** dog"), last one wins; markdown decoration allowed.
+_ANSWER_LINE = re.compile(r"^[\s>*_#-]*(?:final\s+)?answer\s*[*_]*\s*[:：]\s*(.*?)[\s*_]*$", re.I | re.M)
+# Fallback for traces without an answer line: text after the last "answer is" / "answer:" to the sentence end.
 _ANSWER_MARKER = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*", re.I)
 _LETTER_ALONE = re.compile(r"^\s*\(?([A-Ea-e])\)?\s*[.):]?\s*$")
 _LETTER_LEAD = re.compile(r"^\s*(?:\(([A-Ea-e])\)|([A-E])(?:[.):]|\s*$))")
@@ -29,32 +48,80 @@ _LETTER_NAMED = re.compile(r"\b(?:option|choice)\s*\(?([A-Ea-e])\b\)?", re.I)
 _OPTION = re.compile(r"(?:^|\s)\(?([A-E])[.)]\s+")
 
 
-def normalize(text: str) -> str:
-    """Lower case, punctuation -> space, number words -> digits (tens + units combined), articles dropped."""
-    words = _PUNCT.sub(" ", text.lower()).split()
+def _number_runs(words: list[str]) -> list[str]:
+    """Number words -> digits: "twenty one" -> 21, "one hundred and five" -> 105, "three thousand" -> 3000; a unit
+    after a unit starts a new number ("one two" -> 1 2)."""
     out: list[str] = []
-    after_tens = False  # the previous word was "twenty".."ninety", so a unit word adds to it
-    for w in words:
-        if w in ARTICLES:
+    total = current = 0
+    last: str | None = None  # kind of the previous number word: unit (0-19), tens, scale; None outside a number
+    for i, w in enumerate(words):
+        n, scale = NUMBER_WORDS.get(w), _SCALES.get(w)
+        and_inside = w == "and" and last == "scale" and i + 1 < len(words) and words[i + 1] in NUMBER_WORDS
+        if and_inside:
             continue
-        n = NUMBER_WORDS.get(w)
-        if n is None:
-            out.append(w)
-        elif after_tens and 0 < n < 10:  # "twenty one" -> "21"
-            out[-1] = str(int(out[-1]) + n)
+        joins = (scale is not None and last is not None) or (
+            n is not None and (last == "scale" or (last == "tens" and 0 < n < 10))
+        )
+        if last is not None and not joins:
+            out.append(str(total + current))
+            total = current = 0
+            last = None
+        if scale is not None:
+            if scale == 100:
+                current = max(current, 1) * 100
+            else:
+                total, current = total + max(current, 1) * scale, 0
+            last = "scale"
+        elif n is not None:
+            current += n
+            last = "tens" if w in _TENS else "unit"
         else:
-            out.append(str(n))
-        after_tens = w in _TENS
-    return " ".join(out)
+            out.append(w)
+    if last is not None:
+        out.append(str(total + current))
+    return out
+
+
+def _canonical_number(token: str) -> str:
+    if "." not in token:
+        return token
+    whole, frac = token.split(".", 1)
+    frac = frac.rstrip("0")
+    return f"{int(whole)}.{frac}" if frac else str(int(whole))
+
+
+def normalize(text: str) -> str:
+    """VQA-style normalisation (module docstring): lower case, apostrophes dropped, punctuation -> spaces, articles
+    dropped, number words -> digits, 'none' -> 0, decimals canonical. normalize("The Twenty-one RED circles!") ->
+    "21 red circles"."""
+    text = _THOUSANDS.sub("", text.lower().replace("’", "'").replace("'", ""))
+    words = [_canonical_number(t) if t[0].isdigit() else WORD_MAP.get(t, t) for t in _TOKEN.findall(text)]
+    return " ".join(_number_runs([w for w in words if w not in ARTICLES]))
+
+
+normalize_answer = normalize  # the name `distill eval` imports; one definition
+
+
+def answer_line(final: str) -> str | None:
+    """The text of the last explicit `Answer: ...` line of a final (trailing period and markdown dropped), or None."""
+    for m in reversed(list(_ANSWER_LINE.finditer(final or ""))):
+        text = m.group(1).strip().strip("*_").strip().removesuffix(".").strip()
+        if text:
+            return text
+    return None
 
 
 def extract_answer(final: str) -> str:
-    """The answer part of a final: after the last 'answer is' / 'answer:' marker up to the sentence end, else all."""
+    """The answer a final gives: its `Answer:` line; else after the last 'answer is' / 'answer:' up to the sentence
+    end; else the whole final."""
+    line = answer_line(final)
+    if line is not None:
+        return line
     matches = list(_ANSWER_MARKER.finditer(final))
     if not matches:
         return final.strip()
     rest = final[matches[-1].end() :]
-    return re.split(r"(?<=[^\d\s])\.(?:\s|$)|\n", rest, maxsplit=1)[0].strip()
+    return re.split(r"(?<=[^\d\s])\.(?:\s|$)|\n", rest, maxsplit=1)[0].strip().removesuffix(".").strip()
 
 
 def option_letter(text: str) -> str | None:
@@ -86,16 +153,31 @@ _normalize_cached = lru_cache(maxsize=65536)(normalize)
 _options_cached = lru_cache(maxsize=65536)(parse_options)
 
 
-def _contains(haystack: str, needle: str) -> bool:
-    """Whole-word containment of normalised strings ("4" is in "there are 4 shapes", not in "14 shapes")."""
-    return bool(needle) and f" {needle} " in f" {haystack} "
+def _negated(words: list[str], start: int) -> bool:
+    """Is the phrase starting at word `start` negated within its clause ("it is not 4", "no cat")?"""
+    for w in reversed(words[max(0, start - 3) : start]):
+        if w in NEGATIONS:
+            return True
+        if w in _CLAUSE_BREAKS:
+            return False
+    return False
+
+
+def contains(haystack: str, needle: str) -> bool:
+    """Whole-word, non-negated containment of normalised strings: "4" is in "there are 4 shapes", not in "14 shapes"
+    and not in "not 4 but 5"."""
+    if not needle:
+        return False
+    words, target = haystack.split(), needle.split()
+    k = len(target)
+    return any(words[i : i + k] == target and not _negated(words, i) for i in range(len(words) - k + 1))
 
 
 def answer_match(final: str, gold: str, query_text: str = "", containment: bool = True) -> bool:
     """Does the trace's `final` give the `gold` answer? In order: option letters (gold and answer both letters,
-    or one mapped through the options the query lists); exact normalised match of the answer part or the whole final;
-    whole-word containment of the gold in the answer part when `containment` (with options: only when no other
-    option's text is named too, so "not a cat but a dog" does not match gold "cat")."""
+    or one mapped through the options the query lists); exact normalised match of the extracted answer or the whole
+    final; non-negated whole-word containment of the gold in the extracted answer when `containment` (with options:
+    only when no other option's text is named too, so "a cat or a dog" does not match gold "cat")."""
     answer = extract_answer(final)
     gold_n, answer_n = _normalize_cached(gold), normalize(answer)
     if gold_n and gold_n == answer_n:  # the common case, decided before any option parsing
@@ -110,10 +192,10 @@ def answer_match(final: str, gold: str, query_text: str = "", containment: bool 
         return True
     if answer_n in golds or normalize(final) in golds:
         return True
-    if not containment or not any(_contains(answer_n, g) for g in golds):
+    if not containment or not any(contains(answer_n, g) for g in golds):
         return False
     others = [t for t in options.values() if t not in golds]
-    return not any(_contains(answer_n, t) for t in others)
+    return not any(contains(answer_n, t) for t in others)
 
 
 def _applies(row: dict, tasks) -> bool:
@@ -140,8 +222,14 @@ def make_answer_match(containment: bool = True, tasks: list[str] | None = None):
     return score
 
 
-def answer_key(final: str, query_text: str = "") -> str:
-    """A comparable key for a final answer: the option text for an option letter, else the normalised answer part."""
+GOLD_KEY = "=gold"  # the key of every sample that gives the gold answer, however it phrases it
+
+
+def answer_key(final: str, query_text: str = "", gold: str | None = None) -> str:
+    """A comparable key for a final answer: GOLD_KEY when it matches `gold` (so paraphrases of the right answer
+    agree); else the option text for an option letter, else the normalised extracted answer."""
+    if gold and answer_match(final, gold, query_text):
+        return GOLD_KEY
     answer = extract_answer(final)
     letter = option_letter(answer)
     if letter:
@@ -151,10 +239,10 @@ def answer_key(final: str, query_text: str = "") -> str:
 
 @register("self_consistency")
 def make_self_consistency(tasks: list[str] | None = None):
-    """Share of the example's answered samples (same `id`, status ok, non-empty final) whose answer key equals this
-    row's: 1.0 = all samples agree, and > 0.5 means this row holds the majority answer. None when the example has
-    fewer than 2 answered samples, for rows without an answer, and for tasks outside `tasks` (default: vqa,
-    classification; free-text finals of other tasks are not comparable by equality)."""
+    """Share of the example's answered samples (same `id`, status ok, non-empty final) whose answer key (see
+    `answer_key`) equals this row's: 1.0 = all samples agree, and > 0.5 means this row holds the majority answer.
+    None when the example has fewer than 2 answered samples, for rows without an answer, and for tasks outside `tasks`
+    (default: vqa, classification; free-text finals of other tasks are not comparable by equality)."""
     tasks = frozenset(tasks or TASKS_WITH_ANSWER)
 
     def score(rows: list[dict]) -> list:
@@ -162,7 +250,8 @@ def make_self_consistency(tasks: list[str] | None = None):
         for row in rows:
             final = trace_text(row, "final")
             ok = final is not None and final.strip() and _applies(row, tasks)
-            keys.append(answer_key(final, (row.get("query") or {}).get("text") or "") if ok else None)
+            query, gold = (row.get("query") or {}).get("text") or "", row.get("answer")
+            keys.append(answer_key(final, query, str(gold) if gold else None) if ok else None)
         groups: dict[str, Counter] = defaultdict(Counter)
         for row, key in zip(rows, keys, strict=False):
             if key is not None:
