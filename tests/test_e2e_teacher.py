@@ -24,7 +24,7 @@ def test_generate_against_distill_serve(tiny_vlm, tmp_path, monkeypatch):
         out = tmp_path / "traces.jsonl"
         rc = cli_main(["generate", "--config", str(REPO / "recipes/demo/generate.yaml"),
                        "--input", str(REPO / "data/demo/train"), "--image_root", str(REPO / "data/demo"),
-                       "--prompts_dir", str(REPO / "teacher_prompts"), "--base_url", teacher.base_url,
+                       "--base_url", teacher.base_url,
                        "--model", "tiny-vlm", "--image_model", "tiny-vlm", "--max_tokens", "12",
                        "--max_examples", "15", "--output", str(out), "--progress", "false",
                        "--api_key_env", "DISTILL_E2E_KEY"])  # fmt: skip

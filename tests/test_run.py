@@ -112,7 +112,7 @@ def test_kill_during_generate_then_resume_redoes_no_request_and_no_finished_stag
 def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
     """recipes/demo/pipeline.yaml with smaller settings: the run builds the tiny VLM, starts `distill serve`
     (SmolLM2 for text queries, the tiny VLM for image queries) and stops it; one sample per example."""
-    for name in ("data", "recipes", "teacher_prompts"):  # relative recipe paths resolve; outputs stay in tmp_path
+    for name in ("data", "recipes"):  # relative recipe paths resolve; outputs stay in tmp_path
         (tmp_path / name).symlink_to(REPO / name)
     pipeline = yaml.safe_load((REPO / "recipes/demo/pipeline.yaml").read_text())
     pipeline["generate"].update(num_samples=1, max_tokens=64)

@@ -22,7 +22,7 @@ SECRET = "sk-distill-test-3f9a1c"  # must never reach any output, log or config
 
 def gen_args(url, out, *extra):
     return ["generate", "--config", str(REPO / "recipes/demo/generate.yaml"), "--input", str(REPO / "data/demo/train"),
-            "--image_root", str(REPO / "data/demo"), "--prompts_dir", str(REPO / "teacher_prompts"), "--base_url", url,
+            "--image_root", str(REPO / "data/demo"), "--base_url", url,
             "--output", str(out), "--timeout_s", "0.5", "--backoff_base_s", "0.01", "--progress", "false", *extra]  # fmt: skip
 
 

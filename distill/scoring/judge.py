@@ -1,4 +1,4 @@
-"""`llm_judge`: a rubric prompt (a file under teacher_prompts/judge/) sent through the teacher client; score 1-5.
+"""`llm_judge`: a rubric prompt (a file, or one shipped under distill/teacher_prompts/judge/) sent through the teacher client; score 1-5.
 
 The rubric is plain text with `{task}`, `{instruction}`, `{query}`, `{answer}`, `{positive}` and `{trace}` slots (other
 braces are left alone). Requests go through `distill.client.driver.complete_many(requests, config, journal_path)`
@@ -73,7 +73,9 @@ def make_llm_judge(
     """Judge each trace with the rubric file `rubric` through the teacher client configured by `client` (the
     ClientConfig fields: base_urls, model, api_key_env, max_concurrency, timeout_s, max_retries). `journal` defaults
     to <output dir>/llm_judge.journal.jsonl."""
-    text = Path(rubric).read_text(encoding="utf-8")
+    from distill.teacher.prompts import resolve_prompt_file  # `judge/ecr_quality.md` = the shipped rubric
+
+    text = resolve_prompt_file(rubric).read_text(encoding="utf-8")
     if "{trace}" not in text:
         raise ValueError(f"llm_judge: rubric {rubric} has no {{trace}} slot")
     sampling = {"temperature": 0.0, "max_tokens": 256, **(sampling or {})}

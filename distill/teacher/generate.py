@@ -5,8 +5,8 @@
         --output runs/okvqa/traces.shard3.jsonl --shard_index 3 --num_shards 16 --api_key_env VLLM_API_KEY
 
 Reads examples (`distill.data.mmeb.load_examples`; bad rows reported by line, fatal only with --strict), keeps this
-shard's ids (sha256 of the id mod num_shards), renders one prompt per example (teacher_prompts/, mode blind|hinted,
-side query|target) and sends num_samples requests each. Answers go to `<output stem>.journal.jsonl` as they arrive;
+shard's ids (sha256 of the id mod num_shards), renders one prompt per example (the templates shipped in
+distill/teacher_prompts/ or --prompts_dir, mode blind|hinted, side query|target) and sends num_samples requests each. Answers go to `<output stem>.journal.jsonl` as they arrive;
 a rerun of the same command sends only what the journal lacks. At the end the output is written atomically from the
 journal: exactly one trace row per (id, sample_index), in input order (schema: distill/records.py), failed rows
 included with their `error`. Next to it: `<stem>.summary.json` (counts, tokens, truncated, failed, the resolved config)
@@ -52,7 +52,9 @@ class GenerateConfig:
     image_root: str = _f(".", "Directory the examples' image paths are relative to.")
     subset: str | None = _f(None, "MMEB subset name (sets the task type); default: the file stem.")
     strict: bool = _f(False, "Stop with exit 1 on the first bad input row instead of reporting it.")
-    prompts_dir: str = _f("teacher_prompts", "Directory of prompt templates (one YAML per task type).")
+    prompts_dir: str | None = _f(
+        None, "Directory of prompt templates (one YAML per task type); None = the installed ones."
+    )
     mode: str = _f("blind", "blind: the teacher sees the query only; hinted: also the gold answer/target.")
     side: str = _f("query", "query: reason about the query; target: describe the positive (retrieval target side).")
     base_url: list[str] = field(default_factory=lambda: ["http://127.0.0.1:8000/v1"],
@@ -157,9 +159,9 @@ def _body(model: str, messages: list[dict], images: list[str], sampling: dict, s
     return {"model": model, "messages": materialize(messages, images, store), **sampling}
 
 
-def plan(config: GenerateConfig, examples: list[dict], store: ImageStore) -> list[dict]:
+def plan(config: GenerateConfig, examples: list[dict], store: ImageStore, templates: TemplateSet) -> list[dict]:
     """One entry per (example, sample): key, model, prompt ids, sampling, a body factory, or an input error."""
-    templates, out = TemplateSet(config.prompts_dir), []
+    out = []
     # Rendering hashes every image file once (keys need the bytes' digest): a visible phase on large inputs.
     for ex in tqdm(examples, desc="render", unit="ex", disable=not config.progress, mininterval=1.0):
         try:
@@ -247,8 +249,10 @@ def main(config: GenerateConfig) -> int:
               f"{problems[0]['reason']}", file=sys.stderr)  # fmt: skip
         return 1
     store = ImageStore(config.image_root, config.min_pixels, config.max_pixels)
-    try:
-        entries = plan(config, examples, store)
+    templates = TemplateSet(config.prompts_dir)
+    try:  # every template this shard needs, before any request: a broken directory is a config error (exit 2)
+        templates.check((ex["task"] for ex in examples), config.side)
+        entries = plan(config, examples, store, templates)
     except ValueError as e:  # a broken prompt template: a config error, not a row error
         print(f"distill generate: {e}", file=sys.stderr)
         return 2
@@ -307,7 +311,18 @@ def main(config: GenerateConfig) -> int:
           f"({stats['journaled_before']} answers from the journal, {stats['same_content']} same-content); "
           f"{totals['prompt_tokens']} prompt + {totals['completion_tokens']} completion tokens; "
           f"{len(problems)} bad input rows -> {config.output} (summary {paths['summary']})")  # fmt: skip
-    return 0  # failed rows are data (with their reason), not a failed run
+    return all_failed_exit("generate", n_rows, totals["failed"], failed_reasons)
+
+
+def all_failed_exit(stage: str, n_rows: int, n_failed: int, reasons: Counter) -> int:
+    """Failed rows are data (with their reason), not a failed run, unless *every* row failed for one reason: that is
+    a configuration problem (wrong image_root, model name, URL or key), so say so and exit 1."""
+    if n_rows and n_failed == n_rows and len(reasons) == 1:
+        reason = next(iter(reasons))
+        print(f"distill {stage}: every row ({n_rows}) failed with the same reason: {reason}; "
+              "check the configuration (paths, model, base_url, key)", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""ECR prompt templates (teacher_prompts/*.yaml) rendered into OpenAI chat `messages`.
+"""ECR prompt templates (distill/teacher_prompts/*.yaml, shipped in the package) rendered into OpenAI chat `messages`.
+
+The templates are package data, so `pip install` users get them: `prompts_dir=None` means the installed ones
+(`installed_prompts_dir()`), a directory of your own replaces them. `TemplateSet.check(tasks, side)` loads every
+template a run needs up front, so a missing or broken directory is a configuration error before any request.
 
 A template file holds `id`, `version`, `system`, `user` and `hint` (str.format fields: {instruction} {text} {answer}
 {target} {num_images}). Mode `blind` shows the query only; `hinted` adds the hint with the gold answer / target text and
@@ -44,6 +48,21 @@ TASK_TEMPLATES = {
 TARGET_TEMPLATE = "retrieval_target.yaml"
 
 
+def installed_prompts_dir() -> Path:
+    """The templates shipped inside the package (`distill/teacher_prompts/`), wherever distill is installed."""
+    return Path(__file__).resolve().parents[1] / "teacher_prompts"
+
+
+def resolve_prompt_file(path: str | Path) -> Path:
+    """A prompt file given by path: as given when it exists, else relative to the installed prompts directory
+    (so `judge/ecr_quality.md` names the shipped judge rubric from any working directory)."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    shipped = installed_prompts_dir() / p
+    return shipped if shipped.exists() else p
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
     id: str
@@ -60,7 +79,10 @@ class PromptTemplate:
 
 def load_template(path: str | Path) -> PromptTemplate:
     """Read and check one template file; ValueError names the file and the problem."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a prompt template must be a YAML mapping")
     missing = [k for k in ("id", "version", "system", "user") if not data.get(k)]
@@ -76,13 +98,27 @@ def load_template(path: str | Path) -> PromptTemplate:
 
 
 class TemplateSet:
-    """The templates of one prompts directory, loaded on first use."""
+    """The templates of one prompts directory (None = the installed ones), loaded on first use."""
 
-    def __init__(self, prompts_dir: str | Path):
-        self.dir = Path(prompts_dir)
+    def __init__(self, prompts_dir: str | Path | None = None):
+        self.dir = installed_prompts_dir() if prompts_dir is None else Path(prompts_dir)
         self._cache: dict[str, PromptTemplate] = {}
 
+    def check(self, tasks, side: str) -> None:
+        """Load every template that `tasks` on `side` need; ValueError (one line, naming the file) when the directory
+        or a template is missing or broken. Called before any request so this is a config error, not N failed rows."""
+        if not self.dir.is_dir():
+            raise ValueError(f"prompts directory {self.dir} does not exist (omit prompts_dir for the installed ones)")
+        for task in sorted(set(tasks)):
+            try:
+                self.for_example(task, side)
+            except OSError as e:
+                raise ValueError(f"prompts directory {self.dir}: cannot read template {Path(e.filename or '?').name}"
+                                 f" ({e.strerror})") from None  # fmt: skip
+
     def for_example(self, task: str, side: str) -> PromptTemplate:
+        if side != "target" and task not in TASK_TEMPLATES:
+            raise ValueError(f"no prompt template for task {task!r} (known: {sorted(TASK_TEMPLATES)})")
         name = TARGET_TEMPLATE if side == "target" else TASK_TEMPLATES[task]
         if name not in self._cache:
             self._cache[name] = load_template(self.dir / name)
