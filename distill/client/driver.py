@@ -5,6 +5,8 @@
 
 Keys already journaled are skipped (resume); duplicate keys are sent once. Each ok/truncated answer is journaled
 (flushed) the moment it arrives; failures come back in `failures` (key -> result with `error`) and are not journaled.
+A teacher that is not there (probe fails, or the client's circuit breaker trips) raises
+`distill.client.http.TeacherUnreachable` after the answers received so far are journaled.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def drive(config: ClientConfig, journal: Journal, items: list[tuple[str, dict | 
 
     async def main():
         async with TeacherClient(config) as client:
+            await client.probe()  # a teacher that is not there fails here in seconds, before any row is tried
             await client.run(todo, on_result)
             stats["retries"] = client.retries
             stats["concurrency_decreases"] = client.limiter.decreases

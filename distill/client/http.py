@@ -13,6 +13,14 @@ backoff and full jitter, honouring `Retry-After`; other 4xx fail at once. A 429 
 window) and successes grow it back by ~1 per window (AIMD). Requests go to the least-busy `base_url`; one that drops
 connections rests briefly. `finish_reason == "length"` -> status `truncated`. The key is read from the env var named
 by `api_key_env` and scrubbed from every error message.
+
+A 200 whose body is not a chat completion of the documented shape (content / reasoning a string or null, usage
+counts integers) is a retried fault, never an answer: the journal only ever holds answers the final write can use.
+A teacher that is not there fails the run fast instead of failing every row slowly: `probe()` asks `GET /models`
+of every base URL first (connect timeout `connect_timeout_s`, answer within `probe_timeout_s`; any HTTP status
+counts as alive), and a circuit breaker stops the run after `breaker_failures` consecutive transport failures
+(refused, reset, DNS, timeouts) with no HTTP answer in between. Both raise `TeacherUnreachable` (a ConnectionError)
+with one line that names the URLs and the last error.
 """
 
 from __future__ import annotations
@@ -33,6 +41,10 @@ from distill.client.limiter import AdaptiveLimiter
 RETRY_STATUSES = {408, 409, 429}
 
 
+class TeacherUnreachable(ConnectionError):
+    """No teacher answers: every base URL refused/timed out, or the circuit breaker tripped. str() is one line."""
+
+
 @dataclass
 class ClientConfig:
     """Settings of the teacher client (no secrets: only the *name* of the env var holding the key)."""
@@ -42,7 +54,10 @@ class ClientConfig:
     api_key_env: str | None = None  # env var holding the API key; None = send no Authorization header
     max_concurrency: int = 64  # requests in flight at most (across all base_urls)
     min_concurrency: int = 1  # floor of the AIMD window after 429s
-    timeout_s: float = 600.0  # per attempt, whole request
+    timeout_s: float = 600.0  # per attempt, whole request (a long generation is not sent until it is done)
+    connect_timeout_s: float = 10.0  # TCP/TLS connect; a blackholed host fails in seconds, not after timeout_s
+    probe_timeout_s: float = 15.0  # GET /models before the first request must answer (any status) within this
+    breaker_failures: int = 8  # consecutive transport failures (no HTTP answer in between) that stop the run; 0 = off
     max_retries: int = 6  # retries after the first attempt
     backoff_base_s: float = 1.0  # first retry waits up to this, doubling each time
     backoff_max_s: float = 60.0  # cap of one backoff wait
@@ -61,6 +76,8 @@ class ClientConfig:
             raise ValueError("need 1 <= min_concurrency <= max_concurrency")
         if self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_base_s < 0:
             raise ValueError("timeout_s must be > 0, max_retries and backoff_base_s >= 0")
+        if self.connect_timeout_s <= 0 or self.probe_timeout_s <= 0 or self.breaker_failures < 0:
+            raise ValueError("connect_timeout_s and probe_timeout_s must be > 0, breaker_failures >= 0")
 
     def api_key(self) -> str | None:
         if not self.api_key_env:
@@ -86,12 +103,18 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, when - (time.time() if now is None else now))
 
 
-def _usage(data: dict) -> dict:
+def _usage(data: dict) -> dict | None:
     u = data.get("usage") or {}
-    return {
-        "prompt_tokens": int(u.get("prompt_tokens") or 0),
-        "completion_tokens": int(u.get("completion_tokens") or 0),
-    }
+    if not isinstance(u, dict):
+        return None
+    counts = {k: u.get(k) or 0 for k in ("prompt_tokens", "completion_tokens")}
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 2**53 for v in counts.values()):
+        return None
+    return {k: int(v) for k, v in counts.items()}
+
+
+def _kind(value) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 def failed_result(reason: str, attempts: int) -> dict:
@@ -106,16 +129,29 @@ def parse_response(raw: bytes) -> tuple[dict | None, str | None]:
     except orjson.JSONDecodeError:
         return None, f"malformed JSON response ({len(raw)} bytes)"
     choices = data.get("choices") if isinstance(data, dict) else None
+    if choices is not None and not isinstance(choices, list):
+        return None, f"response choices is a {_kind(choices)}, not a list"
     if not choices or not isinstance(choices[0], dict):
         return None, "response has no choices"
     choice = choices[0]
     msg = choice.get("message") or {}
+    if not isinstance(msg, dict):
+        return None, f"response message is a {_kind(msg)}, not an object"
     content, reasoning = msg.get("content"), msg.get("reasoning_content") or msg.get("reasoning")
+    # Checked here, before anything is journaled: a number or an object as content would be stored as an answer and
+    # break every later read of the journal.
+    for name, value in (("content", content), ("reasoning_content", reasoning)):
+        if value is not None and not isinstance(value, str):
+            return None, f"response {name} is a {_kind(value)}, not a string"
     if content is None and not reasoning:
         return None, "response message has no content"
-    finish = choice.get("finish_reason")
-    return {"status": "truncated" if finish == "length" else "ok", "model": data.get("model"), "content": content,
-            "reasoning_content": reasoning, "finish_reason": finish, "usage": _usage(data)}, None  # fmt: skip
+    finish, model, usage = choice.get("finish_reason"), data.get("model"), _usage(data)
+    if finish is not None and not isinstance(finish, str):
+        return None, f"response finish_reason is a {_kind(finish)}, not a string"
+    if usage is None:
+        return None, "response usage counts are not non-negative integers"
+    return {"status": "truncated" if finish == "length" else "ok", "model": model if isinstance(model, str) else None,
+            "content": content, "reasoning_content": reasoning, "finish_reason": finish, "usage": usage}, None  # fmt: skip
 
 
 class TeacherClient:
@@ -129,6 +165,8 @@ class TeacherClient:
         self._rest_until = dict.fromkeys(config.base_urls, 0.0)
         self._turn = 0
         self.retries = 0
+        self._streak, self._last_transport_error = 0, ""  # consecutive transport failures (circuit breaker)
+        self.tripped: TeacherUnreachable | None = None
         self._sleep = asyncio.sleep  # tests swap in a recorder to check backoff delays without waiting
         self._session: aiohttp.ClientSession | None = None
 
@@ -138,7 +176,7 @@ class TeacherClient:
             headers["Authorization"] = f"Bearer {self._key}"
         # limit=0: the AIMD window, not the connector, bounds concurrency; keep-alive connections are reused.
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-        timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout_s, sock_connect=self.config.connect_timeout_s)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
         return self
 
@@ -154,22 +192,62 @@ class TeacherClient:
         self._turn += 1
         return min(up, key=lambda u: (self._busy[u], (urls.index(u) - self._turn) % len(urls)))
 
+    async def probe(self) -> None:
+        """Ask `GET /models` of every base URL; TeacherUnreachable if none answers (any HTTP status is an answer).
+        Unreachable ones among reachable ones only rest (a warning, not a failure)."""
+        timeout = aiohttp.ClientTimeout(total=self.config.probe_timeout_s, sock_connect=self.config.connect_timeout_s)
+
+        async def one(url: str) -> str | None:
+            try:
+                async with self._session.get(url + "/models", timeout=timeout) as resp:
+                    await resp.read()
+                    return None
+            except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as e:
+                return self._transport_error(e, self.config.probe_timeout_s)
+
+        errors = dict(zip(self.config.base_urls, await asyncio.gather(*map(one, self.config.base_urls)), strict=True))
+        down = {u: e for u, e in errors.items() if e is not None}
+        if len(down) == len(errors):
+            raise TeacherUnreachable("no teacher answers: " + "; ".join(f"{u}: {e}" for u, e in down.items()))
+        for url in down:
+            self._rest_until[url] = time.monotonic() + 30.0
+
+    def _transport_error(self, e: BaseException, total_s: float) -> str:
+        if isinstance(e, aiohttp.ConnectionTimeoutError):
+            return f"connect timeout after {self.config.connect_timeout_s:g} s"
+        if isinstance(e, asyncio.TimeoutError):
+            return f"timeout after {total_s:g} s"
+        return self._scrub(f"connection error: {type(e).__name__}: {e}")
+
+    def _transport_failed(self, error: str) -> None:
+        """Count a failure with no HTTP answer; trip the breaker at `breaker_failures` in a row."""
+        self._streak += 1
+        self._last_transport_error = error
+        limit = self.config.breaker_failures
+        if limit and self._streak >= limit and self.tripped is None:
+            self.tripped = TeacherUnreachable(
+                f"teacher unreachable: {self._streak} consecutive requests got no HTTP answer from "
+                f"{', '.join(self.config.base_urls)} (last: {error}); stopping the run (answers so far are journaled)"
+            )
+
     async def _attempt(self, url: str, payload: bytes, headers: dict) -> tuple[dict | None, str, float | None, bool]:
         """(result, error, retry_after, retryable) of one POST."""
         try:
             async with self._session.post(url + "/chat/completions", data=payload, headers=headers) as resp:
                 raw = await resp.read()
+                self._streak = 0  # the server answered: whatever the status, it is there
                 if resp.status == 200:
                     result, err = parse_response(raw)
                     return result, err or "", None, True
                 retryable = resp.status in RETRY_STATUSES or resp.status >= 500
                 detail = raw[:300].decode("utf-8", "replace").strip()
                 return None, f"HTTP {resp.status}: {detail}", retry_after_s(resp.headers.get("Retry-After")), retryable
-        except asyncio.TimeoutError:
-            return None, f"timeout after {self.config.timeout_s:g} s", None, True
-        except aiohttp.ClientError as e:  # refused, reset, server disconnected, payload errors
-            self._rest_until[url] = time.monotonic() + min(30.0, 1.0 + self.config.backoff_base_s)
-            return None, f"connection error: {type(e).__name__}: {e}", None, True
+        except (asyncio.TimeoutError, aiohttp.ClientError) as e:  # refused, reset, disconnected, DNS, timeouts
+            if not isinstance(e, asyncio.TimeoutError):
+                self._rest_until[url] = time.monotonic() + min(30.0, 1.0 + self.config.backoff_base_s)
+            err = self._transport_error(e, self.config.timeout_s)
+            self._transport_failed(err)
+            return None, err, None, True
         except Exception as e:  # anything else is a bug or a bad request on our side: fail this row, keep the run
             return None, f"client error: {type(e).__name__}: {e}", None, False
 
@@ -180,6 +258,8 @@ class TeacherClient:
         headers = {"X-Distill-Content-Key": key} if key else {}
         url, errors = None, []
         for attempt in range(cfg.max_retries + 1):
+            if self.tripped is not None:
+                raise self.tripped
             url = self._pick(avoid=url if len(errors) else None)
             epoch = await self.limiter.acquire()
             self._busy[url] += 1
@@ -203,19 +283,23 @@ class TeacherClient:
             else:  # full jitter: spreads retries of requests that failed together
                 delay = random.uniform(0.5, 1.0) * min(cfg.backoff_max_s, cfg.backoff_base_s * 2**attempt)
             await self._sleep(delay)
+        if self.tripped is not None:
+            raise self.tripped
         return failed_result(f"failed after {len(errors)} attempt(s): {errors[-1]}", len(errors))
 
     async def run(self, items: Iterable[tuple[str, dict | Callable[[], dict]]], on_result) -> None:
         """Send every (key, body or body factory) with `max_concurrency` workers; `on_result(key, result)` per item.
 
         A factory runs in a thread (image encoding stays off the event loop); if it raises, the item fails with the
-        reason and nothing is sent.
+        reason and nothing is sent. Raises TeacherUnreachable once the circuit breaker trips (workers stop pulling).
         """
         it = iter(items)
         loop = asyncio.get_running_loop()
 
         async def worker():
             for key, body in it:  # a shared iterator: each worker pulls the next item
+                if self.tripped is not None:
+                    return
                 if callable(body):
                     try:
                         body = await loop.run_in_executor(None, body)
@@ -224,4 +308,7 @@ class TeacherClient:
                         continue
                 on_result(key, await self.complete(body, key))
 
-        await asyncio.gather(*(worker() for _ in range(self.config.max_concurrency)))
+        outcomes = await asyncio.gather(*(worker() for _ in range(self.config.max_concurrency)), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome

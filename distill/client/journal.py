@@ -10,18 +10,37 @@ holds complete lines plus at most one torn tail, which AppendLog cuts on open. L
 process loses nothing (the OS has the bytes); a machine crash may lose the last answers, which are then re-sent. Only key -> byte offset is held in
 memory, so a journal of millions of answers stays cheap; `get` reads the record back from disk.
 One writer per journal (an flock refuses a second): shards write their own (their outputs differ), `distill merge`
-joins the outputs.
+joins the outputs. A line that is not a usable answer (e.g. `content` a number, journaled by an older version that did
+not check response shapes) is skipped when the journal opens, so its key counts as missing and is asked again: an old
+poisoned entry heals on the next run instead of crashing every rerun.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 from pathlib import Path
 
 import orjson
 
 from distill.io import AppendLog
+
+log = logging.getLogger(__name__)
+
+
+class JournalLocked(RuntimeError):
+    """Another process holds the journal (one writer per journal); str() is one line naming the file."""
+
+
+def usable(record) -> bool:
+    """A journal record the readers can use: an object with a key, `content` / `reasoning_content` strings or null."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("key"), str)
+        and all(isinstance(record.get(k), str | None) for k in ("content", "reasoning_content"))
+        and record.get("status", "ok") in ("ok", "truncated")
+    )
 
 
 def request_key(model: str, messages: list[dict], sampling: dict, sample_index: int = 0) -> str:
@@ -36,25 +55,31 @@ class Journal:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.touch()
+        self.path.open("ab").close()  # create if missing; unlike touch() it leaves a running writer's mtime alone
         self._reader = open(self.path, "rb")
         try:  # two writers would interleave lines: refuse clearly (the lock dies with its process, kill -9 included)
             fcntl.flock(self._reader.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._reader.close()
-            raise RuntimeError(f"{self.path} is in use by another process (one writer per journal)") from None
+            raise JournalLocked(f"{self.path} is in use by another process (one writer per journal)") from None
         self._log = AppendLog(self.path)  # cuts a torn tail first, so the scan below sees whole lines only
         self._offsets: dict[str, int] = {}
         self._size = 0
+        self.skipped = 0  # lines that are not usable answers (see `usable`): their keys are asked again
         with open(self.path, "rb") as f:
             for line in f:
                 try:
-                    key = orjson.loads(line).get("key")
-                except (orjson.JSONDecodeError, AttributeError):
-                    key = None
-                if isinstance(key, str):
-                    self._offsets.setdefault(key, self._size)
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    record = None
+                if usable(record):
+                    self._offsets.setdefault(record["key"], self._size)
+                elif line.strip():
+                    self.skipped += 1
                 self._size += len(line)
+        if self.skipped:
+            log.warning("%s: skipped %d unusable line(s) (not an answer of the expected shape); their requests are "
+                        "sent again", self.path, self.skipped)  # fmt: skip
 
     def __contains__(self, key: str) -> bool:
         return key in self._offsets

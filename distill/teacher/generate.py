@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from distill.client.batch import BatchSettings, run_batch
 from distill.client.driver import drive
-from distill.client.http import ClientConfig
-from distill.client.journal import Journal, request_key
+from distill.client.http import ClientConfig, TeacherUnreachable
+from distill.client.journal import Journal, JournalLocked, request_key
 from distill.configs import config_dict, save_resolved_config
 from distill.data.mmeb import Problem, load_examples
 from distill.images import ImageError
@@ -64,6 +64,8 @@ class GenerateConfig:
     api_key_env: str | None = _f(None, "Name of the env var holding the API key; None = no key sent.")
     max_concurrency: int = _f(64, "Requests in flight at most (AIMD window shrinks on 429 and recovers).")
     timeout_s: float = _f(600.0, "Per-attempt request timeout, seconds.")
+    connect_timeout_s: float = _f(10.0, "TCP connect timeout, seconds (separate from timeout_s).")
+    breaker_failures: int = _f(8, "Stop the run after this many consecutive requests get no HTTP answer; 0 = never.")
     max_retries: int = _f(6, "Retries per request after the first attempt.")
     backoff_base_s: float = _f(1.0, "First retry waits up to this many seconds, doubling per retry (with jitter).")
     num_samples: int = _f(1, "Traces per example (sample_index 0..num_samples-1).")
@@ -111,7 +113,8 @@ class GenerateConfig:
     def client(self) -> ClientConfig:
         return ClientConfig(base_urls=list(self.base_url), model=self.model, api_key_env=self.api_key_env,
                             max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
-                            backoff_base_s=self.backoff_base_s, progress=self.progress)  # fmt: skip
+                            backoff_base_s=self.backoff_base_s, progress=self.progress,
+                            connect_timeout_s=self.connect_timeout_s, breaker_failures=self.breaker_failures)  # fmt: skip
 
     def sampling(self, sample_index: int) -> dict:
         s = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
@@ -259,8 +262,12 @@ def main(config: GenerateConfig) -> int:
     if config.dry_run:
         journaled: set[str] = set()
         if paths["journal"].exists():
-            with Journal(paths["journal"]) as journal:
-                journaled = journal.keys()
+            try:
+                with Journal(paths["journal"]) as journal:
+                    journaled = journal.keys()
+            except JournalLocked as e:
+                print(f"distill generate: {e}", file=sys.stderr)
+                return 2
         dry_run(config, entries, store, journaled)
         return 0
     try:
@@ -268,7 +275,6 @@ def main(config: GenerateConfig) -> int:
     except ValueError as e:
         print(f"distill generate: {e}", file=sys.stderr)
         return 2
-    save_resolved_config(paths["config"], config)
     totals: Counter = Counter()
     failed_reasons: Counter = Counter()
 
@@ -281,7 +287,13 @@ def main(config: GenerateConfig) -> int:
                 failed_reasons[reason_class(row["error"])] += 1
             yield row
 
-    with Journal(paths["journal"]) as journal:
+    try:  # the journal's lock says this run owns the output: a second run on it is refused before touching any file
+        journal = Journal(paths["journal"])
+    except JournalLocked as e:
+        print(f"distill generate: {e}; refusing to run, its files are left as they are", file=sys.stderr)
+        return 2
+    with journal:
+        save_resolved_config(paths["config"], config)  # provenance only once the lock is held
         items = [(e["key"], e["body"]) for e in entries if "key" in e]
         if config.batch:
             import openai
@@ -294,7 +306,11 @@ def main(config: GenerateConfig) -> int:
             if stats.get("written_only"):  # files for `vllm run-batch`; their answers come back with --batch_results
                 return 0
         else:
-            failures, stats = drive(config.client(), journal, items, desc="generate")
+            try:
+                failures, stats = drive(config.client(), journal, items, desc="generate")
+            except TeacherUnreachable as e:  # answers received so far are journaled: a rerun resumes from them
+                print(f"distill generate: {e}", file=sys.stderr)
+                return 2
         n_rows = write_jsonl_atomic(config.output, rows(journal, failures))
     summary = {
         "input": config.input, "output": config.output, "examples": len(examples), "bad_input_rows": len(problems),

@@ -8,8 +8,9 @@
 Every request waits `latency_s` (asyncio.sleep: no CPU work) and is answered with a deterministic ECR-shaped trace.
 With probability `fault_rate` it instead gets the next fault in FAULTS order (so every kind shows up): 429 with
 Retry-After, 500, 503 with Retry-After, a stall past the client timeout, a dropped connection, malformed JSON,
-empty choices, or `finish_reason: length`. It records each request's content key (the `X-Distill-Content-Key`
-header, else the sha256 of the body) so tests can check what was (re)sent.
+empty choices, or `finish_reason: length` (and, when asked for with `faults=`, SHAPE_FAULTS: content a number or an
+object). It records each request's content key (the `X-Distill-Content-Key` header, else the sha256 of the body) so
+tests can check what was (re)sent.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import orjson
 from aiohttp import web
 
 FAULTS = ("429", "500", "503", "stall", "drop", "bad_json", "empty_choices", "length")
+# Not in FAULTS by default (ask for them with `faults=`): a 200 whose message content is a number / an object.
+SHAPE_FAULTS = ("number_content", "object_content")
 
 
 class FakeOpenAI:
@@ -105,6 +108,11 @@ class FakeOpenAI:
         if fault == "empty_choices":
             return web.Response(body=orjson.dumps({"object": "chat.completion", "model": model, "choices": []}),
                                 content_type="application/json")  # fmt: skip
+        if fault in SHAPE_FAULTS:
+            content = 42 if fault == "number_content" else {"answer": 42}
+            return web.Response(body=orjson.dumps({"object": "chat.completion", "model": model, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}),
+                content_type="application/json")  # fmt: skip
         finish = "length" if fault == "length" else "stop"
         self.answered_keys.append(key)
         return web.Response(body=self._completion(model, key, finish, len(raw) // 4), content_type="application/json")
