@@ -19,7 +19,7 @@ KEYS = 56  # distinct requests among them (4 rows repeat another row's request)
 
 def args(url, out, *extra):
     return ["generate", "--config", str(REPO / "recipes/demo/generate.yaml"), "--input", str(REPO / "data/demo/train"),
-            "--image_root", str(REPO / "data/demo"), "--prompts_dir", str(REPO / "teacher_prompts"), "--base_url", url,
+            "--image_root", str(REPO / "data/demo"), "--base_url", url,
             "--output", str(out), "--progress", "false", "--batch_poll_s", "0", "--batch_max_requests", "25",
             *extra]  # fmt: skip
 
