@@ -20,6 +20,7 @@ VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "filter": ("distill.filter", ("FilterConfig",), "thresholds, dedup, best-of-n -> kept + rejected + report"),
     "export": ("distill.export", ("ExportConfig",), "kept traces -> TRL vision-language SFT dataset (+ JSONL)"),
     "train": ("distill.train.sft", ("TrainConfig", "ModelConfig"), "SFT the student (TRL + PEFT + DeepSpeed)"),
+    "eval": ("distill.eval.stage", ("EvalConfig",), "did it work? trace quality + retrieval, teacher vs students"),
     "run": ("distill.run", ("RunConfig",), "the whole chain from one pipeline recipe, resumable stage by stage"),
 }
 

@@ -8,6 +8,14 @@ Five subsets, one per task type the demo pipeline covers (names registered in di
     ShapesT2I     retrieval       caption -> image (with a hard negative image)
     ShapesI2T     retrieval       image -> caption
     ShapesGround  grounding       "isolate the <colour> <shape>" -> the cropped object
+
+Held out for `distill eval` (data/demo/eval/, MMEB eval format: qry_inst, qry_text, qry_img_path, tgt_text candidates
+with the positive first, tgt_img_path), fresh scenes never in train, the same five subsets, EVAL_PER_SUBSET each:
+    ShapesVQA     candidates: every answer of the question's kind (counts 1-4, the colours, the shapes)
+    ShapesCLS     candidates: the three shape names
+    ShapesI2T     candidates: the captions of all held-out I2T scenes (the own one first)
+    ShapesT2I     candidates: the images of all held-out T2I scenes (a text embedder cannot tell them apart)
+    ShapesGround  candidates: crops of every object in the scene (the target first)
 """
 
 from __future__ import annotations
@@ -142,6 +150,68 @@ def ground_rows(rng: random.Random) -> list[dict]:
     return rows
 
 
+EVAL_PER_SUBSET = 8
+IMAGE_TGT = "<|image_1|> Represent the given image."
+
+
+def _eval_row(inst: str, text: str, img: str, cands: list[str], cand_imgs: list[str] | None = None) -> dict:
+    return {"qry_inst": inst, "qry_text": text, "qry_img_path": img, "tgt_inst": "", "tgt_text": cands,
+            "tgt_img_path": cand_imgs or [""] * len(cands)}  # fmt: skip
+
+
+def _first(positive, options) -> list:
+    return [positive] + [o for o in options if o != positive]
+
+
+def eval_subsets(rng: random.Random) -> dict[str, list[dict]]:
+    """The held-out eval rows per subset (MMEB eval format), images saved as images/eval_*.png."""
+    out: dict[str, list[dict]] = {k: [] for k in ("ShapesVQA", "ShapesCLS", "ShapesI2T", "ShapesT2I", "ShapesGround")}
+    n = EVAL_PER_SUBSET
+    for i in range(n):
+        objects = random_scene(rng)
+        unique = [o for o in objects if sum(p[0] == o[0] for p in objects) == 1]
+        if i % 3 == 1 and unique:
+            s, c, _ = rng.choice(unique)
+            q, a, options = f"What color is the {s}?", c, list(COLOURS)
+        elif i % 3 == 2:
+            s, _, box = rng.choice(objects)
+            q, a, options = f"What shape is in the {quadrant(box)} part of the image?", s, list(SHAPES)
+        else:
+            q, a, options = "How many shapes are in the image?", str(len(objects)), ["1", "2", "3", "4"]
+        rel = save(render(objects), f"eval_vqa_{i:02d}")
+        inst = "<|image_1|> Represent the given image with the following question:"
+        out["ShapesVQA"].append(_eval_row(inst, q, rel, _first(a, options)))
+    for i in range(n):
+        shape, colour = SHAPES[i % 3], rng.choice(list(COLOURS))
+        rel = save(render([(shape, colour, (16, 16, SIZE - 16, SIZE - 16))]), f"eval_cls_{i:02d}")
+        out["ShapesCLS"].append(_eval_row("<|image_1|> Represent the given image for classification", "", rel,
+                                          _first(shape, SHAPES)))  # fmt: skip
+    scenes = [random_scene(rng) for _ in range(n)]
+    caps = [caption(o) for o in scenes]
+    i2t = [save(render(o), f"eval_i2t_{i:02d}") for i, o in enumerate(scenes)]
+    for i in range(n):
+        out["ShapesI2T"].append(_eval_row("<|image_1|> Find an image caption describing the given everyday image.",
+                                          "", i2t[i], _first(caps[i], caps)))  # fmt: skip
+    scenes = [random_scene(rng) for _ in range(n)]
+    t2i = [save(render(o), f"eval_t2i_{i:02d}") for i, o in enumerate(scenes)]
+    for i in range(n):
+        out["ShapesT2I"].append(_eval_row("Find me an everyday image that matches the given caption:",
+                                          caption(scenes[i]), "", [IMAGE_TGT] * n, _first(t2i[i], t2i)))  # fmt: skip
+    for i in range(n):
+        objects = random_scene(rng, n=rng.randint(2, 4))
+        unique = [o for o in objects if sum(p[:2] == o[:2] for p in objects) == 1]
+        target = rng.choice(unique or objects)
+        img = render(objects)
+        rel = save(img, f"eval_ground_{i:02d}")
+        crops = [save(img.crop(o[2]), f"eval_ground_{i:02d}_crop{k}") for k, o in enumerate(objects)]
+        pos = crops[objects.index(target)]
+        inst = "<|image_1|> Select the portion of the image that isolates the object labeled as"
+        out["ShapesGround"].append(_eval_row(inst, f"'{target[1]} {target[0]}'", rel,
+                                             ["<|image_1|> Represent the given cropped image of the object"]
+                                             * len(crops), _first(pos, crops)))  # fmt: skip
+    return out
+
+
 def main() -> None:
     rng = random.Random(0)
     (HERE / "images").mkdir(exist_ok=True)
@@ -153,6 +223,12 @@ def main() -> None:
         with open(HERE / "train" / f"{name}.jsonl", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         print(f"{name}: {len(rows)} rows")
+    # Held-out eval rows from their own seed, so the train files above stay byte-identical.
+    (HERE / "eval").mkdir(exist_ok=True)
+    for name, rows in eval_subsets(random.Random(1)).items():
+        with open(HERE / "eval" / f"{name}.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        print(f"eval/{name}: {len(rows)} rows")
 
 
 if __name__ == "__main__":

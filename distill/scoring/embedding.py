@@ -24,7 +24,8 @@ from distill.scoring.embedders import Item, make_embedder
 from distill.scoring.registry import register, trace_text
 
 
-def _item(side, uses_images: bool) -> Item | None:
+def side_item(side, uses_images: bool) -> Item | None:
+    """A query/candidate side as the embedder's item (text, images); images dropped for text embedders."""
     if not isinstance(side, dict):
         return None
     images = tuple(side.get("images") or ()) if uses_images else ()
@@ -32,10 +33,16 @@ def _item(side, uses_images: bool) -> Item | None:
     return (text, images) if (text or images) else None
 
 
-def _query_item(row: dict, uses_images: bool) -> Item:
+def query_item(row: dict, uses_images: bool) -> Item:
+    """The query as an item: instruction + query text (+ query images)."""
     query = row.get("query") or {}
     text = " ".join(t for t in ((row.get("instruction") or "").strip(), (query.get("text") or "").strip()) if t)
     return text, tuple(query.get("images") or ()) if uses_images else ()
+
+
+def with_trace(query: Item, trace: str) -> Item:
+    """The query item with the trace appended on a new line (what the embedder sees in Think-Then-Embed)."""
+    return (query[0] + "\n" + trace.strip()).strip(), query[1]
 
 
 def _plans(rows: list[dict], uses_images: bool, part: str, num_candidates: int):
@@ -48,18 +55,18 @@ def _plans(rows: list[dict], uses_images: bool, part: str, num_candidates: int):
     pools: dict[str, list[Item]] = defaultdict(list)
     pool_pos: dict[tuple, int] = {}
     for row in rows:
-        pos = _item(row.get("positive"), uses_images)
+        pos = side_item(row.get("positive"), uses_images)
         if pos is not None and (row.get("dataset"), pos) not in pool_pos:
             pool_pos[(row.get("dataset"), pos)] = len(pools[row.get("dataset")])
             pools[row.get("dataset")].append(pos)
 
     plans: list = []
     for row in rows:
-        trace, pos = trace_text(row, part), _item(row.get("positive"), uses_images)
+        trace, pos = trace_text(row, part), side_item(row.get("positive"), uses_images)
         if not trace or not trace.strip() or pos is None:
             plans.append(None)
             continue
-        negs = list(dict.fromkeys(n for n in map(lambda s: _item(s, uses_images), row.get("negatives") or []) if n))
+        negs = list(dict.fromkeys(n for n in map(lambda s: side_item(s, uses_images), row.get("negatives") or []) if n))
         negs = [n for n in negs if n != pos]  # indistinguishable from the positive for this embedder
         pool = pools[row.get("dataset")]
         start = pool_pos[(row.get("dataset"), pos)]
@@ -72,8 +79,8 @@ def _plans(rows: list[dict], uses_images: bool, part: str, num_candidates: int):
         if not negs:
             plans.append(None)
             continue
-        q = _query_item(row, uses_images)
-        qt = ((q[0] + "\n" + trace.strip()).strip(), q[1])
+        q = query_item(row, uses_images)
+        qt = with_trace(q, trace)
         plans.append((idx(q), idx(qt), idx(pos), [idx(n) for n in negs]))
     return plans, list(table)
 

