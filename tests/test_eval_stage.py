@@ -163,3 +163,17 @@ def test_retrieval_end_to_end_with_minilm(tmp_path, demo_dir):
     assert "| ShapesI2T | retrieval | Hit@1 | 8 |" in report and "ShapesT2I 8" in report
     assert all((out / p).exists() for p in result["plots"])
     assert len((out / "retrieval_per_query.jsonl").read_text().splitlines()) == 16 * 3  # queries x conditions
+
+
+@pytest.mark.slow
+def test_vlm_embedder_ranks_image_candidates(tmp_path, demo_dir, tiny_vlm):
+    """The Qwen2-VL-family embedder sees image candidates, so T2I is ranked (the tiny model is random: smoke only)."""
+    files = [str(demo_dir / "eval" / "ShapesT2I.jsonl")]
+    write_jsonl_atomic(tmp_path / "teacher.jsonl", kept_demo_rows(files[0]))
+    config = EvalConfig(output_dir=str(tmp_path / "out"), traces=[f"teacher={tmp_path / 'teacher.jsonl'}"],
+                        eval_rows=files, image_root=str(demo_dir), embedder="vlm", embedder_model=str(tiny_vlm),
+                        device="cpu", batch_size=8, max_pixels=12544)  # fmt: skip
+    assert main(config) == 0
+    t2i = json.loads((tmp_path / "out" / "eval.json").read_text())["retrieval"]["datasets"]["ShapesT2I"]
+    assert t2i["queries"] == 8 and t2i["indistinguishable"] == 0
+    assert all(0.0 <= v <= 1.0 for v in t2i["scores"].values())

@@ -78,8 +78,15 @@ def _agreement(s, ref) -> dict[str, bool]:
 
 
 def _writers(rows: list[dict]) -> dict[str, int]:
-    """Who wrote the traces: `teacher.model` (generate's block; `reason` writes the student's there too)."""
-    return dict(Counter(str((r.get("teacher") or {}).get("model")) for r in rows).most_common())
+    """Who wrote the traces: `teacher.model` (generate's block; `reason` writes the student's there too, with its
+    `role` and `backend`), e.g. {"runs/demo/train/model (student, hf)": 40}."""
+
+    def who(row: dict) -> str:
+        block = row.get("teacher") or {}
+        extra = ", ".join(str(block[k]) for k in ("role", "backend") if block.get(k))
+        return f"{block.get('model')}" + (f" ({extra})" if extra else "")
+
+    return dict(Counter(who(r) for r in rows).most_common())
 
 
 def quality(sets: dict, reference: str | None, require_think: bool = True, length_tokenizer: str | None = None) -> dict:

@@ -19,12 +19,14 @@ it is left out and counted (`indistinguishable`); a dataset left with no rows sh
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 
 import numpy as np
 
 from distill.scoring.embedding import query_item, side_item, with_trace
 
+log = logging.getLogger(__name__)
 NO_TRACE = "no_trace"
 MEASURES = {"Hit@1": "Success@1", "NDCG@5": "nDCG@5"}  # report name -> ir-measures name
 TIE_POLICY = ("trec_eval's: equal scores are ordered by candidate id, descending; the positive is c0000000, so every "
@@ -85,48 +87,56 @@ def _plan(rows, traces: dict[str, dict[str, str | None]], uses_images: bool):
 def retrieval(rows: list, traces: dict[str, dict[str, str | None]], embedder) -> dict:
     """Scores per dataset, task, modality and overall for `no_trace` and every trace set; see the module docstring.
 
-    `rows`: EvalRow objects; `traces`: set name -> {id: trace text or None (no usable trace: query alone)}."""
-    plans, items = _plan(rows, traces, embedder.uses_images)
-    emb = embedder.embed(items)
-    if np.isnan(emb).any():  # check_images ran before, so only an embedder-side failure gets here
-        raise RuntimeError("the embedder could not embed some items (see the log above)")
+    `rows`: EvalRow objects; `traces`: set name -> {id: trace text or None (no usable trace: query alone)}.
+    One dataset at a time (candidates never cross datasets): memory stays bounded by the largest dataset."""
     conditions = [NO_TRACE, *traces]
-    by_dataset: dict[str, list[int]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        by_dataset[row.example["dataset"]].append(i)
+    by_dataset: dict[str, list] = defaultdict(list)
+    for row in rows:
+        by_dataset[row.example["dataset"]].append(row)
     datasets, per_query = {}, []
-    for ds, idx in sorted(by_dataset.items()):
-        task = rows[idx[0]].example["task"]
-        metric = metric_for(task)
-        ranked = [i for i in idx if len(set(plans[i][0])) > 1]
-        qrels = {}
-        for i in ranked:
-            rel = rows[i].example.get("relevance") or [1] + [0] * (len(plans[i][0]) - 1)
-            qrels[f"{i}"] = {doc_id(k): int(r) for k, r in enumerate(rel)}
-        entry = {"task": task, "modality": modality(task), "metric": metric, "rows": len(idx), "queries": len(ranked),
-                 "indistinguishable": len(idx) - len(ranked),
-                 "no_relevant": sum(not any(v > 0 for v in q.values()) for q in qrels.values()),
-                 "candidates_mean": _mean([len(plans[i][0]) for i in idx]),
-                 "no_trace_used": {n: sum(not (traces[n].get(rows[i].example["id"]) or "").strip() for i in ranked)
-                                   for n in traces},
-                 "scores": {}}  # fmt: skip
-        for cond in conditions:
-            if not ranked:
-                entry["scores"][cond] = None
-                continue
-            run = {}
-            for i in ranked:
-                cands, queries = plans[i]
-                uniq, inverse = np.unique(np.asarray(cands), return_inverse=True)
-                sims = (emb[uniq] @ emb[queries[cond]])[inverse]  # identical items -> bit-identical scores
-                run[f"{i}"] = {doc_id(k): float(s) for k, s in enumerate(sims)}
-            mean, values = measure_queries(run, qrels, metric)
-            entry["scores"][cond] = round(float(mean), 4)
-            per_query += [{"id": rows[i].example["id"], "dataset": ds, "condition": cond, "metric": metric,
-                           "value": values[f"{i}"]} for i in ranked]  # fmt: skip
-        datasets[ds] = entry
+    for ds, ds_rows in sorted(by_dataset.items()):
+        datasets[ds], queries = _dataset(ds_rows, traces, embedder, conditions)
+        per_query += queries
+        log.info("retrieval %s: %d rows, %s", ds, len(ds_rows), datasets[ds]["scores"])
     return {"conditions": conditions, "tie_policy": TIE_POLICY, "datasets": datasets,
             **_averages(datasets, conditions), "per_query": per_query}  # fmt: skip
+
+
+def _dataset(rows: list, traces: dict, embedder, conditions: list[str]) -> tuple[dict, list[dict]]:
+    """One dataset's entry and per-query rows."""
+    ex0 = rows[0].example
+    ds, task, metric = ex0["dataset"], ex0["task"], metric_for(ex0["task"])
+    plans, items = _plan(rows, traces, embedder.uses_images)
+    ranked = [i for i, (cands, _) in enumerate(plans) if len(set(cands)) > 1]
+    qrels = {}
+    for i in ranked:
+        rel = rows[i].example.get("relevance") or [1] + [0] * (len(plans[i][0]) - 1)
+        qrels[f"{i}"] = {doc_id(k): int(r) for k, r in enumerate(rel)}
+    entry = {"task": task, "modality": modality(task), "metric": metric, "rows": len(rows), "queries": len(ranked),
+             "indistinguishable": len(rows) - len(ranked),
+             "no_relevant": sum(not any(v > 0 for v in q.values()) for q in qrels.values()),
+             "candidates_mean": _mean([len(cands) for cands, _ in plans]),
+             "no_trace_used": {n: sum(not (traces[n].get(rows[i].example["id"]) or "").strip() for i in ranked)
+                               for n in traces},
+             "scores": dict.fromkeys(conditions)}  # fmt: skip
+    if not ranked:  # nothing this embedder can rank: skip the embedding too
+        return entry, []
+    emb = embedder.embed(items)
+    if np.isnan(emb).any():  # check_images ran before, so only an embedder-side failure gets here
+        raise RuntimeError(f"{ds}: the embedder could not embed some items (see the log above)")
+    per_query = []
+    for cond in conditions:
+        run = {}
+        for i in ranked:
+            cands, queries = plans[i]
+            uniq, inverse = np.unique(np.asarray(cands), return_inverse=True)
+            sims = (emb[uniq] @ emb[queries[cond]])[inverse]  # identical items -> bit-identical scores
+            run[f"{i}"] = {doc_id(k): float(x) for k, x in enumerate(sims)}
+        mean, values = measure_queries(run, qrels, metric)
+        entry["scores"][cond] = round(float(mean), 4)
+        per_query += [{"id": rows[i].example["id"], "dataset": ds, "condition": cond, "metric": metric,
+                       "value": values[f"{i}"]} for i in ranked]  # fmt: skip
+    return entry, per_query
 
 
 def _averages(datasets: dict, conditions: list[str]) -> dict:

@@ -169,6 +169,7 @@ def main(config: EvalConfig) -> int:
             rows = load_eval_rows(config.eval_rows, config.subset)
             if config.embedder == "vlm":  # a text embedder never opens the images
                 check_images(rows, config.image_root)
+            n_rows = len(rows)
             rows = _check_eval_ids(rows, sets, config.on_missing)
     except InputError as e:
         print(f"distill eval: {e}", file=sys.stderr)
@@ -185,6 +186,7 @@ def main(config: EvalConfig) -> int:
             print(f"distill eval: cannot load the embedder {config.embedder_model!r}: {e}", file=sys.stderr)
             return 2
         ret = retrieval(rows, _traces_by_id(sets, config.trace_part), embedder)
+        ret = {"eval_rows_left_out": n_rows - len(rows), **ret}  # rows some set has no trace for (intersect)
         write_jsonl_atomic(out / "retrieval_per_query.jsonl", ret.pop("per_query"))
         result["retrieval"] = {"embedder": {"kind": config.embedder, "model": config.embedder_model},
                                "trace_part": config.trace_part, "eval_rows": len(rows), **ret}  # fmt: skip
