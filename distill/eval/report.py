@@ -128,6 +128,23 @@ def _retrieval_md(ret: dict) -> list[str]:
     return md
 
 
+def summary_lines(result: dict) -> list[str]:
+    """A few lines for the terminal: headline quality per set and overall retrieval per condition."""
+    q = result["quality"]
+    width = max(len(n) for n in q) + 2
+    lines = [f"{'set':{width}s}{'rows':>6s}{'format%':>9s}{'trunc%':>8s}{'acc%':>7s}{'agree%':>8s}"]
+    for name, entry in q.items():
+        a = entry["all"]
+        lines.append(f"{name:{width}s}{a['rows']:>6d}{_pct(a['format_rate']):>9s}{_pct(a['truncation_rate']):>8s}"
+                     f"{_pct(a['accuracy']):>7s}{_pct(a['agreement']):>8s}")  # fmt: skip
+    ret = result.get("retrieval")
+    if ret:
+        o = ret["overall"]
+        scores = " | ".join(f"{c} {_pct(o['scores'][c])}" for c in ret["conditions"])
+        lines.append(f"retrieval, mean over {o['datasets']} dataset(s) (Hit@1 / NDCG@5 %): {scores}")
+    return lines
+
+
 def write_report(out_dir, result: dict, title: str) -> list[str]:
     """Write report.md and plots/ into `out_dir`; returns the plot paths relative to it."""
     out_dir = Path(out_dir)

@@ -154,7 +154,7 @@ def _check_eval_ids(rows, sets: dict, on_missing: str) -> list:
 def main(config: EvalConfig) -> int:
     from distill.configs import save_resolved_config
     from distill.eval.quality import quality
-    from distill.eval.report import write_report
+    from distill.eval.report import summary_lines, write_report
     from distill.io import write_json_atomic, write_jsonl_atomic
 
     t0 = time.time()
@@ -194,6 +194,7 @@ def main(config: EvalConfig) -> int:
     result["plots"] = write_report(out, result, config.report_title)
     write_json_atomic(out / "eval.json", result)
     save_resolved_config(out / "eval.config.yaml", config)
+    print("\n".join(summary_lines(result)))
     print(f"distill eval: {len(sets)} trace set(s)" + (f", {len(rows)} eval rows" if rows else "")
           + f" -> {out / 'report.md'}")  # fmt: skip
     return 0
