@@ -52,6 +52,18 @@ def test_quality_table(vqa, require_think, name, expected):
     assert table[name]["length_unit"] == "words" and stats["length_mean"] > 0
 
 
+def test_target_side_rows_are_skipped_not_duplicates(tmp_path, vqa):
+    from distill.eval.inputs import load_trace_set
+
+    rows = [
+        trace_row(vqa[0], 0, "<think>a</think>The answer is 2."),
+        {**trace_row(vqa[0], 0, "a page"), "side": "target"},
+    ]
+    write_jsonl_atomic(tmp_path / "t.jsonl", rows)
+    s = load_trace_set("teacher", str(tmp_path / "t.jsonl"))
+    assert (len(s.rows), s.target_side_rows, s.lines) == (1, 1, [1])
+
+
 def _write_traces(tmp_path, sets):
     paths = {}
     for name, s in sets.items():

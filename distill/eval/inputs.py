@@ -35,6 +35,7 @@ class TraceSet:
     path: str
     rows: list[dict] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
+    target_side_rows: int = 0  # rows about the target side (`side: target`), not evaluated: eval reads query traces
 
     def first_per_id(self) -> dict[str, int]:
         """id -> index of its row with the lowest sample_index: the one trace per id that agreement and retrieval use
@@ -51,7 +52,8 @@ class TraceSet:
 
     def restrict(self, ids: set[str]) -> TraceSet:
         keep = [i for i, r in enumerate(self.rows) if r["id"] in ids]
-        return TraceSet(self.name, self.path, [self.rows[i] for i in keep], [self.lines[i] for i in keep])
+        rows, lines = [self.rows[i] for i in keep], [self.lines[i] for i in keep]
+        return TraceSet(self.name, self.path, rows, lines, self.target_side_rows)
 
 
 def load_trace_set(name: str, path: str) -> TraceSet:
@@ -66,6 +68,9 @@ def load_trace_set(name: str, path: str) -> TraceSet:
         if not isinstance(row.get("id"), str) or not row["id"]:
             problems.append(f"{path}:{line}: missing field 'id'")
             continue
+        if row.get("side", "query") == "target":
+            out.target_side_rows += 1
+            continue
         key = (row["id"], row.get("sample_index") or 0)
         if key in seen:
             problems.append(f"{path}:{line}: id {key[0]!r} sample {key[1]} repeats line {seen[key]}")
@@ -75,7 +80,7 @@ def load_trace_set(name: str, path: str) -> TraceSet:
         out.lines.append(line)
     _raise(problems, f"trace set {name!r} ({path}) has unreadable rows")
     if not out.rows:
-        raise InputError(f"trace set {name!r}: {path}: no trace rows")
+        raise InputError(f"trace set {name!r}: {path}: no query-side trace rows")
     return out
 
 

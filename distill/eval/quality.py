@@ -102,7 +102,8 @@ def quality(sets: dict, reference: str | None, require_think: bool = True, lengt
             groups[("all", "")].append(i)
             groups[("by_task", str(row.get("task")))].append(i)
             groups[("by_dataset", str(row.get("dataset")))].append(i)
-        entry = {"file": s.path, "writers": _writers(s.rows), "length_unit": unit, "by_task": {}, "by_dataset": {}}
+        entry = {"file": s.path, "writers": _writers(s.rows), "length_unit": unit,
+                 "target_side_rows_skipped": s.target_side_rows, "by_task": {}, "by_dataset": {}}  # fmt: skip
         for (kind, key), idx in sorted(groups.items()):
             ids = {s.rows[i]["id"] for i in idx if first[s.rows[i]["id"]] == i}
             stats = _stats([values[i] for i in idx], [agree[i] for i in ids if i in agree] if agree else [])
