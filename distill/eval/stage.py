@@ -141,7 +141,8 @@ def _traces_by_id(sets: dict, part: str) -> dict[str, dict[str, str | None]]:
 
 def _check_eval_ids(rows, sets: dict, on_missing: str) -> list:
     """Eval rows whose id every trace set has; InputError (error mode) naming rows some set lacks."""
-    missing = [(r, n) for r in rows for n, s in sets.items() if r.example["id"] not in s.first_per_id()]
+    ids = {n: set(s.first_per_id()) for n, s in sets.items()}
+    missing = [(r, n) for r in rows for n in sets if r.example["id"] not in ids[n]]
     if missing and on_missing == "error":
         lines = [f"{r.where}: id {r.example['id']!r} has no trace in {n} ({sets[n].path})" for r, n in missing]
         raise InputError("eval rows without a trace:\n  " + "\n  ".join(lines[:10])
