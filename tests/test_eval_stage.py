@@ -91,17 +91,23 @@ def _bad_cases(tmp_path, demo_dir, vqa):
     write_jsonl_atomic(short, sets["student"].rows[:4])
     broken = tmp_path / "broken.jsonl"
     broken.write_text((tmp_path / "student.jsonl").read_text().replace("\n", "\n{oops\n", 1))
+    odd = tmp_path / "odd.jsonl"
+    write_jsonl_atomic(odd, [*sets["student"].rows[:2], {**sets["student"].rows[2], "trace": "text"}])
     src = [json.loads(x) for x in (demo_dir / "eval" / "ShapesVQA.jsonl").read_text().splitlines()][:5]
     one = [*src[:1], {**src[1], "tgt_text": ["2"], "tgt_img_path": [""]}, *src[2:]]
     none = [{**src[0], "tgt_text": [], "tgt_img_path": []}, *src[1:]]
     shutil.copytree(demo_dir / "images", tmp_path / "images")
     (tmp_path / "images" / "empty.png").write_bytes(b"")
     first_id = vqa[4]["id"]
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text(json.dumps({k: v for k, v in vqa[0].items() if k != "positive"}) + "\n")
     return [
         ("missing ids", {"traces": {"teacher": full["teacher"], "student": str(short)}},
          ["student", "lacks 1 id(s) that teacher has", f"{first_id} ({full['teacher']}:5)", "--on_missing intersect"]),
         ("bad json line", {"traces": {"teacher": full["teacher"], "student": str(broken)}},
          [f"{broken}:2: invalid JSON"]),
+        ("trace not an object", {"traces": {"teacher": full["teacher"], "student": str(odd)}},
+         [f"{odd}:3: field 'trace' must be an object"]),
         ("one candidate", {"traces": full, "eval_rows": [_eval_dir(tmp_path / "a", demo_dir, one)]},
          ["ShapesVQA.jsonl:2:", "has 1 candidate(s)"]),
         ("no candidates", {"traces": full, "eval_rows": [_eval_dir(tmp_path / "b", demo_dir, none)]},
@@ -113,6 +119,7 @@ def _bad_cases(tmp_path, demo_dir, vqa):
                                       "eval_rows": [_eval_dir(tmp_path / "d", demo_dir)]},
          ["ShapesVQA.jsonl:5:", f"id {first_id!r} has no trace in teacher"]),
         ("missing file", {"traces": {"teacher": str(tmp_path / "nope.jsonl")}}, ["nope.jsonl: no such file"]),
+        ("our rows, no positive", {"traces": full, "eval_rows": [str(ours)]}, ["ours.jsonl:1: missing field 'positive'"]),
     ]  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from distill.data.mmeb import Problem, load_examples
 from distill.io import BadLine, iter_jsonl
+from distill.records import example_problems
 
 MAX_LISTED = 10  # problems listed in one message; the count says how many more
 
@@ -56,6 +57,16 @@ class TraceSet:
         return TraceSet(self.name, self.path, rows, lines, self.target_side_rows)
 
 
+def _trace_row_problem(row: dict) -> str | None:
+    """A field of the wrong type that the quality and retrieval code would trip over; None when usable."""
+    if not isinstance(row.get("sample_index", 0), int) or isinstance(row.get("sample_index"), bool):
+        return "field 'sample_index' must be an integer"
+    for key in ("trace", "query", "teacher", "usage"):
+        if row.get(key) is not None and not isinstance(row[key], dict):
+            return f"field '{key}' must be an object"
+    return None
+
+
 def load_trace_set(name: str, path: str) -> TraceSet:
     """Read one trace file; InputError lists unreadable lines, rows without an id and repeated (id, sample_index)."""
     if not Path(path).is_file():
@@ -67,6 +78,9 @@ def load_trace_set(name: str, path: str) -> TraceSet:
             continue
         if not isinstance(row.get("id"), str) or not row["id"]:
             problems.append(f"{path}:{line}: missing field 'id'")
+            continue
+        if shape := _trace_row_problem(row):
+            problems.append(f"{path}:{line}: {shape}")
             continue
         if row.get("side", "query") == "target":
             out.target_side_rows += 1
@@ -155,6 +169,9 @@ def load_eval_rows(paths: list[str], subset: str | None = None) -> list[EvalRow]
             for line, item in items:
                 if isinstance(item, Problem):
                     problems.append(f"{f}:{line}: {item.reason}")
+                    continue
+                if bad := example_problems(item):  # rows already in our schema are passed through unchecked
+                    problems.append(f"{f}:{line}: " + "; ".join(bad))
                     continue
                 row = EvalRow(str(f), line, item)
                 if len(row.candidates) < 2:
