@@ -77,9 +77,12 @@ def test_retrieval_conditions_ties_indistinguishable_and_visdoc_metric():
         _row(2, "Cls", "classification", "q", ["same", "same"]),  # one item for this embedder: left out
         _row(3, "Cls", "classification", "q", ["pos", "twin"]),  # an exact tie: counts against the positive
         _row(4, "Doc", "visdoc", "q", ["pos", "far", "neg"]),
+        _row(5, "Unjudged", "vqa", "q", ["pos", "neg"]),
     ]
-    traces = {"teacher": {"Cls-0": "T", "Cls-1": "T", "Cls-2": "T", "Cls-3": "T", "Doc-4": "T"},
-              "student": {"Cls-0": "worse", "Cls-1": None, "Cls-2": "bad", "Cls-3": "bad", "Doc-4": "bad"}}  # fmt: skip
+    rows[5].example["relevance"] = [0, 0]  # no relevant candidate: scored 0, kept in the mean
+    traces = {"teacher": {"Cls-0": "T", "Cls-1": "T", "Cls-2": "T", "Cls-3": "T", "Doc-4": "T", "Unjudged-5": "T"},
+              "student": {"Cls-0": "worse", "Cls-1": None, "Cls-2": "bad", "Cls-3": "bad", "Doc-4": "bad",
+                          "Unjudged-5": "T"}}  # fmt: skip
     out = retrieval(rows, traces, FakeEmbedder(angles))
     cls, doc = out["datasets"]["Cls"], out["datasets"]["Doc"]
     assert out["conditions"] == [NO_TRACE, "teacher", "student"]
@@ -89,7 +92,10 @@ def test_retrieval_conditions_ties_indistinguishable_and_visdoc_metric():
     assert doc["metric"] == "NDCG@5" and doc["modality"] == "visdoc"
     # bare query: neg (0.2) beats pos (0.5): rank 2 -> 1/log2(3); with either trace pos is first.
     assert doc["scores"] == {NO_TRACE: round(1 / math.log2(3), 4), "teacher": 1.0, "student": 1.0}
-    assert out["overall"]["datasets"] == 2
-    assert out["overall"]["scores"]["teacher"] == pytest.approx((0.6667 + 1.0) / 2, abs=1e-4)
+    unjudged = out["datasets"]["Unjudged"]
+    assert (unjudged["queries"], unjudged["no_relevant"], unjudged["scores"]["teacher"]) == (1, 1, 0.0)
+    assert out["overall"]["datasets"] == 3
+    assert out["overall"]["scores"]["teacher"] == pytest.approx((0.6667 + 1.0 + 0.0) / 3, abs=1e-4)
+    assert out["by_task"]["vqa"]["scores"]["teacher"] == 0.0
     assert set(out["by_modality"]) == {"image", "visdoc"}
     assert {q["condition"] for q in out["per_query"]} == {NO_TRACE, "teacher", "student"}
