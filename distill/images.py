@@ -114,11 +114,33 @@ def data_url(data: bytes, fmt: str = "PNG") -> str:
     return f"data:image/{fmt.lower()};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def decode_data_url(url: str) -> Image.Image:
-    """Inverse of `data_url` (used by `distill serve`); raises ValueError on anything but a base64 image data URL."""
+def decode_data_url(url: str, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> Image.Image:
+    """Inverse of `data_url` (used by `distill serve`), with `open_image`'s guards: the encoded size is checked before
+    base64 decoding and the pixel count from the header before any pixel is decoded, so a small PNG that claims
+    12000x12000 pixels costs a header read, not 1.3 GB. ImageError (a ValueError) names the reason."""
+    where = "image data URL"
     if not url.startswith("data:image/") or ";base64," not in url:
-        raise ValueError("only base64 'data:image/...' URLs are accepted")
-    raw = base64.b64decode(url.split(";base64,", 1)[1], validate=True)
-    with Image.open(io.BytesIO(raw)) as im:
-        im.load()
-        return ImageOps.exif_transpose(im).convert("RGB")
+        raise ImageError(where, "only base64 'data:image/...' URLs are accepted")
+    payload = url.split(";base64,", 1)[1]
+    if len(payload) // 4 * 3 > max_bytes:
+        raise ImageError(where, f"{len(payload) // 4 * 3 / 2**20:.1f} MiB of image data, over the "
+                         f"{max_bytes / 2**20:.0f} MiB limit")  # fmt: skip
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except ValueError as e:  # binascii.Error is a ValueError
+        raise ImageError(where, f"invalid base64 ({e})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageError(where, f"{w}x{h} = {w * h} pixels exceeds {max_pixels} (decompression bomb guard)")
+                im.load()
+                return ImageOps.exif_transpose(im).convert("RGB")
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(where, f"decompression bomb: {e}") from None
+    except Exception as e:  # PIL raises many types for corrupt data (OSError, SyntaxError, struct.error, ...)
+        raise ImageError(where, f"corrupt or unreadable image ({type(e).__name__}: {e})") from None

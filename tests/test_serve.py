@@ -1,18 +1,23 @@
 """`distill serve`: the real server in a subprocess on a free loopback port, driven by the real `openai` client.
 
 One server (tiny random Qwen2-VL + tiny random text-only Llama, API key required) is shared by the module; the last
-test stops it with SIGTERM. Request parsing and batch grouping are also tested in-process.
+test stops it with SIGTERM. Request parsing and batch grouping are also tested in-process. The hardening cases of
+issue 12 (image bombs, huge bodies and prompts, unsamplable values, head-of-line blocking, disconnects, SIGTERM, seeded
+batching, /metrics) each have a case here.
 """
 
 import os
 import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +28,7 @@ from PIL import Image
 
 from distill.images import data_url, encode_image
 from distill.serve.batcher import Batcher
-from distill.serve.chat_request import Choice, RequestError, SamplingParams, parse_chat_request
+from distill.serve.chat_request import RequestError, SamplingParams, parse_chat_request
 from distill.serve.server import LISTENING
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +54,7 @@ def build_tiny_text_lm(path: Path) -> Path:
 
     tok = build_tokenizer()
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
                          bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
@@ -103,7 +108,7 @@ def server(tiny_vlm, tmp_path_factory):
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, KEY_ENV: KEY, "HF_HUB_OFFLINE": "1", "PYTHONPATH": pythonpath}
     args = ["--model", str(tiny_vlm), "--model", f"txt={text_lm}", "--api_key_env", KEY_ENV,
-            "--max_batch_size", "8", "--batch_wait_ms", "50", "--default_max_tokens", "16"]  # fmt: skip
+            "--max_batch_size", "8", "--batch_wait_ms", "50", "--default_max_tokens", "16", "--drain_s", "2"]  # fmt: skip
     srv = start_server(args, tmp / "stderr.log", env)
     yield srv
     if srv.proc.poll() is None:
@@ -198,7 +203,7 @@ def test_concurrent_requests_are_batched_and_match_solo_answers(server, tiny_vlm
         (b'{"model": "txt", "messages": [{"role": "user", "content": "hi"}], "stream": true}', 400, "streaming"),
         (b'{"model": "txt", "messages": [{"role": "user", "content": "hi"}], "temperature": 9}', 400, "temperature"),
         (
-            b'{"model": "txt", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}',
+            b'{"model": "txt", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 30000}',
             400,
             "maximum context length",
         ),
@@ -232,13 +237,170 @@ def test_unknown_model_is_404(server):
         server.client().chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
 
 
+def png_bomb_data_url(side: int = 12000) -> str:
+    """A real, valid grayscale PNG of side x side black pixels: ~140 KB on the wire, side**2 bytes once decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z, row = zlib.compressobj(9), b"\0" * (side + 1)  # filter byte + one row of pixels
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    return "data:image/png;base64," + __import__("base64").b64encode(png).decode()
+
+
+def raw_request(server: Server, body: bytes, declared: int | None = None) -> socket.socket:
+    """POST over a bare socket (send the headers and `body`, maybe less than `declared`); the caller reads or closes."""
+    host, port = server.base_url.removeprefix("http://").split("/")[0].split(":")
+    sock = socket.create_connection((host, int(port)), timeout=60)
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {declared or len(body)}\r\n\r\n")  # fmt: skip
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict]:
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+        [h for h in data.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1]
+    ):
+        more = sock.recv(65536)
+        if not more:
+            break
+        data += more
+    head, body = data.split(b"\r\n\r\n", 1)
+    return int(head.split()[1]), orjson.loads(body)
+
+
+def server_memory_kb(server: Server) -> dict:
+    """VmRSS (now) and VmHWM (peak so far) of the server process, in kB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines())
+    return {k: int(fields[k].split()[0]) for k in ("VmRSS", "VmHWM")}
+
+
+def text_body(content: str, **kw) -> bytes:
+    return orjson.dumps({"model": "txt", "messages": [{"role": "user", "content": content}], **kw})
+
+
+@pytest.mark.parametrize(
+    "case, body, status, needle",
+    [
+        (
+            "image bomb",
+            lambda tiny: orjson.dumps({"model": tiny, "messages": image_message("?", png_bomb_data_url())}),
+            400,
+            "decompression bomb",
+        ),
+        (
+            "too many images",
+            lambda tiny: orjson.dumps(
+                {
+                    "model": tiny,
+                    "messages": [
+                        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": png_data_url()}}] * 17}
+                    ],
+                }
+            ),
+            400,
+            "more than 16 images",
+        ),
+        ("prompt over context, before tokenizing", lambda tiny: text_body("word " * 1_000_000), 400, "characters"),
+        ("n x max_tokens", lambda tiny: text_body("hi", n=16, max_tokens=4000), 400, "per-request limit"),
+        ("temperature 1e-300", lambda tiny: text_body("hi", temperature=1e-300), 400, "cannot be sampled"),
+        ("temperature 0.001", lambda tiny: text_body("hi", temperature=0.001), 400, "temperature"),
+        ("ignore_eos not a bool", lambda tiny: text_body("hi", ignore_eos="yes"), 400, "ignore_eos"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_hardening_cases_are_clean_4xx(server, tiny_vlm, case, body, status, needle):
+    code, payload = server.post_raw(body(tiny_vlm.name))  # today: image bomb decoded (1.3 GB), 1e-300 a 500, ...
+    assert code == status, payload
+    assert needle in payload["error"]["message"] and payload["error"]["type"] == "invalid_request_error"
+
+
+def test_huge_body_is_413_before_it_is_read(server):
+    declared = 100 * 2**20  # a 100 MB prompt: only the first MiB is ever sent
+    sock = raw_request(server, text_body("x" * 2**20)[: 2**20], declared=declared)
+    code, payload = read_response(sock)
+    sock.close()
+    assert code == 413 and payload["error"]["code"] == "request_too_large"
+
+
+def test_big_image_and_big_prompt_leave_server_memory_bounded(server, tiny_vlm):
+    """Peak RSS (VmHWM) of the server across four 12000x12000 PNGs at once, a 100 MB body and a 5 MB prompt."""
+    before = server_memory_kb(server)
+    bomb = orjson.dumps({"model": tiny_vlm.name, "messages": image_message("?", png_bomb_data_url())})
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(lambda _: server.post_raw(bomb)[0], range(4)))
+    sock = raw_request(server, b"{", declared=100 * 2**20)
+    codes.append(read_response(sock)[0])
+    sock.close()
+    codes.append(server.post_raw(text_body("word " * 1_000_000))[0])
+    after = server_memory_kb(server)
+    grown_mb = (after["VmHWM"] - before["VmHWM"]) / 1024
+    print(f"server RSS {before['VmRSS'] / 1024:.0f} -> {after['VmRSS'] / 1024:.0f} MB, "
+          f"peak {before['VmHWM'] / 1024:.0f} -> {after['VmHWM'] / 1024:.0f} MB (+{grown_mb:.0f} MB)")  # fmt: skip
+    assert codes == [400] * 4 + [413, 400]
+    assert grown_mb < 200  # before the fix: +1.3 GB per image (decoded in full), +16 GB for the 100 MB prompt
+
+
+def test_long_request_yields_to_short_ones_and_stops_when_its_client_disconnects(server):
+    """Head-of-line blocking and disconnects: a short request is answered while a long one is still generating, and
+    closing the long one's connection stops its generation (before: generated to the end, blocking everyone)."""
+    before = server.stats()
+    long = raw_request(server, text_body("tell me everything", n=4, max_tokens=4000, temperature=1.0, ignore_eos=True))
+    deadline = time.monotonic() + 60
+    while server.stats()["slices"] == before["slices"] and server.stats()["running_rows"] == 0:
+        assert time.monotonic() < deadline, "the long request never started"
+        time.sleep(0.05)
+    short = server.client().chat.completions.create(model="txt", messages=[{"role": "user", "content": "hi"}],
+                                                    max_tokens=4, temperature=0)  # fmt: skip
+    mid = server.stats()
+    assert short.choices[0].finish_reason in ("stop", "length")
+    assert mid["running_rows"] + mid["paused_batches"] > 0 and mid["cancelled"] == before["cancelled"]  # long: going
+    long.close()  # the client gives up
+    while (now := server.stats())["cancelled"] == before["cancelled"] or now["running_rows"] + now["paused_batches"]:
+        assert time.monotonic() < deadline, now
+        time.sleep(0.05)
+    assert now["slices"] - before["slices"] >= 3  # it paused for the short one at least once
+    assert now["completion_tokens"] - mid["completion_tokens"] == 0  # nothing more was answered: it was stopped
+    assert now["models"]["txt"]["cancelled"] >= 1
+
+
+def test_metrics_endpoint_speaks_prometheus(server):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(server.base_url.removesuffix("/v1") + "/metrics", timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert samples[("distill_serve_requests_total", (("model", "txt"), ("outcome", "ok")))] >= 1
+    assert samples[("distill_serve_requests_total", (("model", ""), ("outcome", "invalid_request")))] >= 1
+    assert samples[("distill_serve_completion_tokens_total", (("model", "txt"),))] > 0
+    assert samples[("distill_serve_batch_rows_count", ())] >= 1
+    assert ("distill_serve_queue_depth", ()) in samples and ("distill_serve_running_rows", ()) in samples
+    assert families["distill_serve_request_seconds"].type == "histogram"
+
+
 def test_wrong_key_is_401_then_sigterm_exits_cleanly_without_logging_the_key(server):
     with pytest.raises(AuthenticationError):
         server.client(api_key="wrong-key").models.list()
     with pytest.raises(urllib.error.HTTPError) as e:  # no Authorization header at all
         urllib.request.urlopen(server.base_url + "/models", timeout=10)
     assert e.value.code == 401 and orjson.loads(e.value.read())["error"]["code"] == "invalid_api_key"
-    server.proc.send_signal(signal.SIGTERM)
+    # SIGTERM with long requests in hand: they get the documented 503 server_stopping JSON after --drain_s (2 s here),
+    # not uvicorn's plain-text 500 after 30 s
+    body = text_body("go on", n=4, max_tokens=4000, temperature=1.0, ignore_eos=True)
+    with ThreadPoolExecutor(6) as pool:
+        answers = [pool.submit(server.post_raw, body) for _ in range(6)]
+        deadline = time.monotonic() + 60
+        while server.stats()["running_rows"] + server.stats()["paused_batches"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        server.proc.send_signal(signal.SIGTERM)
+        results = [a.result(timeout=60) for a in answers]
+    assert all(code == 503 and payload["error"]["code"] == "server_stopping" for code, payload in results), results
     assert server.proc.wait(timeout=30) == 0
     logs = server.proc.stdout.read() + server.stderr_path.read_text()
     assert "POST /v1/chat/completions" in logs  # the access log is there ...
@@ -296,37 +458,31 @@ def test_parse_accepts_openai_shapes():
     assert req.params == SamplingParams(max_tokens=5, temperature=0.0, top_p=1.0, seed=1, n=1, stop=("END",))
 
 
-class FakeModel:
-    """Records the batches it is asked to run."""
+def test_batcher_mixes_seeded_sampled_and_greedy_requests_and_seeds_still_reproduce(tmp_path):
+    """Seeded requests used to run alone (batches of one); per-row generators let everything share a batch."""
+    from distill.serve.local_engine import LocalModel
 
-    model_id, kind = "fake", "text-only"
+    model = LocalModel("txt", build_tiny_text_lm(tmp_path / "txt"))
 
-    def __init__(self):
-        self.batches = []
+    def request(i: int, **sampling) -> tuple:
+        body = {"model": "txt", "messages": [{"role": "user", "content": f"question {i} " * (i + 1)}],
+                "max_tokens": 8, **sampling}  # fmt: skip
+        chat = parse_chat_request(orjson.dumps(body), default_max_tokens=8, max_n=4)
+        return model.prepare(chat), chat.params
 
-    def generate(self, jobs):
-        self.batches.append([params for _, params in jobs])
-        return [[Choice("x", "stop", 1)] * params.n for _, params in jobs]
-
-
-def test_batcher_groups_by_sampling_key_and_caps_rows():
-    from distill.serve.local_engine import Prepared
-
-    model, batcher = FakeModel(), Batcher(max_batch_size=4, batch_wait_s=0.05)
-    greedy, hot, seeded = SamplingParams(8, 0.0), SamplingParams(8, 0.7), SamplingParams(8, 0.7, seed=3)
-    order = [greedy, hot, greedy, seeded, greedy, hot, seeded, greedy, greedy, SamplingParams(8, 0.0, n=3)]
-    futures = [batcher.submit(model, Prepared([1, 2]), p, f"req-{i}") for i, p in enumerate(order)]  # queued first
+    jobs = [request(0, seed=1, temperature=0.9), request(1, seed=2, temperature=0.5, top_p=0.8),
+            request(2, temperature=0), request(3, seed=1, temperature=0.9, n=2), request(4, temperature=1.3),
+            request(5, seed=7, temperature=1.0)]  # fmt: skip
+    solo = [model.generate([job]) for job in jobs]
+    batcher = Batcher(max_batch_size=16, batch_wait_s=0.05)
+    submitted = [batcher.submit(model, prepared, params) for prepared, params in jobs]  # queued before the worker
     batcher.start()
-    results = [f.result(timeout=10) for f in futures]
+    together = [job.future.result(timeout=60) for job in submitted]
     batcher.stop()
-    assert [len(r) for r in results] == [p.n for p in order]
-    for batch in model.batches:
-        assert len({p.group_key("x") if p.seed is None else p for p in batch}) == 1  # one sampling key per batch
-        assert sum(p.n for p in batch) <= 4 or len(batch) == 1
-    assert sorted(len(b) for b in model.batches if b[0].seed is not None) == [1, 1]  # seeded requests run alone
-    assert [len(b) for b in model.batches if b[0] == greedy][0] == 4  # greedy ones batched up to max_batch_size
-    stats = batcher.stats()
-    assert stats["requests"] == len(order) and stats["batches"] == len(model.batches) < len(order)
+    assert batcher.stats()["batches"] == 1 and batcher.stats()["largest_batch_rows"] == 7  # one batch for all six
+    for i in (0, 1, 2, 3, 5):  # seeded and greedy rows give the same text alone and in a mixed batch
+        assert [c.text for c in together[i]] == [c.text for c in solo[i][0]], i
+    assert together[3][0].text != together[3][1].text  # the n choices of one seed draw from different generators
 
 
 @pytest.mark.slow

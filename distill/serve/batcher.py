@@ -1,11 +1,16 @@
-"""Dynamic batching for `distill serve`: one background thread gathers concurrent requests and runs them as batched
-`generate` calls.
+"""Dynamic batching for `distill serve`: one background thread gathers concurrent requests into batches and runs them
+in slices, so no request waits for another one's whole generation.
 
-The worker waits for the first request, then keeps collecting until the oldest waiting request's group holds
-`max_batch_size` rows (a request counts `n` rows) or `batch_wait_s` has passed since that request arrived. It runs the
-oldest request's group (same model and same sampling key, see `SamplingParams.group_key`) and keeps the rest waiting,
-so requests that arrive while a batch runs form the next one without further delay. One thread runs every model:
-generation saturates the device anyway, and it makes `seed` reproducible (torch's global RNG is seeded per batch).
+The worker waits for the first request, then keeps collecting until `max_batch_size` rows (a request counts `n` rows)
+of the same model are waiting or `batch_wait_s` has passed since the oldest arrived. Any mix of sampling settings and
+seeds shares a batch (per-row sampling, `distill.serve.decode`). A batch runs until it is done, or, once it has made
+`slice_tokens` tokens, until someone else is waiting: then it pauses with its KV cache and goes to the back of the
+line. So a 4-token request waits for at most one slice of an `n=16, max_tokens=4000` one, not for all of it, and each
+request is answered the moment its own rows finish. One thread runs every model: generation saturates the device.
+
+Cancellation: `cancel(job)` (the HTTP client went away) drops a waiting job and stops a running one's rows at the next
+token. Shutdown: `shutdown(drain_s)` refuses new jobs with ServerStopping, lets the work in hand finish for up to
+`drain_s`, then ends every remaining job with ServerStopping (the server answers 503 `server_stopping`).
 """
 
 from __future__ import annotations
@@ -14,155 +19,224 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from distill.serve.chat_request import Choice, SamplingParams
+from distill.serve.chat_request import SamplingParams
+from distill.serve.decode import Running
 from distill.serve.local_engine import LocalModel, Prepared
 
 log = logging.getLogger(__name__)
+BATCH_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class ServerStopping(RuntimeError):
-    """The server shut down before this request ran."""
+    """The server is shutting down and this request did not finish in time."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     model: LocalModel
     prepared: Prepared
     params: SamplingParams
-    key: tuple
     future: Future = field(default_factory=Future)
     arrived: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+    rows: list = field(default_factory=list)
 
 
 class Batcher:
-    """Owns the worker thread and the counters exposed at `/v1/stats`."""
+    """Owns the worker thread and the counters behind `/v1/stats` and `/metrics`."""
 
-    def __init__(self, max_batch_size: int = 16, batch_wait_s: float = 0.01):
-        self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_s
+    def __init__(self, max_batch_size: int = 16, batch_wait_s: float = 0.01, slice_tokens: int = 16):
+        self.max_batch_size, self.batch_wait_s, self.slice_tokens = max_batch_size, batch_wait_s, slice_tokens
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="distill-serve-batcher", daemon=True)
         self._stats_lock = threading.Lock()
         self._stats = Counter()
         self._per_model: dict[str, Counter] = {}
+        self._batch_rows = Counter()  # rows per batch started -> count (the /metrics histogram)
         self._largest = 0
+        self._pending: list[_Job] = []  # worker-side: taken off the queue, not started
+        self._paused: deque[Running] = deque()  # worker-side: batches waiting to resume
+        self.running_rows = 0
+        self._stopping = False
+        self._deadline = float("inf")
 
     def start(self) -> None:
         self._thread.start()
 
+    def submit(self, model: LocalModel, prepared: Prepared, params: SamplingParams, request_id: str = "") -> _Job:
+        """Queue one request; `job.future` resolves to its list of `n` Choices (or raises). ServerStopping when
+        the server is shutting down."""
+        if self._stopping:
+            raise ServerStopping("server is shutting down")
+        job = _Job(model, prepared, params)
+        self._queue.put(job)
+        return job
+
+    def cancel(self, job: _Job) -> None:
+        """The client went away: a waiting job is dropped, a running one stops at its next token."""
+        if not job.future.done():
+            job.cancelled = True
+            self._count(job.model.model_id, cancelled=1)
+
+    def shutdown(self, drain_s: float) -> None:
+        """Refuse new jobs now; finish what is in hand for up to `drain_s` seconds, then fail the rest."""
+        if not self._stopping:
+            self._stopping = True
+            self._deadline = time.monotonic() + drain_s
+            self._queue.put(None)  # wakes an idle worker
+
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish the batch in progress, fail everything still waiting with ServerStopping, and join the thread."""
-        self._queue.put(None)
+        """Shut down at once (no drain) and join the thread."""
+        self.shutdown(0.0)
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def submit(self, model: LocalModel, prepared: Prepared, params: SamplingParams, request_id: str) -> Future:
-        """Queue one request; the future resolves to its list of `n` Choices (or raises)."""
-        job = _Job(model, prepared, params, (model.model_id, *params.group_key(request_id)))
-        self._queue.put(job)
-        return job.future
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def waiting(self) -> int:
+        return self._queue.qsize() + len(self._pending)
 
     def stats(self) -> dict:
         with self._stats_lock:
             return {
-                **{
-                    k: self._stats[k]
-                    for k in ("requests", "batches", "rows", "failed", "prompt_tokens", "completion_tokens")
-                },
+                **{k: self._stats[k] for k in ("requests", "batches", "slices", "rows", "failed", "cancelled",
+                                               "stopped", "prompt_tokens", "completion_tokens")},  # fmt: skip
                 "largest_batch_rows": self._largest,
-                "waiting": self._queue.qsize(),
+                "waiting": self.waiting(),
+                "paused_batches": len(self._paused),
+                "running_rows": self.running_rows,
+                "batch_rows": dict(self._batch_rows),
                 "max_batch_size": self.max_batch_size,
                 "batch_wait_ms": self.batch_wait_s * 1000,
                 "models": {m: dict(c) for m, c in self._per_model.items()},
             }
 
-    def _run(self) -> None:
-        pending: list[_Job] = []
-        stopping = False
-        while not stopping:
-            if not pending:
-                job = self._queue.get()
-                if job is None:
-                    break
-                pending.append(job)
-            deadline = pending[0].arrived + self.batch_wait_s
-            while not stopping:
-                rows = sum(j.params.n for j in pending if j.key == pending[0].key)
-                timeout = deadline - time.monotonic()
-                try:  # wait only while the oldest group is short and young; otherwise just drain what is there
-                    job = self._queue.get(timeout=timeout) if rows < self.max_batch_size and timeout > 0 else \
-                        self._queue.get_nowait()  # fmt: skip
-                except queue.Empty:
-                    break
-                if job is None:
-                    stopping = True
-                else:
-                    pending.append(job)
-            batch, rows, rest = [], 0, []
-            for job in pending:
-                if job.key == pending[0].key and (not batch or rows + job.params.n <= self.max_batch_size):
-                    batch.append(job)
-                    rows += job.params.n
-                else:
-                    rest.append(job)
-            pending = rest
-            self._execute([j for j in batch if j.future.set_running_or_notify_cancel()])  # skip abandoned requests
-        for job in pending + self._drain():
-            if job.future.set_running_or_notify_cancel():
-                job.future.set_exception(ServerStopping("server is shutting down"))
+    # ---- worker ----
 
-    def _drain(self) -> list[_Job]:
-        jobs = []
+    def _run(self) -> None:
+        while True:
+            self._take(block=not self._pending and not self._paused and not self._stopping)
+            if self._stopping and (time.monotonic() >= self._deadline or not (self._pending or self._paused)):
+                break
+            if self._pending and (not self._paused or self._pending[0].arrived <= self._paused[0].paused_at):
+                run = self._form_batch()
+            elif self._paused:
+                run = self._paused.popleft()
+            else:
+                continue
+            if run is not None:
+                self._advance(run)
+        self._take(block=False)
+        leftovers = self._pending + [row.job for run in self._paused for row in run.live_rows()]
+        for job in {id(j): j for j in leftovers}.values():
+            self._fail(job, ServerStopping("server is shutting down: this request did not finish in time"), "stopped")
+        self._pending, self._paused = [], deque()
+
+    def _take(self, block: bool) -> None:
+        """Move arrivals from the queue to `_pending` (blocking for the first one when idle)."""
         while True:
             try:
-                job = self._queue.get_nowait()
+                job = self._queue.get(timeout=0.5) if block else self._queue.get_nowait()
             except queue.Empty:
-                return jobs
-            if job is not None:
-                jobs.append(job)
-
-    def _execute(self, batch: list[_Job]) -> None:
-        if not batch:
-            return
-        model = batch[0].model
-        try:
-            results = model.generate([(j.prepared, j.params) for j in batch])
-        except Exception as e:
-            if len(batch) > 1:  # one bad request must not fail the others: run each alone
-                log.warning("batch of %d on %r failed (%s: %s); retrying one by one", len(batch), model.model_id,
-                            type(e).__name__, e)  # fmt: skip
-                for job in batch:
-                    self._execute_one(job)
+                if block and not self._stopping:
+                    continue
                 return
-            log.exception("generation failed on %r", model.model_id)
-            self._count(model.model_id, requests=1, failed=1)
-            batch[0].future.set_exception(e)
-            return
-        self._record(model.model_id, batch, results)
-        for job, choices in zip(batch, results, strict=True):
-            job.future.set_result(choices)
+            block = False
+            if job is not None:
+                self._pending.append(job)
 
-    def _execute_one(self, job: _Job) -> None:
+    def _form_batch(self) -> Running | None:
+        """The oldest waiting job's batch: same model, up to max_batch_size rows, waiting up to batch_wait_s."""
+        first = self._pending[0]
+        deadline = first.arrived + self.batch_wait_s
+        while not self._stopping:
+            rows = sum(j.params.n for j in self._pending if j.model is first.model)
+            timeout = deadline - time.monotonic()
+            if rows >= self.max_batch_size or timeout <= 0 or self._paused:
+                break
+            try:
+                job = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                break
+            if job is not None:
+                self._pending.append(job)
+        batch, rows, rest = [], 0, []
+        for job in self._pending:
+            if job.cancelled or job.future.cancelled():
+                job.future.cancel()  # its client went away before it started: nothing to run, nobody to answer
+                continue
+            if job.model is first.model and (not batch or rows + job.params.n <= self.max_batch_size):
+                batch.append(job)
+                rows += job.params.n
+            else:
+                rest.append(job)
+        self._pending = rest
+        batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
+        if not batch:
+            return None
         try:
-            choices = job.model.generate([(job.prepared, job.params)])
+            run = first.model.begin(batch)
         except Exception as e:
-            log.exception("generation failed on %r", job.model.model_id)
-            self._count(job.model.model_id, requests=1, failed=1)
-            job.future.set_exception(e)
+            for job in batch:
+                self._fail(job, e, "failed")
+            return None
+        with self._stats_lock:
+            self._batch_rows[min((b for b in BATCH_ROW_BUCKETS if b >= rows), default=BATCH_ROW_BUCKETS[-1])] += 1
+            self._largest = max(self._largest, rows)
+        self._count(first.model.model_id, batches=1, rows=rows)
+        return run
+
+    def _others_waiting(self) -> bool:
+        if self._stopping and time.monotonic() >= self._deadline:
+            return True
+        return bool(self._paused) or bool(self._pending) or not self._queue.empty()
+
+    def _advance(self, run: Running) -> None:
+        model = run.model
+        live = run.live_rows()
+        self.running_rows = len(live)
+        try:
+            model.advance(run, self._finish, self._others_waiting, self.slice_tokens)
+        except Exception as e:
+            log.exception("generation failed on %r", model.model_id)
+            for job in {id(r.job): r.job for r in live if not r.job.future.done()}.values():
+                self._fail(job, e, "failed")
             return
-        self._record(job.model.model_id, [job], [choices])
+        finally:
+            self.running_rows = 0
+        self._count(model.model_id, slices=1)
+        if run.live_rows():
+            run.paused_at = time.monotonic()
+            self._paused.append(run)
+
+    def _finish(self, job: _Job) -> None:
+        """Called by the model as soon as every row of `job` is done (mid-generation)."""
+        if job.future.done():
+            return
+        if job.cancelled:
+            job.future.set_exception(ServerStopping("cancelled: the client went away"))
+            return
+        try:
+            choices = job.model.choices(job)
+        except Exception as e:
+            self._fail(job, e, "failed")
+            return
+        self._count(job.model.model_id, requests=1, prompt_tokens=job.prepared.prompt_tokens,
+                    completion_tokens=sum(c.completion_tokens for c in choices))  # fmt: skip
         job.future.set_result(choices)
 
-    def _record(self, model_id: str, batch: list[_Job], results: list[list[Choice]]) -> None:
-        rows = sum(j.params.n for j in batch)
-        self._count(model_id, requests=len(batch), batches=1, rows=rows,
-                    prompt_tokens=sum(j.prepared.prompt_tokens for j in batch),
-                    completion_tokens=sum(c.completion_tokens for r in results for c in r))  # fmt: skip
-        with self._stats_lock:
-            self._largest = max(self._largest, rows)
+    def _fail(self, job: _Job, error: Exception, counter: str) -> None:
+        if job.future.done():
+            return
+        if job.future.running() or job.future.set_running_or_notify_cancel():
+            self._count(job.model.model_id, **{counter: 1})
+            job.future.set_exception(error)
 
     def _count(self, model_id: str, **counts: int) -> None:
         with self._stats_lock:

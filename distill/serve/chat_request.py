@@ -3,14 +3,17 @@ error bodies. Pure functions; no model here.
 
 Accepted (as OpenAI documents them): `model`, `messages` (roles system | developer | user | assistant; content a string
 or a list of `text` and `image_url` parts, images as base64 data URLs), `max_tokens` / `max_completion_tokens`,
-`temperature`, `top_p`, `seed`, `n`, `stop`. Options this server cannot honour (`stream`, `logprobs`, `tools`, non-text
+`temperature`, `top_p`, `seed`, `n`, `stop`, and vLLM's extension `ignore_eos` (generate to `max_tokens`; for load
+tests). Values that cannot be sampled are a 400, never a 500 that clients would
+retry: `temperature` is 0 (greedy) or in [0.01, 2] (1e-300 divides logits into inf/nan), `n x max_tokens` is at most
+`RequestLimits.max_request_tokens`. Images pass `distill.images.decode_data_url`'s size and pixel guards before any
+pixel is decoded, at most `max_images` per request. Options this server cannot honour (`stream`, `logprobs`, `tools`, non-text
 `response_format`, penalties, `logit_bias`) are refused with a 400 when set to a non-default value rather than silently
 ignored; other unknown keys are ignored, as vLLM does.
 """
 
 from __future__ import annotations
 
-import binascii
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,10 +21,22 @@ from dataclasses import dataclass, field
 import orjson
 from PIL import Image
 
-from distill.images import decode_data_url
+from distill.images import MAX_IMAGE_BYTES, ImageError, decode_data_url
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_STOP = 4  # OpenAI's limit on stop sequences
+MIN_TEMPERATURE = 0.01  # below this (and above 0) logits / temperature overflows float32 for ordinary logit ranges
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may ask for; `distill serve` flags set them."""
+
+    max_n: int = 16
+    max_request_tokens: int = 32768  # n x max_tokens: the most completion tokens one request can cost
+    max_images: int = 16
+    max_image_pixels: int = 4096 * 4096  # per image, checked from the header before decoding
+    max_image_bytes: int = MAX_IMAGE_BYTES
 
 
 class RequestError(Exception):
@@ -49,20 +64,11 @@ class SamplingParams:
     seed: int | None = None
     n: int = 1
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
-
-    def group_key(self, request_id: str) -> tuple:
-        """Requests with equal keys can share one `generate` call. `max_tokens` and `stop` are applied per row after
-        generation, so they do not split batches. Seeded sampling runs alone, so the same seed gives the same answer
-        whatever else is in flight."""
-        if self.greedy:
-            return ("greedy",)
-        if self.seed is not None:
-            return ("seeded", request_id)
-        return ("sample", self.temperature, self.top_p)
 
 
 @dataclass
@@ -111,7 +117,7 @@ def _refuse_unsupported(body: dict) -> None:
             raise _bad(message, key)
 
 
-def _image(part: dict, where: str) -> Image.Image:
+def _image(part: dict, where: str, limits: RequestLimits) -> Image.Image:
     spec = part.get("image_url")
     url = spec.get("url") if isinstance(spec, dict) else spec
     if not isinstance(url, str):
@@ -120,12 +126,12 @@ def _image(part: dict, where: str) -> Image.Image:
         raise _bad(f"{where}: only base64 data URLs ('data:image/png;base64,...') are accepted; this server fetches "
                    "no remote URLs", where)  # fmt: skip
     try:
-        return decode_data_url(url)
-    except (ValueError, binascii.Error, OSError, Image.DecompressionBombError) as e:  # PIL: OSError on bad bytes
-        raise _bad(f"{where}: invalid image data URL ({type(e).__name__}: {e})", where) from None
+        return decode_data_url(url, max_pixels=limits.max_image_pixels, max_bytes=limits.max_image_bytes)
+    except ImageError as e:
+        raise _bad(f"{where}: invalid image data URL ({e.reason})", where) from None
 
 
-def _message(i: int, msg, images: list[Image.Image]) -> dict:
+def _message(i: int, msg, images: list[Image.Image], limits: RequestLimits) -> dict:
     where = f"messages[{i}]"
     if not isinstance(msg, dict):
         raise _bad(f"{where} must be an object with 'role' and 'content'", where)
@@ -144,7 +150,9 @@ def _message(i: int, msg, images: list[Image.Image]) -> dict:
         if kind == "text" and isinstance(part.get("text"), str):
             parts.append({"type": "text", "text": part["text"]})
         elif kind == "image_url":
-            images.append(_image(part, pw))
+            if len(images) >= limits.max_images:
+                raise _bad(f"{pw}: more than {limits.max_images} images in one request", pw)
+            images.append(_image(part, pw, limits))
             parts.append({"type": "image"})
         else:
             raise _bad(f"{pw} must be {{'type': 'text', 'text': ...}} or {{'type': 'image_url', 'image_url': "
@@ -152,8 +160,12 @@ def _message(i: int, msg, images: list[Image.Image]) -> dict:
     return {"role": role, "content": parts}
 
 
-def parse_chat_request(raw: bytes, default_max_tokens: int, max_n: int) -> ChatRequest:
+def parse_chat_request(raw: bytes, default_max_tokens: int, max_n: int | None = None,
+                       limits: RequestLimits | None = None) -> ChatRequest:  # fmt: skip
     """A `ChatRequest` from a raw HTTP body; RequestError(400) naming the offending field otherwise."""
+    limits = limits or RequestLimits()
+    if max_n is not None:
+        limits = RequestLimits(**{**limits.__dict__, "max_n": max_n})
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -168,23 +180,33 @@ def parse_chat_request(raw: bytes, default_max_tokens: int, max_n: int) -> ChatR
         raise _bad("'messages' is required: a non-empty list of {role, content}", "messages")
     _refuse_unsupported(body)
     images: list[Image.Image] = []
-    parsed = [_message(i, m, images) for i, m in enumerate(messages)]
+    parsed = [_message(i, m, images, limits) for i, m in enumerate(messages)]
 
     key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     stop = body.get("stop")
     stop = [stop] if isinstance(stop, str) else (stop or [])
     if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) and s for s in stop):
         raise _bad(f"'stop' must be a non-empty string or a list of at most {MAX_STOP} non-empty strings", "stop")
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise _bad(f"'ignore_eos' must be a boolean, got {ignore_eos!r}", "ignore_eos")
     params = SamplingParams(
         max_tokens=_number(body, key, default_max_tokens, 1, 1 << 20, integer=True),
         temperature=float(_number(body, "temperature", 1.0, 0.0, 2.0)),
         top_p=float(_number(body, "top_p", 1.0, 0.0, 1.0)),
         seed=_number(body, "seed", None, -(1 << 63), (1 << 64) - 1, integer=True),
-        n=_number(body, "n", 1, 1, max_n, integer=True),
+        n=_number(body, "n", 1, 1, limits.max_n, integer=True),
         stop=tuple(stop),
+        ignore_eos=ignore_eos,
     )
     if params.top_p == 0.0:
         raise _bad("'top_p' must be greater than 0", "top_p")
+    if 0.0 < params.temperature < MIN_TEMPERATURE:
+        raise _bad(f"'temperature' must be 0 (greedy) or at least {MIN_TEMPERATURE}, got {params.temperature!r}: "
+                   "smaller values cannot be sampled in floating point", "temperature")  # fmt: skip
+    if params.n * params.max_tokens > limits.max_request_tokens:
+        raise _bad(f"n x max_tokens = {params.n} x {params.max_tokens} = {params.n * params.max_tokens} completion tokens "
+                   f"is over this server's per-request limit of {limits.max_request_tokens}", "max_tokens")  # fmt: skip
     return ChatRequest(model=model, messages=parsed, images=images, params=params)
 
 

@@ -1,24 +1,32 @@
-"""One local HF model behind `distill serve`: load it, turn a checked chat request into model inputs, and run one
-batched, left-padded `generate` over many requests.
+"""One local HF model behind `distill serve`: load it, turn a checked chat request into model inputs, and run
+batched, left-padded, resumable generation over many requests (per-row sampling and stopping: `distill.serve.decode`).
 
 Image-text models (any `model_type` transformers maps to `AutoModelForImageTextToText`, e.g. the Qwen2-VL family) load
 their processor through `distill.processing.load_processor`; text-only causal LMs load `AutoModelForCausalLM` and use
-the tokenizer's chat template. A text-only model refuses image input with a 400.
+the tokenizer's chat template. A text-only model refuses image input with a 400. A prompt whose text cannot fit the
+context (more than `MAX_CHARS_PER_TOKEN` characters per context token) is refused before it is tokenized: tokenizing
+a 100 MB prompt costs minutes of CPU and gigabytes, only to find it is too long.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from distill.serve.chat_request import ChatRequest, Choice, RequestError, SamplingParams
+from distill.serve.decode import Row, RowSampler, RowStop, Running, row_generator
 
 log = logging.getLogger(__name__)
+# No tokenizer here spends more than this many characters on one token, so longer text cannot fit the context.
+MAX_CHARS_PER_TOKEN = 32
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
@@ -47,6 +55,7 @@ class Prepared:
     input_ids: list[int]
     pixel_values: torch.Tensor | None = None
     image_grid_thw: torch.Tensor | None = None
+    mm_token_type_ids: list[int] | None = None  # which tokens are image tokens (Qwen2-VL's 3D rope positions)
 
     @property
     def prompt_tokens(self) -> int:
@@ -56,7 +65,8 @@ class Prepared:
 class LocalModel:
     """A loaded model with its tokenizer/processor. `prepare` may run in any thread; `generate` in one worker thread."""
 
-    def __init__(self, model_id: str, path: str | Path, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, model_id: str, path: str | Path, device: str = "auto", dtype: str = "auto",
+                 max_prompt_chars: int | None = None):  # fmt: skip
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
@@ -83,10 +93,18 @@ class LocalModel:
         self.eos_ids = {i for i in [*eos, self.tokenizer.eos_token_id] if i is not None}
         if not self.eos_ids:
             raise ValueError(f"model {model_id!r} at {path} defines no eos token")
+        # Rows end in RowStop (eos unless ignore_eos, own max_tokens, cancelled), not in generate's own eos check.
+        self._gen_config = copy.deepcopy(gen)
+        self._gen_config.eos_token_id = None
+        self._gen_config.do_sample, self._gen_config.return_dict_in_generate = False, True
+        for name in ("temperature", "top_p", "top_k", "max_length"):  # sampling is RowSampler's; length is per call
+            setattr(self._gen_config, name, None)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else gen.pad_token_id
         self.pad_id = pad if pad is not None else min(self.eos_ids)
+        self._gen_config.pad_token_id = self.pad_id
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         self.max_context = getattr(text_config, "max_position_embeddings", None)
+        self.max_prompt_chars = max_prompt_chars or (self.max_context or 1 << 16) * MAX_CHARS_PER_TOKEN
         # Fast tokenizers can raise "Already borrowed" when used from several threads at once.
         self._tokenizer_lock = threading.Lock()
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -103,6 +121,11 @@ class LocalModel:
         the template or processor refuses, or a prompt that does not fit the context."""
         from jinja2 import TemplateError
 
+        chars = sum(len(p.get("text", "")) for m in request.messages for p in m["content"])
+        if chars > self.max_prompt_chars:  # before tokenizing: a huge prompt is refused for the cost of a len()
+            raise RequestError(400, f"the messages hold {chars} characters of text, more than {self.max_prompt_chars} "
+                               f"(this model's maximum context length is {self.max_context} tokens)",
+                               code="context_length_exceeded", param="messages")  # fmt: skip
         if request.images and not self.is_vlm:
             raise RequestError(400, f"model {self.model_id!r} is a text-only model and cannot take image input "
                                f"({len(request.images)} image_url part(s) sent); send images to an image-text model",
@@ -128,8 +151,9 @@ class LocalModel:
             if self.is_vlm:
                 text = self.processor.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
                 inputs = self.processor(text=[text], images=request.images or None, return_tensors="pt")
-                return Prepared(inputs["input_ids"][0].tolist(), inputs.get("pixel_values"),
-                                inputs.get("image_grid_thw"))  # fmt: skip
+                mm = inputs.get("mm_token_type_ids")
+                return Prepared(inputs["input_ids"][0].tolist(), inputs.get("pixel_values"), inputs.get("image_grid_thw"),
+                                mm[0].tolist() if mm is not None else None)  # fmt: skip
             messages = [{"role": m["role"], "content": "\n".join(p["text"] for p in m["content"])}
                         for m in request.messages]  # fmt: skip
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -143,43 +167,83 @@ class LocalModel:
             ids[i, width - r.prompt_tokens :] = torch.tensor(r.input_ids, dtype=torch.long)
             mask[i, width - r.prompt_tokens :] = 1
         inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if any(r.mm_token_type_ids is not None for r in rows):
+            mm = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, r in enumerate(rows):
+                if r.mm_token_type_ids is not None:
+                    mm[i, width - r.prompt_tokens :] = torch.tensor(r.mm_token_type_ids, dtype=torch.long)
+            inputs["mm_token_type_ids"] = mm.to(self.device)
         with_images = [r for r in rows if r.pixel_values is not None]
         if with_images:
             inputs["pixel_values"] = torch.cat([r.pixel_values for r in with_images]).to(self.device, self.dtype)
             inputs["image_grid_thw"] = torch.cat([r.image_grid_thw for r in with_images]).to(self.device)
         return inputs
 
-    @torch.inference_mode()
-    def generate(self, jobs: list[tuple[Prepared, SamplingParams]]) -> list[list[Choice]]:
-        """One `generate` call over every job (each expanded `n` times); all jobs share temperature/top_p/seed
-        (the batcher groups them so). Returns, per job, its `n` choices."""
-        rows = [p for p, params in jobs for _ in range(params.n)]
-        limits = [params for _, params in jobs for _ in range(params.n)]
-        first = jobs[0][1]
-        sampling = {"do_sample": False} if first.greedy else {"do_sample": True, "temperature": first.temperature,
-                                                               "top_p": first.top_p, "top_k": 0}  # fmt: skip
-        if first.seed is not None and not first.greedy:
-            torch.manual_seed(first.seed)
-        inputs = self._collate(rows)
-        out = self.model.generate(**inputs, max_new_tokens=max(p.max_tokens for p in limits),
-                                  eos_token_id=sorted(self.eos_ids), pad_token_id=self.pad_id, **sampling)  # fmt: skip
-        new_tokens = out[:, inputs["input_ids"].shape[1] :].tolist()
-        with self._tokenizer_lock:
-            choices = [self._choice(toks, params) for toks, params in zip(new_tokens, limits, strict=True)]
-        result, i = [], 0
-        for _, params in jobs:
-            result.append(choices[i : i + params.n])
-            i += params.n
-        return result
+    def begin(self, jobs: list) -> Running:
+        """A batch of `jobs` (each has `prepared`, `params`, `rows` to fill), not started yet: one row per choice."""
+        rows = []
+        for job in jobs:
+            job.rows = [Row(job, j, row_generator(job.params.seed, j, self.device)) for j in range(job.params.n)]
+            rows += job.rows
+        inputs = self._collate([row.job.prepared for row in rows])
+        return Running(self, rows, inputs, prompt_width=inputs["input_ids"].shape[1], jobs=list(jobs))
 
-    def _choice(self, tokens: list[int], params: SamplingParams) -> Choice:
-        """Cut one generated row at its own eos / max_tokens / stop string (rows of a batch share max_new_tokens)."""
-        tokens = tokens[: params.max_tokens]
-        end = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
-        if end is None:
-            kept, finish, count = tokens, "length", len(tokens)
+    @torch.inference_mode()
+    def advance(self, run: Running, on_job_done: Callable, should_pause: Callable[[], bool], min_steps: int) -> None:
+        """Generate until every row is done or `should_pause()` (asked after `min_steps` tokens) says yield; then drop
+        the finished rows from the batch (sequences, mask, KV cache) so a resumed batch only computes live rows."""
+        live = run.live_rows()
+        budget = max(row.job.params.max_tokens for row in live) - run.generated
+        stop = RowStop(run, self.eos_ids, on_job_done, should_pause, min_steps)
+        config = copy.copy(self._gen_config)
+        config.max_new_tokens = max(budget, 1)
+        common = {"generation_config": config, "logits_processor": LogitsProcessorList([RowSampler(run.rows)]),
+                  "stopping_criteria": StoppingCriteriaList([stop])}  # fmt: skip
+        inner = getattr(self.model, "model", None)
+        if run.sequences is None:
+            out = self.model.generate(**run.inputs, **common)
+            mask = run.inputs["attention_mask"]
+        else:  # resume: the cache holds every token but the last; rope deltas are per batch, the model keeps one
+            if run.rope_deltas is not None:
+                inner.rope_deltas = run.rope_deltas
+            out = self.model.generate(input_ids=run.sequences, attention_mask=run.attention_mask, cache=run.cache,
+                                      **common)  # fmt: skip
+            mask = run.attention_mask
+        new = out.sequences.shape[1] - mask.shape[1]
+        run.attention_mask = torch.cat([mask, mask.new_ones((mask.shape[0], new))], dim=1)
+        run.sequences, run.cache = out.sequences, out.cache
+        run.rope_deltas = getattr(inner, "rope_deltas", None) if self.is_vlm else None
+        run.inputs = {}
+        keep = [i for i, row in enumerate(run.rows) if not row.done]
+        if keep and len(keep) < len(run.rows):
+            index = torch.tensor(keep, device=run.sequences.device)
+            run.sequences, run.attention_mask = run.sequences[index], run.attention_mask[index]
+            run.cache.batch_select_indices(index)
+            if run.rope_deltas is not None and run.rope_deltas.shape[0] == len(run.rows):
+                run.rope_deltas = run.rope_deltas[index]
+            run.rows = [run.rows[i] for i in keep]
+        elif not keep:
+            run.cache = None  # done: let the KV cache go now
+
+    def choices(self, job) -> list[Choice]:
+        """The finished job's `n` choices, each cut at its own eos / max_tokens / stop string."""
+        with self._tokenizer_lock:
+            return [self._choice(row.tokens, row.finish, job.params) for row in job.rows]
+
+    def generate(self, jobs: list[tuple[Prepared, SamplingParams]]) -> list[list[Choice]]:
+        """Run `jobs` to completion in one batch (scripts and tests; the server goes through the batcher)."""
+        batch = [_SimpleJob(prepared, params) for prepared, params in jobs]
+        run = self.begin(batch)
+        while run.live_rows():
+            self.advance(run, lambda job: None, lambda: False, 1)
+        return [self.choices(job) for job in batch]
+
+    def _choice(self, tokens: list[int], finish: str, params: SamplingParams) -> Choice:
+        """One finished row: `tokens` end with the eos token when `finish` is "stop"."""
+        if finish == "stop":
+            kept, count = tokens[:-1], len(tokens)  # the eos token was generated, so it is counted
         else:
-            kept, finish, count = tokens[:end], "stop", end + 1  # the eos token was generated, so it is counted
+            kept, count, finish = tokens[: params.max_tokens], min(len(tokens), params.max_tokens), "length"
         text = self.tokenizer.decode(kept, skip_special_tokens=True)
         cut = min((p for p in (text.find(s) for s in params.stop) if p >= 0), default=-1)
         if cut >= 0:
@@ -188,3 +252,11 @@ class LocalModel:
                          if any(s in self.tokenizer.decode(kept[:k], skip_special_tokens=True) for s in params.stop))  # fmt: skip
             text, finish = text[:cut], "stop"
         return Choice(text=text, finish_reason=finish, completion_tokens=count)
+
+
+@dataclass(eq=False)
+class _SimpleJob:
+    prepared: Prepared
+    params: SamplingParams
+    cancelled: bool = False
+    rows: list = field(default_factory=list)

@@ -4,12 +4,20 @@
     curl -s http://127.0.0.1:PORT/v1/models
 
 Endpoints: `GET /v1/models`, `POST /v1/chat/completions` (OpenAI wire format; images as base64 data URLs),
-`GET /v1/stats` (batches run, requests and rows served, tokens), `GET /health`.
+`GET /v1/stats` (batches run, requests and rows served, tokens), `GET /metrics` (Prometheus text), `GET /health`.
 Each `--model` is `PATH` (model id = the directory name), `NAME=PATH`, or the reserved `smollm2` (the embedded
 SmolLM2-135M-Instruct, materialised on first use; see `distill.serve.local_models`). Requests are routed by their
 `model` field. Once listening, the server prints `distill serve listening on http://HOST:PORT/v1` on stdout, so a
-parent that started it with `--port 0` reads the port from that line. SIGTERM / SIGINT shut it down cleanly (exit 0).
+parent that started it with `--port 0` reads the port from that line. SIGTERM / SIGINT: new requests get a 503
+`server_stopping` JSON error, work in hand may finish for `--drain_s` seconds, whatever is left then gets the same 503
+(clients retry it), and the process exits 0.
 With `--api_key_env NAME` every /v1 request must carry `Authorization: Bearer $NAME`; the key is never logged.
+
+Hardening (each limit is a flag): a body over `--max_body_mb` is a 413 before it is read (Content-Length) or as soon
+as it grows past the limit (chunked); text that cannot fit the context is a 400 before tokenizing; images pass the
+`distill.images` size and pixel guards before decoding (`--max_image_pixels`, `--max_images`); `n x max_tokens` is at
+most `--max_request_tokens`; at most 4 requests are parsed/tokenized at once. A client that disconnects has its
+generation stopped at the next token (`distill.serve.batcher`).
 This is the embedded and test teacher; production teachers run on vLLM or SGLang (see README).
 """
 
@@ -28,7 +36,7 @@ from dataclasses import dataclass, field
 # At module level: FastAPI resolves the string annotations (`from __future__ import annotations`) of route functions
 # in this module's globals; a `Request` imported inside a function would turn into a required query parameter.
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -64,6 +72,23 @@ class ServeConfig:
         metadata={"help": "Completion token limit when a request sets neither max_tokens nor max_completion_tokens."},
     )
     max_n: int = field(default=16, metadata={"help": "Largest `n` (choices per request) accepted."})
+    max_request_tokens: int = field(
+        default=32768, metadata={"help": "Largest n x max_tokens of one request (completion tokens it may cost)."}
+    )
+    max_body_mb: float = field(default=32.0, metadata={"help": "Largest request body (MiB); larger is a 413."})
+    max_images: int = field(default=16, metadata={"help": "Most image_url parts in one request."})
+    max_image_pixels: int = field(
+        default=4096 * 4096, metadata={"help": "Most pixels per image (from its header, before decoding)."}
+    )
+    max_prompt_chars: int = field(
+        default=0, metadata={"help": "Most characters of message text; 0 = 32 per token of the model's context."}
+    )
+    slice_tokens: int = field(
+        default=16, metadata={"help": "Tokens a batch makes before it yields to waiting requests (then resumes)."}
+    )
+    drain_s: float = field(
+        default=10.0, metadata={"help": "On SIGTERM, how long work in hand may finish before it gets a 503."}
+    )
     api_key_env: str | None = field(
         default=None,
         metadata={
@@ -84,19 +109,63 @@ class ServeConfig:
             raise ValueError(f"--dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.default_max_tokens < 1 or self.max_n < 1:
             raise ValueError("--default_max_tokens and --max_n must be >= 1")
+        if min(self.max_request_tokens, self.max_images, self.max_image_pixels, self.slice_tokens) < 1:
+            raise ValueError("--max_request_tokens, --max_images, --max_image_pixels and --slice_tokens must be >= 1")
+        if self.max_body_mb <= 0 or self.drain_s < 0 or self.max_prompt_chars < 0:
+            raise ValueError("--max_body_mb must be > 0, --drain_s and --max_prompt_chars >= 0")
+
+    def limits(self):
+        from distill.serve.chat_request import RequestLimits
+
+        return RequestLimits(max_n=self.max_n, max_request_tokens=self.max_request_tokens, max_images=self.max_images,
+                             max_image_pixels=self.max_image_pixels,
+                             max_image_bytes=int(self.max_body_mb * 2**20))  # fmt: skip
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, or RequestError(413) as soon as it is known to exceed `limit` (declared or streamed)."""
+    from distill.serve.chat_request import RequestError
+
+    def too_large(size: str) -> RequestError:
+        return RequestError(413, f"request body of {size} is over this server's limit of {limit} bytes "
+                            "(--max_body_mb)", code="request_too_large")  # fmt: skip
+
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(f"{int(declared)} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(f"more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _until_disconnect(request: Request) -> None:
+    """Returns when the client goes away (the body has been read, so the next ASGI message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def build_app(models: dict, batcher, config: ServeConfig, api_key: str | None = None):
     """The FastAPI app over loaded `models` ({id: LocalModel}) and a started `batcher`."""
     from distill.serve.batcher import ServerStopping
     from distill.serve.chat_request import RequestError, completion_body, error_body, parse_chat_request
+    from distill.serve.metrics import ServeMetrics
 
     app = FastAPI(title="distill serve", docs_url=None, redoc_url=None, openapi_url=None)
     started = int(time.time())
     expected = f"Bearer {api_key}".encode() if api_key else None
+    metrics = ServeMetrics(batcher)
+    limits, body_limit = config.limits(), int(config.max_body_mb * 2**20)
+    prepare_slots = asyncio.Semaphore(4)  # decoded images and token lists of at most 4 requests in memory at once
 
-    def error(status: int, message: str, code: str | None = None) -> JSONResponse:
-        return JSONResponse(error_body(message, status=status, code=code), status_code=status)
+    def error(status: int, message: str, code: str | None = None, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse(error_body(message, status=status, code=code), status_code=status, headers=headers)
+
+    def stopping(message: str = "server is shutting down; retry on another replica or later") -> JSONResponse:
+        return error(503, message, "server_stopping", headers={"Retry-After": "5"})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):  # unknown routes, wrong methods: OpenAI's shape too
@@ -116,7 +185,12 @@ def build_app(models: dict, batcher, config: ServeConfig, api_key: str | None = 
 
     @app.get("/health")
     async def health():
-        return {"status": "ok"}
+        return {"status": "stopping" if batcher.stopping else "ok"}
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
     @app.get("/v1/models")
     async def list_models():
@@ -133,31 +207,54 @@ def build_app(models: dict, batcher, config: ServeConfig, api_key: str | None = 
         return batcher.stats()
 
     def prepare(raw: bytes):
-        chat = parse_chat_request(raw, config.default_max_tokens, config.max_n)
+        chat = parse_chat_request(raw, config.default_max_tokens, limits=limits)
         model = models.get(chat.model)
         if model is None:
             raise RequestError(404, f"The model `{chat.model}` does not exist. Served: {sorted(models)}.",
                                code="model_not_found", param="model")  # fmt: skip
         return chat, model, model.prepare(chat)
 
+    outcomes = {400: "invalid_request", 404: "not_found", 413: "too_large"}
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        try:  # parsing, image decoding and tokenization are CPU work: keep them off the event loop
-            chat, model, prepared = await run_in_threadpool(prepare, await request.body())
-            choices = await asyncio.wrap_future(batcher.submit(model, prepared, chat.params, chat.request_id))
+        start, model_id, job = time.monotonic(), "", None
+        try:
+            if batcher.stopping:
+                raise ServerStopping("server is shutting down")
+            raw = await _read_body(request, body_limit)
+            async with prepare_slots:  # parsing, image decoding and tokenization: CPU work, off the event loop
+                chat, model, prepared = await run_in_threadpool(prepare, raw)
+            model_id = model.model_id
+            job = batcher.submit(model, prepared, chat.params)
+            answer = asyncio.wrap_future(job.future)
+            gone = asyncio.ensure_future(_until_disconnect(request))
+            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not answer.done():  # the client went away: stop generating for it
+                batcher.cancel(job)
+                answer.cancel()
+                metrics.requests.labels(model_id, "cancelled").inc()
+                return error(499, "client closed the request", "client_closed_request")
+            gone.cancel()
+            choices = answer.result()
         except RequestError as e:
+            metrics.requests.labels(model_id, outcomes.get(e.status, "invalid_request")).inc()
             return JSONResponse(e.body(), status_code=e.status)
         except ServerStopping as e:
-            return error(503, str(e), "server_stopping")
+            metrics.requests.labels(model_id, "server_stopping").inc()
+            return stopping(str(e))
         except Exception as e:
             log.exception("request failed")
+            metrics.requests.labels(model_id, "failed").inc()
             return error(500, f"generation failed: {type(e).__name__}: {e}", "generation_failed")
+        metrics.requests.labels(model_id, "ok").inc()
+        metrics.latency.labels(model_id).observe(time.monotonic() - start)
         return completion_body(chat, model.model_id, prepared.prompt_tokens, choices)
 
     return app
 
 
-def load_models(specs: list[str], device: str, dtype: str) -> dict:
+def load_models(specs: list[str], device: str, dtype: str, max_prompt_chars: int | None = None) -> dict:
     """{model id: LocalModel} for the `--model` specs; ValueError on duplicate ids or missing directories."""
     from distill.serve.local_engine import LocalModel, parse_model_spec
     from distill.serve.local_models import resolve_local_model
@@ -170,7 +267,7 @@ def load_models(specs: list[str], device: str, dtype: str) -> dict:
         resolved = resolve_local_model(path)
         if not resolved.is_dir():
             raise ValueError(f"--model {spec}: {resolved} is not a model directory")
-        models[model_id] = LocalModel(model_id, resolved, device=device, dtype=dtype)
+        models[model_id] = LocalModel(model_id, resolved, device=device, dtype=dtype, max_prompt_chars=max_prompt_chars)
     return models
 
 
@@ -187,14 +284,14 @@ def main(config: ServeConfig) -> int:
                   file=sys.stderr)  # fmt: skip
             return 2
     try:
-        models = load_models(config.model, config.device, config.dtype)
+        models = load_models(config.model, config.device, config.dtype, config.max_prompt_chars or None)
     except (ValueError, OSError) as e:
         print(f"distill serve: {e}", file=sys.stderr)
         return 2
     if not api_key and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s without --api_key_env: anyone who can reach this port can use the models",
                     config.host)  # fmt: skip
-    batcher = Batcher(config.max_batch_size, config.batch_wait_ms / 1000)
+    batcher = Batcher(config.max_batch_size, config.batch_wait_ms / 1000, config.slice_tokens)
     batcher.start()
     app = build_app(models, batcher, config, api_key)
 
@@ -216,9 +313,16 @@ def main(config: ServeConfig) -> int:
             if self.started:  # listening now: safe for a parent process to connect
                 print(f"{LISTENING} http://{url_host}:{port}/v1 (models: {', '.join(models)})", flush=True)
 
+        def handle_exit(self, sig, frame):  # SIGTERM/SIGINT: refuse new work, drain, then 503 what is left
+            batcher.shutdown(config.drain_s)
+            super().handle_exit(sig, frame)
+
     # log_config=None: uvicorn's records (access log included) go through our root logger to stderr, so stdout
     # carries only the listening line and a parent that stops reading stdout can never block the server.
-    server = Server(uvicorn.Config(app, log_config=None, access_log=True, timeout_graceful_shutdown=30))
+    # The batcher answers every request within drain_s of the signal, so uvicorn's own cut-off (plain-text 500s)
+    # is never reached while a request is still in hand.
+    server = Server(uvicorn.Config(app, log_config=None, access_log=True,
+                                   timeout_graceful_shutdown=int(config.drain_s) + 30))  # fmt: skip
 
     def on_signal(signum, frame):  # uvicorn re-raises the signal after its graceful shutdown; land here, exit 0
         log.info("%s received: shut down", signal.Signals(signum).name)
