@@ -9,12 +9,16 @@ example (what `validate` checks and `generate` reads)
     positive     {"text": str, "images": [...]}: the target the embedder must retrieve
     negatives    [{"text": str, "images": [...]}, ...]   (may be empty)
     answer       str | None: the gold answer/label for vqa and classification, else None
+    target_instruction  str, optional: the target side's instruction (MMEB eval `tgt_inst`), absent or "" if none
     Image paths are relative to an `image_root` and may never escape it.
 
 trace = example + (written by `generate`)
     sample_index int, 0..num_samples-1
+    side         query | target: the side the trace is about (`trace_side` reads it; target = the positive)
     trace        {"raw": str, "think": str, "final": str}
-    teacher      {"model", "prompt_id", "prompt_sha", "mode" (blind | hinted), "sampling": {...}}
+    teacher      {"model", "prompt_id" (id@vN), "prompt_version", "prompt_sha" (sha256 of the template: the same for
+                 every row of one template), "request_sha" (sha256 of this rendered request), "mode" (blind | hinted),
+                 "sampling": {...}}
     usage        {"prompt_tokens": int, "completion_tokens": int}
     status       ok | truncated | failed;  error: str when status != ok
 
@@ -27,6 +31,35 @@ from __future__ import annotations
 TASKS = ("vqa", "classification", "retrieval", "grounding", "video", "visdoc")
 TASKS_WITH_ANSWER = ("vqa", "classification")
 TRACE_STATUSES = ("ok", "truncated", "failed")
+# The side of an example a trace is about, and the example field that holds it. "query": the reasoner reads the query
+# (TTE's query-side reasoning); "target": it describes the positive (index-side reasoning, e.g. a document page).
+SIDES = ("query", "target")
+SIDE_FIELDS = {"query": "query", "target": "positive"}
+_LEGACY_TARGET_PROMPTS = ("ecr-retrieval-target@",)  # rows written before `side` was recorded
+
+
+def trace_side(row: dict) -> str:
+    """The side a trace row is about: its `side`; for rows written before sides were recorded, `target` when the
+    teacher prompt was the retrieval-target template, else `query`. ValueError on an unknown side."""
+    value = row.get("side")
+    if value is None:
+        prompt = str((row.get("teacher") or {}).get("prompt_id") or "")
+        return "target" if prompt.startswith(_LEGACY_TARGET_PROMPTS) else "query"
+    if value not in SIDES:
+        raise ValueError(f"unknown side {value!r} (expected one of {', '.join(SIDES)})")
+    return value
+
+
+def side_subject(row: dict, side_name: str) -> dict:
+    """The {text, images} the given side is about: the query, or the positive for the target side."""
+    return row[SIDE_FIELDS[side_name]]
+
+
+def side_instruction(row: dict, side_name: str) -> str:
+    """The instruction of a side: the task instruction for the query, `target_instruction` (tgt_inst) for the
+    target (empty when the data has none: MMEB-train gives no target instruction)."""
+    key = "instruction" if side_name == "query" else "target_instruction"
+    return (row.get(key) or "").strip()
 
 
 def side(text: str = "", images: list[str] | None = None) -> dict:
@@ -43,9 +76,10 @@ def make_example(
     positive: dict,
     negatives: list[dict] | None = None,
     answer: str | None = None,
+    target_instruction: str | None = None,
 ) -> dict:
-    """Build an example row in the documented key order."""
-    return {
+    """Build an example row in the documented key order (`target_instruction` only when there is one)."""
+    row = {
         "id": id,
         "task": task,
         "dataset": dataset,
@@ -55,6 +89,9 @@ def make_example(
         "negatives": list(negatives or []),
         "answer": answer,
     }
+    if target_instruction:
+        row["target_instruction"] = target_instruction
+    return row
 
 
 def _side_problem(name: str, value) -> str | None:

@@ -147,7 +147,9 @@ def from_eval_row(row: dict, subset: str, task: str) -> dict:
     answer = cands[0]["text"] if task in ("vqa", "classification") else None
     query = side(_strip_placeholder(row["qry_text"]), _images(row.get("qry_img_path")))
     instruction = _strip_placeholder(row.get("qry_inst"))
-    return make_example(_row_id(subset, row), task, subset, query, instruction, cands[0], cands[1:], answer)
+    target_instruction = _strip_placeholder(row.get("tgt_inst"))  # embedding_gain / target-side traces use it
+    return make_example(_row_id(subset, row), task, subset, query, instruction, cands[0], cands[1:], answer,
+                        target_instruction)  # fmt: skip
 
 
 def row_format(row: dict) -> str:

@@ -220,13 +220,15 @@ def dry_run(config: GenerateConfig, entries: list[dict], store: ImageStore, jour
 def trace_row(entry: dict, config: GenerateConfig, record: dict | None, error: str | None) -> dict:
     """The output row for one (example, sample): the example + trace fields (distill/records.py)."""
     r = entry.get("rendered")
-    row = {**entry["example"], "sample_index": entry["sample_index"]}
+    row = {**entry["example"], "sample_index": entry["sample_index"], "side": config.side}
     if record is not None:
         row["trace"] = parse_trace(record.get("content"), record.get("reasoning_content"))
     else:
         row["trace"] = {"raw": "", "think": "", "final": ""}
+    # prompt_sha: the template's hash (one per template, what lineage lists); request_sha: this rendered request's.
     row["teacher"] = {"model": entry.get("model", config.image_model or config.model),
-                      "prompt_id": r.prompt_id if r else None, "prompt_sha": r.prompt_sha if r else None,
+                      "prompt_id": r.prompt_id if r else None, "prompt_version": r.prompt_version if r else None,
+                      "prompt_sha": r.template_sha if r else None, "request_sha": r.request_sha if r else None,
                       "mode": config.mode, "sampling": entry.get("sampling") or config.sampling(entry["sample_index"])}  # fmt: skip
     row["usage"] = (record or {}).get("usage") or {"prompt_tokens": 0, "completion_tokens": 0}
     row["status"] = record["status"] if record is not None else "failed"

@@ -7,7 +7,12 @@ template a run needs up front, so a missing or broken directory is a configurati
 A template file holds `id`, `version`, `system`, `user` and `hint` (str.format fields: {instruction} {text} {answer}
 {target} {num_images}). Mode `blind` shows the query only; `hinted` adds the hint with the gold answer / target text and
 appends the target's images. Side `query` renders the example's query; side `target` renders its positive (the
-candidate) with the retrieval-target template and, when hinted, the query text as context.
+candidate) with its side's template and, when hinted, the query text as context. Templates by (task, side):
+TASK_TEMPLATES on the query side, TARGET_TEMPLATES on the target side: visual documents describe the page on the target
+side (`visdoc.yaml`, the page image) and use the text-query template on the query side (ViDoRe queries are text).
+Each `Rendered` carries the template's `prompt_id` (id@vN), its `template_sha` (sha256 of the template's id, version
+and texts: the same for every row of one template, what lineage tables list) and the `request_sha` of the rendered
+request (differs per row).
 
 Rendering happens in two steps so that keys never hold base64: `render` gives *keyed* messages whose image parts carry
 `image-sha256:<digest>` (digest of the source file bytes and the resize budget), which is what prompt hashes and
@@ -36,16 +41,25 @@ MODES = ("blind", "hinted")
 SIDES = ("query", "target")
 FIELDS = {"instruction", "text", "answer", "target", "num_images"}
 IMAGE_REF = "image-sha256:"
-# Template file per task type on the query side; every task's target side uses retrieval_target.
+# Template file per task type on the query side. Visual documents: the query is text (a question), the page is the
+# target, so their query side uses the text-query template and the page description runs on the target side.
 TASK_TEMPLATES = {
     "vqa": "vqa.yaml",
     "classification": "classification.yaml",
     "retrieval": "retrieval_query.yaml",
     "grounding": "grounding.yaml",
     "video": "video.yaml",
-    "visdoc": "visdoc.yaml",
+    "visdoc": "retrieval_query.yaml",
 }
-TARGET_TEMPLATE = "retrieval_target.yaml"
+TARGET_TEMPLATE = "retrieval_target.yaml"  # the target side of every task without its own entry below
+TARGET_TEMPLATES = {"visdoc": "visdoc.yaml"}
+
+
+def template_name(task: str, side: str) -> str:
+    """The template file for a task type on a side (query | target)."""
+    if side == "target":
+        return TARGET_TEMPLATES.get(task, TARGET_TEMPLATE)
+    return TASK_TEMPLATES[task]
 
 
 def installed_prompts_dir() -> Path:
@@ -75,6 +89,12 @@ class PromptTemplate:
     @property
     def prompt_id(self) -> str:
         return f"{self.id}@v{self.version}"
+
+    @property
+    def sha(self) -> str:
+        """sha256 of what the teacher is told (id, version, system, user, hint); comments and file layout excluded."""
+        body = {"id": self.id, "version": self.version, "system": self.system, "user": self.user, "hint": self.hint}
+        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def load_template(path: str | Path) -> PromptTemplate:
@@ -117,9 +137,9 @@ class TemplateSet:
                                  f" ({e.strerror})") from None  # fmt: skip
 
     def for_example(self, task: str, side: str) -> PromptTemplate:
-        if side != "target" and task not in TASK_TEMPLATES:
+        if task not in TASK_TEMPLATES:
             raise ValueError(f"no prompt template for task {task!r} (known: {sorted(TASK_TEMPLATES)})")
-        name = TARGET_TEMPLATE if side == "target" else TASK_TEMPLATES[task]
+        name = template_name(task, side)
         if name not in self._cache:
             self._cache[name] = load_template(self.dir / name)
         return self._cache[name]
@@ -183,12 +203,15 @@ class ImageStore:
 
 @dataclass
 class Rendered:
-    """Keyed messages (image parts as `image-sha256:` refs), the image paths in part order, and the prompt hash."""
+    """Keyed messages (image parts as `image-sha256:` refs), the image paths in part order, the template's id@version,
+    version and sha (stable across rows) and the sha of this rendered request (one per row)."""
 
     messages: list[dict]
     images: list[str]
     prompt_id: str
-    prompt_sha: str
+    prompt_version: int
+    template_sha: str
+    request_sha: str
 
 
 def _fill(template: str, fields: dict) -> str:
@@ -211,7 +234,8 @@ def render(
     )
     hint_images = list(other["images"]) if side == "query" and mode == "hinted" else []
     fields = {
-        "instruction": (example.get("instruction") or "") if side == "query" else "",  # it instructs the query side
+        # the task instruction instructs the query side; the target side has its own (MMEB eval tgt_inst) or none
+        "instruction": example.get("instruction" if side == "query" else "target_instruction") or "",
         "text": subject["text"],
         "answer": example.get("answer") or other["text"],
         "target": other["text"],
@@ -231,7 +255,7 @@ def render(
         ]
     messages = [{"role": "system", "content": _fill(tpl.system, fields)}, {"role": "user", "content": user}]
     sha = hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return Rendered(messages, images, tpl.prompt_id, sha)
+    return Rendered(messages, images, tpl.prompt_id, tpl.version, tpl.sha, sha)
 
 
 def materialize(messages: list[dict], images: list[str], store: ImageStore) -> list[dict]:
