@@ -8,7 +8,7 @@ Rules, in order:
    `thresholds` entry `{min, max, none}` on a score path (`length`, `embedding_gain.gain`; a None value passes unless
    `none: reject`, since None means "does not apply");
 2. `dedup`: among rows that passed 1, one row per near-duplicate cluster (the best by `rank_by`);
-3. `best_of_n`: among rows still standing, the best `n` per example `id` by `score`.
+3. `best_of_n`: among rows still standing, the best `n` per example `id` and `side` by `score`.
 Selection steps only compare rows that passed the per-row checks, so a row's `rejected_by` lists every per-row check
 it failed, plus the selection step that dropped it when it passed them all. Ties go to the earlier input row.
 
@@ -149,7 +149,7 @@ def select(rows: list[dict], reasons: list[list[str]], config: FilterConfig) -> 
         for i, row in enumerate(rows):
             cid = score_at(row, cluster)
             if not reasons[i] and cid is not None and cid is not _MISSING:
-                groups.setdefault((row.get("id"), cid) if per_id else cid, []).append(i)
+                groups.setdefault((row.get("id"), row.get("side"), cid) if per_id else cid, []).append(i)
         for members in groups.values():
             order = sorted(members, key=lambda i: _sort_key(rows[i], i, rank_by, higher))
             for i in order[1:]:
@@ -159,8 +159,8 @@ def select(rows: list[dict], reasons: list[list[str]], config: FilterConfig) -> 
         higher = config.best_of_n.get("higher_is_better", True)
         groups = {}
         for i, row in enumerate(rows):
-            if not reasons[i]:
-                groups.setdefault(row.get("id"), []).append(i)
+            if not reasons[i]:  # a query-side and a target-side trace of one example do not compete
+                groups.setdefault((row.get("id"), row.get("side")), []).append(i)
         for members in groups.values():
             order = sorted(members, key=lambda i: _sort_key(rows[i], i, path, higher))
             for i in order[n:]:

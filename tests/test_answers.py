@@ -1,15 +1,13 @@
 """Answer extraction, VQA-style normalisation, negation and self-consistency on paraphrases (issue 10 item 3)."""
 
-from pathlib import Path
-
 import pytest
 
 from distill.scoring import build_scorer
 from distill.scoring.answers import answer_line, answer_match, extract_answer, normalize
-from distill.teacher.prompts import load_template
+from distill.teacher.prompts import installed_prompts_dir, load_template
 from distill.testing.traces import trace_row
 
-PROMPTS = Path(__file__).resolve().parents[1] / "teacher_prompts"
+PROMPTS = installed_prompts_dir()
 
 
 @pytest.mark.parametrize(
@@ -98,3 +96,10 @@ def test_answer_templates_ask_for_a_parseable_answer_line(name):
     assert "`Answer: <" in user
     example = user.split("`Answer: ", 1)[1].split("`", 1)[0]  # what the teacher is told to write
     assert answer_line(f"Some sentence.\nAnswer: {example}") == example
+
+
+def test_answer_checks_skip_target_side_traces():
+    rows = [trace_row(EX, i, "<think>x</think>Answer: 4") for i in range(2)]
+    rows = [rows[0], {**rows[1], "side": "target"}]  # the second describes the positive: no question to answer
+    assert build_scorer("answer_match")(rows) == [1.0, None]
+    assert build_scorer("self_consistency")(rows + [{**rows[0], "sample_index": 2}]) == [1.0, None, 1.0]

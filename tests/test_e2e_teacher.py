@@ -44,7 +44,7 @@ def test_generate_against_distill_serve(tiny_vlm, tmp_path, monkeypatch):
     assert with_images and all(r["usage"]["prompt_tokens"] > 0 for r in with_images)
     # The server saw every request the journal holds, batched.
     assert (
-        stats["requests"] >= len({r["teacher"]["prompt_sha"] for r in rows}) and stats["batches"] <= stats["requests"]
+        stats["requests"] >= len({r["teacher"]["request_sha"] for r in rows}) and stats["batches"] <= stats["requests"]
     )
     assert teacher.proc.returncode == 0  # SIGTERM -> clean exit
     assert not [f for f in tmp_path.iterdir() if f.is_file() and key.encode() in f.read_bytes()]

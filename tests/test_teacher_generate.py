@@ -116,14 +116,14 @@ def test_more_rows_and_samples_reuse_every_prior_answer(fake_teacher, tmp_path):
     out = tmp_path / "traces.jsonl"
     vqa = str(REPO / "data/demo/train/ShapesVQA.jsonl")
     assert cli_main([*gen_args(url, out), "--input", vqa]) == 0
-    first = {r["teacher"]["prompt_sha"]: r["trace"] for r in read_jsonl(out)}
+    first = {r["teacher"]["request_sha"]: r["trace"] for r in read_jsonl(out)}
     sent_before = set(fake.seen_keys)
     assert cli_main([*gen_args(url, out), "--num_samples", "2"]) == 0  # all subsets, 2 samples each
     rows = read_jsonl(out)
     assert len(rows) == 2 * DEMO_ROWS and not sent_before & set(fake.seen_keys[len(sent_before) :])
     for r in rows:  # the VQA sample-0 traces are the very answers of the first run
         if r["dataset"] == "ShapesVQA" and r["sample_index"] == 0:
-            assert r["trace"] == first[r["teacher"]["prompt_sha"]]
+            assert r["trace"] == first[r["teacher"]["request_sha"]]
     assert cli_main(gen_args(url, out, "--num_samples", "2")) == 0
     assert len(fake.seen_keys) == len(set(fake.seen_keys))  # the third run sent nothing new
 
@@ -258,3 +258,20 @@ def test_merge_reports_bad_lines(tmp_path, capsys, caplog, strict, rc, rows_out)
         assert f"{a}:4: row without id/sample_index" in caplog.text
         rows = read_jsonl(out)
         assert len(rows) == rows_out and rows[0]["status"] == "ok"  # the better duplicate wins
+
+
+@pytest.mark.parametrize("side", ["query", "target"])
+def test_rows_record_side_and_one_template_sha(fake_teacher, tmp_path, side):
+    from distill.teacher.prompts import TemplateSet
+
+    fake, url = fake_teacher()
+    out = tmp_path / "traces.jsonl"
+    vqa = str(REPO / "data/demo/train/ShapesVQA.jsonl")
+    assert cli_main([*gen_args(url, out), "--input", vqa, "--side", side]) == 0
+    rows = read_jsonl(out)
+    assert rows and {r["side"] for r in rows} == {side}
+    tpl = TemplateSet().for_example("vqa", side)
+    # the lineage hash is the template's (one per template); each request keeps its own hash under request_sha
+    assert {(r["teacher"]["prompt_id"], r["teacher"]["prompt_sha"]) for r in rows} == {(tpl.prompt_id, tpl.sha)}
+    # (target side: positives such as "3" repeat across examples, and so do their requests)
+    assert len({r["teacher"]["request_sha"] for r in rows}) > len(rows) // 2

@@ -9,6 +9,7 @@ from distill.records import make_example, side
 from distill.teacher.prompts import (
     IMAGE_REF,
     TARGET_TEMPLATE,
+    TARGET_TEMPLATES,
     TASK_TEMPLATES,
     ImageStore,
     TemplateSet,
@@ -21,7 +22,7 @@ from distill.teacher.prompts import (
 PROMPTS = Path(__file__).resolve().parents[1] / "distill" / "teacher_prompts"
 
 
-@pytest.mark.parametrize("name", sorted({*TASK_TEMPLATES.values(), TARGET_TEMPLATE}))
+@pytest.mark.parametrize("name", sorted({*TASK_TEMPLATES.values(), TARGET_TEMPLATE, *TARGET_TEMPLATES.values()}))
 def test_every_template_loads_and_asks_for_think(name):
     tpl = load_template(PROMPTS / name)
     assert tpl.id and tpl.version >= 1 and tpl.hint
@@ -58,7 +59,7 @@ def test_render_modes(store, mode, side_, shows_answer):
     hidden = "crimson" if side_ == "query" else "What colour?"  # the other side: shown only when hinted
     assert (hidden in text) == shows_answer
     assert r.prompt_id == ("ecr-retrieval-target@v1" if side_ == "target" else "ecr-vqa@v2")
-    assert len(r.prompt_sha) == 64
+    assert len(r.template_sha) == 64
 
 
 def test_keyed_messages_hold_digests_and_materialize_resizes(store):
@@ -82,10 +83,10 @@ def test_each_distinct_image_encoded_once(store):
     assert store.encoded == 2
 
 
-def test_prompt_sha_changes_with_image_bytes_not_path(store, tmp_path):
+def test_request_sha_changes_with_image_bytes_not_path(store, tmp_path):
     templates = TemplateSet(PROMPTS)
     Image.new("RGB", (100, 60), "red").save(tmp_path / "a_copy.png")
-    sha = {img: render(vqa(img), templates, store).prompt_sha for img in ("a.png", "a_copy.png", "b.png")}
+    sha = {img: render(vqa(img), templates, store).request_sha for img in ("a.png", "a_copy.png", "b.png")}
     assert sha["a.png"] == sha["a_copy.png"] != sha["b.png"]
 
 
@@ -102,3 +103,39 @@ def test_video_template_counts_frames(store):
     ex = make_example("v1", "video", "MSR-VTT", side("what happens?", ["a.png", "b.png", "a.png"]), "", side("x"))
     r = render(ex, TemplateSet(PROMPTS), store)
     assert "The 3 images are frames" in r.messages[1]["content"][-1]["text"]
+
+
+def visdoc(store_dir):
+    Image.new("RGB", (80, 100), "white").save(store_dir / "page.png")
+    return make_example("d1", "visdoc", "ViDoRe_docvqa", side("What was the 2019 revenue?"), "Find a document page:",
+                        side("", ["page.png"]))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "side_, prompt_id, images, shows",
+    [
+        # ViDoRe: the query is text, the page is the target; the page description runs on the page
+        ("query", "ecr-retrieval-query@v1", [], "What was the 2019 revenue?"),
+        ("target", "ecr-visdoc@v1", ["page.png"], "describe the page in detail"),
+    ],
+)
+def test_visdoc_sides(store, tmp_path, side_, prompt_id, images, shows):
+    r = render(visdoc(tmp_path), TemplateSet(), store, "blind", side_)
+    user = r.messages[1]["content"]
+    text = user if isinstance(user, str) else " ".join(p.get("text", "") for p in user)
+    assert (r.prompt_id, r.images, shows in text) == (prompt_id, images, True)
+    assert "What was the 2019 revenue?" not in text or side_ == "query"  # blind target side: no query text
+
+
+def test_template_sha_is_stable_across_rows_request_sha_is_not(store):
+    templates = TemplateSet()
+    rs = [render(vqa(img, answer), templates, store) for img, answer in (("a.png", "red"), ("b.png", "blue"))]
+    assert rs[0].template_sha == rs[1].template_sha == templates.for_example("vqa", "query").sha
+    assert rs[0].request_sha != rs[1].request_sha
+    assert render(vqa(), templates, store, side="target").template_sha != rs[0].template_sha
+
+
+def test_target_side_uses_the_target_instruction(store):
+    ex = {**vqa(), "target_instruction": "Represent the answer:"}
+    text = render(ex, TemplateSet(), store, side="target").messages[1]["content"]
+    assert "Represent the answer:" in text and "Represent the image with the question:" not in text

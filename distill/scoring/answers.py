@@ -21,7 +21,7 @@ import re
 from collections import Counter, defaultdict
 from functools import lru_cache
 
-from distill.records import TASKS_WITH_ANSWER
+from distill.records import TASKS_WITH_ANSWER, trace_side
 from distill.scoring.registry import register, trace_text
 
 _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
@@ -199,20 +199,22 @@ def answer_match(final: str, gold: str, query_text: str = "", containment: bool 
 
 
 def _applies(row: dict, tasks) -> bool:
-    return row.get("task") in tasks and row.get("status", "ok") == "ok"
+    # a target-side trace describes the positive: it answers no question, so the answer checks do not apply to it
+    return row.get("task") in tasks and row.get("status", "ok") == "ok" and trace_side(row) == "query"
 
 
 @register("answer_match")
 def make_answer_match(containment: bool = True, tasks: list[str] | None = None):
     """1.0 when the final answer matches the gold `answer` (see `answer_match`), else 0.0. None (not applicable, not
-    0) for tasks outside `tasks` (default: vqa, classification), rows without a gold answer or without a trace."""
+    0) for tasks outside `tasks` (default: vqa, classification), rows without a gold answer or without a trace, and
+    target-side traces."""
     tasks = frozenset(tasks or TASKS_WITH_ANSWER)
 
     def score(rows: list[dict]) -> list:
         out = []
         for row in rows:
             final, gold = trace_text(row, "final"), row.get("answer")
-            if final is None or not gold or row.get("task") not in tasks:
+            if final is None or not gold or row.get("task") not in tasks or trace_side(row) != "query":
                 out.append(None)
             else:
                 query = (row.get("query") or {}).get("text") or ""

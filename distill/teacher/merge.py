@@ -2,7 +2,7 @@
 
     distill merge --inputs runs/okvqa/traces.shard*.jsonl --output runs/okvqa/traces.jsonl
 
-Rows keep the order of the inputs as given. When the same (id, sample_index) appears twice (overlapping reruns), the
+Rows keep the order of the inputs as given. When the same (id, side, sample_index) appears twice (overlapping reruns), the
 better status wins (ok > truncated > failed), else the first seen. Bad lines are reported with file and line and
 skipped (exit 1 with --strict). The output is written atomically; a summary JSON is written beside it.
 """
@@ -47,7 +47,7 @@ def merge(inputs: list[str], strict: bool = False) -> tuple[list[dict], dict]:
                     return [], stats
                 continue
             stats["rows_in"] += 1
-            k = (row["id"], row["sample_index"])
+            k = (row["id"], row.get("side"), row["sample_index"])  # query- and target-side traces are different rows
             if k in rows:
                 stats["duplicates"] += 1
                 if RANK.get(row.get("status"), 3) >= RANK.get(rows[k].get("status"), 3):
