@@ -1,7 +1,7 @@
 """The eval report: report.md (tables) and plots/*.png (matplotlib, Agg) from the figures `distill eval` computed.
 
 Plots: retrieval_by_dataset.png (per-dataset bars by condition, plus the overall mean), quality_by_set.png (format,
-truncation, accuracy and agreement per trace set).
+truncation, accuracy and agreement per trace set), quality_by_dataset.png (format rate and accuracy per dataset).
 """
 
 from __future__ import annotations
@@ -21,11 +21,16 @@ def _num(x) -> str:
     return "–" if x is None else f"{x:g}"
 
 
-def _bars(ax, groups: list[str], series: dict[str, list], title: str) -> None:
+def _colour(name: str, sets: list[str]) -> str:
+    """One colour per set in every plot; the query-alone condition is grey."""
+    return COLOURS[0] if name not in sets else COLOURS[1 + sets.index(name) % (len(COLOURS) - 1)]
+
+
+def _bars(ax, groups: list[str], series: dict[str, list], title: str, sets: list[str]) -> None:
     width = 0.8 / max(len(series), 1)
     for k, (name, values) in enumerate(series.items()):
         xs = [g + (k - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, [100 * (v or 0) for v in values], width, label=name, color=COLOURS[k % len(COLOURS)])
+        ax.bar(xs, [100 * (v or 0) for v in values], width, label=name, color=_colour(name, sets))
         for x, v in zip(xs, values, strict=True):
             if v is None:
                 ax.text(x, 1, "n/a", ha="center", fontsize=7, rotation=90)
@@ -52,11 +57,24 @@ def _plots(out: Path, result: dict) -> list[str]:
     }
     fig, ax = plt.subplots(figsize=(7, 3.6))
     _bars(ax, list(metrics), {n: [q["all"][m] for m in metrics.values()] for n, q in quality.items()},
-          "trace quality per set (%)")  # fmt: skip
+          "trace quality per set (%)", list(quality))  # fmt: skip
     fig.tight_layout()
     fig.savefig(out / "quality_by_set.png", dpi=100, metadata={"Software": None})
     plt.close(fig)
     files.append("quality_by_set.png")
+    datasets = sorted({d for q in quality.values() for d in q["by_dataset"]})
+    answered = [
+        d for d in datasets if any((q["by_dataset"].get(d) or {}).get("accuracy_rows") for q in quality.values())
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * (len(datasets) + len(answered)) + 3), 3.8))
+    for ax, (label, key, names) in zip(axes, (("format rate", "format_rate", datasets),
+                                              ("answer accuracy", "accuracy", answered)), strict=True):  # fmt: skip
+        series = {n: [(q["by_dataset"].get(d) or {}).get(key) for d in names] for n, q in quality.items()}
+        _bars(ax, names, series, f"{label} per dataset (%)", list(quality))
+    fig.tight_layout()
+    fig.savefig(out / "quality_by_dataset.png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    files.append("quality_by_dataset.png")
     ret = result.get("retrieval")
     if ret:
         names = list(ret["datasets"]) + ["overall"]
@@ -64,7 +82,7 @@ def _plots(out: Path, result: dict) -> list[str]:
                   for c in ret["conditions"]}  # fmt: skip
         fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) + 2), 4))
         _bars(ax, [f"{n}\n({ret['datasets'][n]['metric']})" if n in ret["datasets"] else n for n in names], series,
-              f"retrieval by dataset and condition (%; embedder {ret['embedder']['model']})")  # fmt: skip
+              f"retrieval by dataset and condition (%; embedder {ret['embedder']['model']})", list(quality))  # fmt: skip
         fig.tight_layout()
         fig.savefig(out / "retrieval_by_dataset.png", dpi=100, metadata={"Software": None})
         plt.close(fig)
@@ -128,6 +146,29 @@ def _retrieval_md(ret: dict) -> list[str]:
     return md
 
 
+def _headline_md(result: dict) -> list[str]:
+    """One row per set: the figures that answer "did it work?", retrieval as the overall mean and its gain over the
+    query alone (percentage points)."""
+    ret = result.get("retrieval")
+    md = ["## Headline", "",
+          "| set | rows | format % | truncated % | accuracy % | agreement % |"
+          + (" retrieval overall % | vs no_trace (pts) |" if ret else ""),
+          "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if ret else "")]  # fmt: skip
+    base = ret["overall"]["scores"].get("no_trace") if ret else None
+    if ret:
+        md.append(f"| no_trace (query alone) | | | | | | {_pct(base)} | |")
+    for name, q in result["quality"].items():
+        a = q["all"]
+        line = (f"| {name} | {a['rows']} | {_pct(a['format_rate'])} | {_pct(a['truncation_rate'])} | "
+                f"{_pct(a['accuracy'])} | {_pct(a['agreement'])} |")  # fmt: skip
+        if ret:
+            score = ret["overall"]["scores"].get(name)
+            gain = f"{100 * (score - base):+.1f}" if score is not None and base is not None else "–"
+            line += f" {_pct(score)} | {gain} |"
+        md.append(line)
+    return md + [""]
+
+
 def summary_lines(result: dict) -> list[str]:
     """A few lines for the terminal: headline quality per set and overall retrieval per condition."""
     q = result["quality"]
@@ -154,6 +195,7 @@ def write_report(out_dir, result: dict, title: str) -> list[str]:
     left = {n: k for n, k in result["ids_left_out"].items() if k}
     if left:
         md += [f"Ids not shared by every set, left out (--on_missing intersect): {left}.", ""]
+    md += _headline_md(result)
     md += _quality_md(result["quality"], result["reference"])
     if result.get("retrieval"):
         md += [""] + _retrieval_md(result["retrieval"])
