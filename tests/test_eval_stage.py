@@ -52,6 +52,15 @@ def test_quality_table(vqa, require_think, name, expected):
     assert table[name]["length_unit"] == "words" and stats["length_mean"] > 0
 
 
+def test_paraphrases_of_the_gold_answer_agree(vqa):
+    ex = next(e for e in vqa if e["answer"].isdigit())  # a counting question
+    words = {"1": "one", "2": "two", "3": "three", "4": "four"}
+    teacher = [trace_row(ex, 0, f"<think>a</think>The answer is {ex['answer']}.")]
+    student = [trace_row(ex, 0, f"<think>b</think>I count {words[ex['answer']]} shapes in total.")]
+    sets = {"teacher": TraceSet("teacher", "t", teacher, [1]), "student": TraceSet("student", "s", student, [1])}
+    assert quality(sets, "teacher")["student"]["all"]["agreement"] == 1.0
+
+
 def test_target_side_rows_are_skipped_not_duplicates(tmp_path, vqa):
     from distill.eval.inputs import load_trace_set
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from distill.data.mmeb import Problem, load_examples
 from distill.io import BadLine, iter_jsonl
-from distill.records import example_problems
+from distill.records import example_problems, trace_side
 
 MAX_LISTED = 10  # problems listed in one message; the count says how many more
 
@@ -82,7 +82,12 @@ def load_trace_set(name: str, path: str) -> TraceSet:
         if shape := _trace_row_problem(row):
             problems.append(f"{path}:{line}: {shape}")
             continue
-        if row.get("side", "query") == "target":
+        try:
+            side = trace_side(row)
+        except ValueError as e:
+            problems.append(f"{path}:{line}: {e}")
+            continue
+        if side == "target":
             out.target_side_rows += 1
             continue
         key = (row["id"], row.get("sample_index") or 0)

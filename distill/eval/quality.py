@@ -8,8 +8,9 @@ formed), `truncated` (stopped on the token limit), `answer_match` (final answer 
 classification; the matching lives in distill.scoring.answers), length (words of the raw trace, or tokens with
 `length_tokenizer`). Rates are over every row of the set, so a failed row counts as neither well formed nor correct:
 a student that crashes on a query should not look better for it. Length is averaged over rows that have a trace.
-Agreement: per id, one trace per set (lowest sample_index), answer keys (`answers.answer_key`) equal to the
-reference set's; over ids with a gold-answer task where the reference has an answer.
+Agreement: per id, one trace per set (lowest sample_index), answer keys (`answers.answer_key`, given the gold answer
+so paraphrases of the right answer agree) equal to the reference set's; over ids with a gold-answer task where the
+reference has an answer.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def _agreement(s, ref) -> dict[str, bool]:
             continue
         query = (r.get("query") or {}).get("text") or ""
         final = trace_text(s.rows[mine[id_]], "final")
-        out[id_] = bool((final or "").strip()) and answer_key(final, query) == answer_key(final_ref, query)
+        gold = r.get("answer") or None  # with the gold, two paraphrases of the right answer agree
+        out[id_] = bool((final or "").strip()) and answer_key(final, query, gold) == answer_key(final_ref, query, gold)
     return out
 
 

@@ -105,8 +105,20 @@ class Batcher:
     def stats(self) -> dict:
         with self._stats_lock:
             return {
-                **{k: self._stats[k] for k in ("requests", "batches", "slices", "rows", "failed", "cancelled",
-                                               "stopped", "prompt_tokens", "completion_tokens")},  # fmt: skip
+                **{
+                    k: self._stats[k]
+                    for k in (
+                        "requests",
+                        "batches",
+                        "slices",
+                        "rows",
+                        "failed",
+                        "cancelled",
+                        "stopped",
+                        "prompt_tokens",
+                        "completion_tokens",
+                    )
+                },  # fmt: skip
                 "largest_batch_rows": self._largest,
                 "waiting": self.waiting(),
                 "paused_batches": len(self._paused),
