@@ -4,7 +4,9 @@ example (what `validate` checks and `generate` reads)
     id           str, unique within a dataset (MMEB rows get a content-hash id: see `distill.data.mmeb`)
     task         one of TASKS
     dataset      source dataset / MMEB subset name, e.g. "OK-VQA"
-    query        {"text": str, "images": [relative image path, ...]}
+    query        {"text": str, "images": [relative image path, ...], optional "video": relative path of a frame
+                 folder or a video file (sampled to 8 frames, distill.video)}; the text may hold MMEB's <|image_N|>
+                 markers where a multi-image query interleaves its images with the text
     instruction  str, the task instruction ("Represent the given image with the following question:")
     positive     {"text": str, "images": [...]}: the target the embedder must retrieve
     negatives    [{"text": str, "images": [...]}, ...]   (may be empty)
@@ -62,9 +64,12 @@ def side_instruction(row: dict, side_name: str) -> str:
     return (row.get(key) or "").strip()
 
 
-def side(text: str = "", images: list[str] | None = None) -> dict:
-    """One side of a pair (query, positive or a negative): text plus relative image paths."""
-    return {"text": text or "", "images": list(images or [])}
+def side(text: str = "", images: list[str] | None = None, video: str | None = None) -> dict:
+    """One side of a pair (query, positive or a negative): text, relative image paths, optionally a video."""
+    out = {"text": text or "", "images": list(images or [])}
+    if video:
+        out["video"] = video
+    return out
 
 
 def make_example(
@@ -102,8 +107,11 @@ def _side_problem(name: str, value) -> str | None:
     images = value.get("images", [])
     if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
         return f"field '{name}.images' must be a list of non-empty path strings"
-    if not value.get("text") and not images:
-        return f"field '{name}' has neither text nor images"
+    video = value.get("video")
+    if video is not None and not (isinstance(video, str) and video):
+        return f"field '{name}.video' must be a non-empty path string"
+    if not value.get("text") and not images and not video:
+        return f"field '{name}' has neither text nor images nor a video"
     return None
 
 
@@ -132,6 +140,12 @@ def example_problems(row: dict) -> list[str]:
     if row["task"] in TASKS_WITH_ANSWER and not row.get("answer"):
         problems.append(f"task {row['task']!r} needs a gold 'answer'")
     return problems
+
+
+def video_paths(row: dict) -> list[str]:
+    """Every relative video path (frame folder or video file) an example references, in order, de-duplicated."""
+    sides = [row["query"], row["positive"], *row.get("negatives", [])]
+    return list(dict.fromkeys(s["video"] for s in sides if s.get("video")))
 
 
 def image_paths(row: dict) -> list[str]:

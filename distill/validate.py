@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from distill.data.mmeb import Problem, load_examples
 from distill.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, check_image, resolve_image
 from distill.io import write_json_atomic
-from distill.records import example_problems, image_paths
+from distill.records import example_problems, image_paths, video_paths
+from distill.video import NUM_FRAMES, VideoError, open_frame, sample_frames
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,14 @@ class ValidateConfig:
     max_image_bytes: int = field(
         default=MAX_IMAGE_BYTES, metadata={"help": "Image files larger than this many bytes are refused."}
     )
+    num_frames: int = field(default=NUM_FRAMES, metadata={"help": "Frames sampled per video (each one is checked)."})
 
 
 def _short(reason: str) -> str:
     """Problem class for the summary: the reason without file names and numbers."""
     for key in ("invalid JSON", "missing field", "not found", "zero-byte", "corrupt", "escapes", "absolute",
-                "decompression", "MiB", "duplicate id", "unknown task", "needs a gold", "malformed"):  # fmt: skip
+                "decompression", "MiB", "duplicate id", "unknown task", "needs a gold", "malformed",
+                "unreadable video", "no frames", "unknown query id", "unknown corpus id", "no relevant page"):  # fmt: skip
         if key in reason:
             return key
     return reason.split(":")[0][:40]
@@ -72,6 +75,17 @@ def validate(config: ValidateConfig) -> dict:
                 image_verdict[rel] = f"image {rel!r}: {e.reason}"
         return image_verdict[rel]
 
+    def video_problem(rel: str) -> str | None:
+        if rel not in image_verdict:
+            try:  # the frames generate and export will use: sampled, then each opened and checked
+                for ref in sample_frames(config.image_root, rel, config.num_frames):
+                    if "#" not in ref:  # a video file's frames were all decoded while counting them
+                        open_frame(config.image_root, ref).close()
+                image_verdict[rel] = None
+            except (VideoError, ImageError) as e:
+                image_verdict[rel] = f"video {rel!r}: {e}" if isinstance(e, VideoError) else f"video {rel!r}: frame {e}"
+        return image_verdict[rel]
+
     for line, item in load_examples(config.input, config.subset):
         rows += 1
         if isinstance(item, Problem):
@@ -80,6 +94,7 @@ def validate(config: ValidateConfig) -> dict:
             reasons = example_problems(item)
             if not reasons:
                 reasons = [p for rel in image_paths(item) if (p := image_problem(rel))]
+                reasons += [p for rel in video_paths(item) if (p := video_problem(rel))]
                 if item["id"] in seen_ids:
                     reasons.append(f"duplicate id (first seen on line {seen_ids[item['id']]})")
                 else:

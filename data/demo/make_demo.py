@@ -16,6 +16,8 @@ with the positive first, tgt_img_path), fresh scenes never in train, the same fi
     ShapesI2T     candidates: the captions of all held-out I2T scenes (the own one first)
     ShapesT2I     candidates: the images of all held-out T2I scenes (a text embedder cannot tell them apart)
     ShapesGround  candidates: crops of every object in the scene (the target first)
+Plus data/demo/video/ (tiny synthetic videos, one subset per MMEB-V2 video task kind) and data/demo/visdoc/DemoDocs/
+(a BEIR-style page corpus): see make_demo_media.py.
 """
 
 from __future__ import annotations
@@ -229,6 +231,13 @@ def main() -> None:
         with open(HERE / "eval" / f"{name}.jsonl", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         print(f"eval/{name}: {len(rows)} rows")
+    # video and visual-document demo data (make_demo_media.py), from their own seed so the rows above never change
+    from make_demo_media import write_video_demo, write_visdoc_demo
+
+    for name, rows in write_video_demo(random.Random(2)).items():
+        print(f"{name}: {len(rows)} video rows")
+    write_visdoc_demo()
+    print("DemoDocs: visual-document corpus (queries, corpus, qrels)")
 
 
 if __name__ == "__main__":

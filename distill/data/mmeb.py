@@ -54,12 +54,39 @@ SUBSET_TASKS: dict[str, str] = {
          "ViDoRe_esg_reports_v2", "VisRAG_ArxivQA", "VisRAG_ChartQA", "VisRAG_MP-DocVQA", "VisRAG_SlideVQA",
          "VisRAG_InfoVQA", "VisRAG_PlotQA", "ViDoSeek-page", "ViDoSeek-doc", "MMLongBench-page", "MMLongBench-doc"],
         "visdoc"),
-    # the bundled demo subsets (data/demo/make_demo.py): synthetic shapes, one per task type
+    # the bundled demo subsets (data/demo/make_demo.py): synthetic shapes, one per task type, and tiny videos
+    **dict.fromkeys(["DemoVideoCLS", "DemoVideoQA", "DemoVideoRet", "DemoVideoMoment"], "video"),
     "ShapesVQA": "vqa", "ShapesCLS": "classification", "ShapesT2I": "retrieval", "ShapesI2T": "retrieval",
     "ShapesGround": "grounding",
 }  # fmt: skip
 
-IMAGE_PLACEHOLDER = re.compile(r"<\|image_\d+\|>")
+IMAGE_PLACEHOLDER = re.compile(r"<\|image_(\d+)\|>")
+
+
+def interleave(text: str, n_images: int) -> list[tuple[str, str | int]]:
+    """The order of a side's images and text: [("image", index) | ("text", piece)], for teacher and student alike.
+
+    Images the text places with `<|image_N|>` markers (1-based) appear there; all others come first, before the
+    text (the Qwen-VL convention, and what TRL does). Without markers: every image, then the whole text unchanged.
+    Markers naming no image, or an image already placed, are dropped.
+    """
+    placed: dict[int, tuple[int, int]] = {}
+    for m in IMAGE_PLACEHOLDER.finditer(text):
+        i = int(m.group(1)) - 1
+        if 0 <= i < n_images and i not in placed:
+            placed[i] = m.span()
+    if not placed:
+        return [*(("image", i) for i in range(n_images)), *([("text", text)] if text else [])]
+    parts: list[tuple[str, str | int]] = [("image", i) for i in range(n_images) if i not in placed]
+    pos = 0
+    for i, (start, end) in sorted(placed.items(), key=lambda kv: kv[1]):
+        if piece := IMAGE_PLACEHOLDER.sub("", text[pos:start]).strip():
+            parts.append(("text", piece))
+        parts.append(("image", i))
+        pos = end
+    if piece := IMAGE_PLACEHOLDER.sub("", text[pos:]).strip():
+        parts.append(("text", piece))
+    return parts
 
 
 def _norm(name: str) -> str:
@@ -123,13 +150,16 @@ def from_train_row(row: dict, subset: str, task: str) -> dict:
     for key in ("qry", "pos_text"):
         if key not in row or row[key] is None:
             raise KeyError(key)
-    instruction, text = _split_instruction(_strip_placeholder(row["qry"]))
+    qry_images = _images(row.get("qry_image_path"))
+    # a multi-image query keeps its <|image_N|> markers: they say where each image sits in the text (interleave)
+    qry = row["qry"] if len(qry_images) > 1 else _strip_placeholder(row["qry"])
+    instruction, text = _split_instruction(qry)
     positive = side(_strip_placeholder(row["pos_text"]), _images(row.get("pos_image_path")))
     negatives = []
     if row.get("neg_text") or row.get("neg_image_path"):
         negatives.append(side(_strip_placeholder(row.get("neg_text")), _images(row.get("neg_image_path"))))
     answer = positive["text"] if task in ("vqa", "classification") else None
-    query = side(text, _images(row.get("qry_image_path")))
+    query = side(text, qry_images)
     return make_example(_row_id(subset, row), task, subset, query, instruction, positive, negatives, answer)
 
 
@@ -169,20 +199,34 @@ def convert_row(row: dict, subset: str | None) -> dict:
     if subset is None:
         raise ValueError("MMEB rows need a subset name (--subset, or the file name) to know the task type")
     task = subset_task(subset)
+    if task == "video":
+        from distill.data.mmeb_video import from_video_row
+
+        return from_video_row(row, subset)
     return from_eval_row(row, subset, task) if fmt == "mmeb_eval" else from_train_row(row, subset, task)
 
 
-def load_examples(path: str | Path, subset: str | None = None) -> Iterator[tuple[int, dict | Problem]]:
+def load_examples(
+    path: str | Path, subset: str | None = None, trace_side: str | None = None
+) -> Iterator[tuple[int, dict | Problem]]:
     """(1-based line, example or Problem) for every row of `path`; never raises on a bad row.
 
     `subset` defaults to the file stem (or directory name) when that is a known MMEB subset; rows already in our
-    schema need none. A directory holding `*.jsonl`/`*.parquet` files (not a saved dataset) is read file by file,
+    schema need none. A BEIR-style visual-document directory (`distill.data.beir`) gives its query examples for
+    `trace_side` "query", one example per page for "target", both for None (validate).
+    A directory holding `*.jsonl`/`*.parquet` files (not a saved dataset) is read file by file,
     each file's stem naming its subset; line numbers are then per file and problems name the file.
     """
     path = Path(path)
+    from distill.data.beir import is_beir_dir, load_beir_examples
+
+    if is_beir_dir(path):  # a visual-document corpus: queries + page images + qrels (ViDoRe / VisRAG layout)
+        yield from load_beir_examples(path, subset, trace_side)
+        return
     if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
-        for f in sorted([*path.glob("*.jsonl"), *path.glob("*.parquet")]):
-            for line, item in load_examples(f, subset):
+        files = sorted([*path.glob("*.jsonl"), *path.glob("*.parquet"), *filter(is_beir_dir, path.iterdir())])
+        for f in files:
+            for line, item in load_examples(f, subset, trace_side):
                 if isinstance(item, Problem):
                     item.reason = f"{f.name}: {item.reason}"
                 yield line, item

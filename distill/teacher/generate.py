@@ -36,7 +36,18 @@ from distill.data.mmeb import Problem, load_examples
 from distill.images import ImageError
 from distill.io import write_json_atomic, write_jsonl_atomic
 from distill.teacher.parse import parse_trace
-from distill.teacher.prompts import MODES, SIDES, ImageStore, TemplateSet, approx_prompt_tokens, materialize, render
+from distill.teacher.prompts import (
+    FRAME_MAX_PIXELS,
+    FRAME_MIN_PIXELS,
+    MODES,
+    SIDES,
+    ImageStore,
+    TemplateSet,
+    approx_prompt_tokens,
+    materialize,
+    render,
+)
+from distill.video import NUM_FRAMES
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +86,9 @@ class GenerateConfig:
     seed: int | None = _f(None, "Base seed; sample i sends seed+i. None = no seed.")
     min_pixels: int = _f(4 * 28 * 28, "Images are resized (Qwen2-VL smart resize) to at least this many pixels.")
     max_pixels: int = _f(1280 * 28 * 28, "... and at most this many (Qwen2-VL's default budget).")
+    num_frames: int = _f(NUM_FRAMES, "Frames sampled uniformly from each video (MMEB-V2 uses 8).")
+    frame_min_pixels: int = _f(FRAME_MIN_PIXELS, "Each video frame is resized to at least this many pixels ...")
+    frame_max_pixels: int = _f(FRAME_MAX_PIXELS, "... and at most this many (per frame; keep equal to export's).")
     shard_index: int = _f(0, "This shard (0-based), for Slurm arrays / Ray tasks.")
     num_shards: int = _f(1, "Number of shards; examples split by sha256(id) mod num_shards.")
     max_examples: int | None = _f(None, "Only the first N examples of this shard (smoke runs); None = all.")
@@ -140,7 +154,7 @@ def in_shard(example_id: str, shard_index: int, num_shards: int) -> bool:
 def load_shard(config: GenerateConfig) -> tuple[list[dict], list[dict]]:
     """(this shard's examples, problems [{line, id, reason}]); duplicate ids are problems, first one kept."""
     examples, problems, seen = [], [], {}
-    for line, item in load_examples(config.input, config.subset):
+    for line, item in load_examples(config.input, config.subset, config.side):
         if isinstance(item, Problem):
             problems.append(item.as_dict())
         elif in_shard(item["id"], config.shard_index, config.num_shards):
@@ -253,7 +267,8 @@ def main(config: GenerateConfig) -> int:
         print(f"distill generate: stopping on bad input (--strict): {config.input}:{problems[0]['line']}: "
               f"{problems[0]['reason']}", file=sys.stderr)  # fmt: skip
         return 1
-    store = ImageStore(config.image_root, config.min_pixels, config.max_pixels)
+    store = ImageStore(config.image_root, config.min_pixels, config.max_pixels, num_frames=config.num_frames,
+                       frame_min_pixels=config.frame_min_pixels, frame_max_pixels=config.frame_max_pixels)  # fmt: skip
     templates = TemplateSet(config.prompts_dir)
     try:  # every template this shard needs, before any request: a broken directory is a config error (exit 2)
         templates.check((ex["task"] for ex in examples), config.side)

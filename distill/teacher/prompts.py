@@ -35,7 +35,14 @@ from pathlib import Path
 import orjson
 import yaml
 
-from distill.images import ImageError, data_url, encode_image, open_image, resize_to_budget, resolve_image, target_size
+from distill.data.mmeb import interleave
+from distill.images import data_url, encode_image, resize_to_budget, target_size
+from distill.video import NUM_FRAMES, frame_file, frame_size, is_frame, open_frame, sample_frames
+
+# Per-frame budget of video frames: 8 frames at <= 256 visual tokens each (448x448) keep a video prompt near 2k image
+# tokens for the teacher and ~1k video tokens for the student (frames pair up in Qwen2-VL's temporal patches).
+FRAME_MIN_PIXELS = 56 * 56
+FRAME_MAX_PIXELS = 28 * 28 * 256
 
 MODES = ("blind", "hinted")
 SIDES = ("query", "target")
@@ -151,8 +158,14 @@ class ImageStore:
     Thread-safe: `data_url` runs in a thread pool so encoding never blocks the event loop that drives requests.
     """
 
-    def __init__(self, image_root: str | Path, min_pixels: int, max_pixels: int, cache_mb: float = 512):
+    def __init__(self, image_root: str | Path, min_pixels: int, max_pixels: int, cache_mb: float = 512,
+                 num_frames: int = NUM_FRAMES, frame_min_pixels: int = FRAME_MIN_PIXELS,
+                 frame_max_pixels: int = FRAME_MAX_PIXELS):  # fmt: skip
         self.root, self.min_pixels, self.max_pixels = Path(image_root), min_pixels, max_pixels
+        # video frames (`frame:` refs, distill.video) get their own, smaller budget: 8 of them share one prompt
+        self.num_frames, self.frame_pixels = num_frames, (frame_min_pixels, frame_max_pixels)
+        self._frames: dict[str, list[str]] = {}
+        self._file_sha: dict[Path, str] = {}
         self._digests: dict[str, str] = {}
         self._urls: OrderedDict[str, str] = OrderedDict()
         self._bytes, self._limit = 0, int(cache_mb * 2**20)
@@ -160,10 +173,28 @@ class ImageStore:
         self._encoding: dict[str, threading.Lock] = {}  # path -> lock held while that image is being encoded
         self.encoded = 0  # how many encodings were done (a test checks each distinct image is encoded once)
 
+    def budget(self, rel: str) -> tuple[int, int]:
+        """(min_pixels, max_pixels) for an image path or a frame ref."""
+        return self.frame_pixels if is_frame(rel) else (self.min_pixels, self.max_pixels)
+
+    def side_images(self, side: dict) -> list[str]:
+        """A side's visual inputs in order: its video's sampled frame refs, then its images (raises ImageError)."""
+        video = side.get("video")
+        if video and video not in self._frames:
+            self._frames[video] = sample_frames(self.root, video, self.num_frames)
+        return [*(self._frames[video] if video else []), *side["images"]]
+
     def digest(self, rel: str) -> str:
         if rel not in self._digests:
-            h = hashlib.sha256(resolve_image(self.root, rel).read_bytes())
-            h.update(f"|{self.min_pixels}|{self.max_pixels}|png".encode())
+            path, index = frame_file(self.root, rel)
+            lo, hi = self.budget(rel)
+            if index is None:  # an image file or a frame-folder frame: its bytes (keys of image rows unchanged)
+                h = hashlib.sha256(path.read_bytes())
+                h.update(f"|{lo}|{hi}|png{'|frame' if is_frame(rel) else ''}".encode())
+            else:  # a frame of a video file: the file is hashed once for all its frames
+                if path not in self._file_sha:
+                    self._file_sha[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+                h = hashlib.sha256(f"{self._file_sha[path]}|frame {index}|{lo}|{hi}|png".encode())
             self._digests[rel] = h.hexdigest()
         return self._digests[rel]
 
@@ -177,7 +208,7 @@ class ImageStore:
             with self._lock:
                 if rel in self._urls:
                     return self._urls[rel]
-            img = resize_to_budget(open_image(resolve_image(self.root, rel)), self.min_pixels, self.max_pixels)
+            img = resize_to_budget(open_frame(self.root, rel), *self.budget(rel))
             url = data_url(encode_image(img))
             with self._lock:
                 self.encoded += 1
@@ -190,14 +221,7 @@ class ImageStore:
 
     def approx_tokens(self, rel: str) -> int:
         """Vision tokens Qwen2-VL would spend on this image after resizing (one token per 28x28 patch group)."""
-        from PIL import Image
-
-        path = resolve_image(self.root, rel)
-        try:
-            with Image.open(path) as im:  # header only, no decode
-                h, w = target_size(im.height, im.width, self.min_pixels, self.max_pixels)
-        except (OSError, ValueError) as e:  # corrupt or unknown format: the real run fails this row the same way
-            raise ImageError(path, f"unreadable image ({type(e).__name__}: {e})") from None
+        h, w = target_size(*frame_size(self.root, rel), *self.budget(rel))  # header only, no decode
         return (h // 28) * (w // 28)
 
 
@@ -232,6 +256,7 @@ def render(
     subject, other = (
         (example["query"], example["positive"]) if side == "query" else (example["positive"], example["query"])
     )
+    subject_images = store.side_images(subject)  # a video's frames (in order), then the side's images
     hint_images = list(other["images"]) if side == "query" and mode == "hinted" else []
     fields = {
         # the task instruction instructs the query side; the target side has its own (MMEB eval tgt_inst) or none
@@ -239,18 +264,20 @@ def render(
         "text": subject["text"],
         "answer": example.get("answer") or other["text"],
         "target": other["text"],
-        "num_images": len(subject["images"]),
+        "num_images": len(subject_images),
     }
     text = _fill(tpl.user, fields)
     if mode == "hinted" and tpl.hint:
         text += "\n\n" + _fill(tpl.hint, fields)
-    images = list(subject["images"]) + hint_images
-    # Query images first, then the text (Qwen-VL convention), then the target images a hint refers to.
+    # Images first, then the text (Qwen-VL convention), except those the text places with MMEB's <|image_N|>
+    # markers (interleaved multi-image queries); then the target images a hint refers to.
+    parts = [("image", subject_images[i]) if kind == "image" else (kind, i)
+             for kind, i in interleave(text, len(subject_images))]  # fmt: skip
+    images = [ref for kind, ref in parts if kind == "image"] + hint_images
     user: str | list[dict] = text  # plain string when there is no image: what text-only servers expect
     if images:
         user = [
-            *_image_parts(subject["images"], store),
-            {"type": "text", "text": text},
+            *({"type": "text", "text": v} if kind == "text" else _image_parts([v], store)[0] for kind, v in parts),
             *_image_parts(hint_images, store),
         ]
     messages = [{"role": "system", "content": _fill(tpl.system, fields)}, {"role": "user", "content": user}]
