@@ -12,10 +12,12 @@ Format (TRL's conversational vision-language rows):
     [system: system_prompt]                                  only when one is configured
     user:      instruction + "\\n" + text of the side        images: the side's images, placed before the text
     assistant: "<think>" + think + "</think>\\n" + final       only with a trace (training rows)
-Content is a string, as TRL's dataset format has it; `prepare_multimodal_messages` (TRL, used by its collator and by
-`tokenize_messages`) puts the row's images before the first user text. A caller that needs images between text parts
-(MMEB-V2's `<|image_N|>` order) may build list content with `{"type": "image"}` placeholders in the order of
-`images`: TRL and `tokenize_messages` fill them in that order.
+Content is a string, as TRL's dataset format has it. `multimodal_messages` (used by `tokenize_messages`, the train
+collator, pre-flight and the label audit) turns it into structured content: the side's video first (one
+`{"type": "video"}` block of its sampled frames, which Qwen2-VL's processor encodes as a video), then its images, then
+the text; images the text places with MMEB's `<|image_N|>` markers (interleaved multi-image queries,
+`distill.data.mmeb.interleave`) sit at their marker instead. Without video or markers this is exactly TRL's own
+`prepare_multimodal_messages` layout (images first), so plain image rows also train with stock `trl sft`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class StudentPrompt:
 
     messages: list[dict]
     images: list[str] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)  # frame folders / video files, sampled by `load_videos`
 
 
 def user_text(row: dict, side: str = "query") -> str:
@@ -56,7 +59,8 @@ def student_prompt(
     messages.append({"role": "user", "content": user_text(row, side)})
     if trace is not None:
         messages.append({"role": "assistant", "content": assistant_text(trace)})
-    return StudentPrompt(messages, list(row[side].get("images") or []))
+    video = row[side].get("video")
+    return StudentPrompt(messages, list(row[side].get("images") or []), [video] if video else [])
 
 
 def load_images(paths: list[str], image_root: str, min_pixels: int, max_pixels: int) -> list:
@@ -71,21 +75,54 @@ def load_images(paths: list[str], image_root: str, min_pixels: int, max_pixels: 
     return images
 
 
-def multimodal_messages(messages: list[dict], images: list) -> list[dict]:
-    """Messages in structured form with `images` (PIL images, in placeholder order) filled in, exactly as TRL's
-    vision collator prepares a training row."""
+def load_videos(paths: list[str], image_root: str, num_frames: int, min_pixels: int, max_pixels: int) -> list:
+    """Each video as the student sees it: `num_frames` frames sampled uniformly (`distill.video`, as the teacher's
+    request had them), each resized to the per-frame pixel budget. Raises `ImageError`/`VideoError` naming the file."""
+    from distill.images import resize_to_budget
+    from distill.video import open_frame, sample_frames
+
+    return [[resize_to_budget(open_frame(image_root, ref), min_pixels, max_pixels)
+             for ref in sample_frames(image_root, rel, num_frames)] for rel in paths]  # fmt: skip
+
+
+def multimodal_messages(messages: list[dict], images: list, videos: list | None = None) -> list[dict]:
+    """Messages in structured form with `videos` (each a list of PIL frames) and `images` (PIL images, in `images`
+    order) filled in: videos, then images, then text in the first user turn, except images placed by `<|image_N|>`
+    markers. Without videos or markers, exactly TRL's `prepare_multimodal_messages`."""
     from trl.data_utils import prepare_multimodal_messages
 
-    return prepare_multimodal_messages(messages, images=list(images))
+    from distill.data.mmeb import IMAGE_PLACEHOLDER, interleave
+
+    videos, images = list(videos or []), list(images)
+    out, placed = [], False
+    for m in messages:
+        content = m["content"]
+        if (
+            m["role"] == "user"
+            and isinstance(content, str)
+            and not placed
+            and (videos or IMAGE_PLACEHOLDER.search(content))
+        ):
+            blocks = [{"type": "video", "video": v} for v in videos]
+            blocks += [{"type": "image", "image": images[v]} if kind == "image" else {"type": "text", "text": v}
+                       for kind, v in interleave(content, len(images))]  # fmt: skip
+            m, placed = {**m, "content": blocks}, True
+        out.append(m)
+    return prepare_multimodal_messages(out, images=[] if placed else images)
 
 
 def tokenize_messages(
-    processor, messages: list[dict], images: list, chat_template: str | None = None, add_generation_prompt: bool = False
+    processor,
+    messages: list[dict],
+    images: list,
+    chat_template: str | None = None,
+    add_generation_prompt: bool = False,
+    videos: list | None = None,
 ) -> dict:
     """Tokenize as TRL's vision collator does (no padding, no truncation): `input_ids` [1, n], `pixel_values`, ...
     With `add_generation_prompt` (and no assistant turn) this is the prompt `distill reason` sends to the student."""
     return processor.apply_chat_template(
-        multimodal_messages(messages, images), chat_template=chat_template, tokenize=True, return_dict=True,
+        multimodal_messages(messages, images, videos), chat_template=chat_template, tokenize=True, return_dict=True,
         add_generation_prompt=add_generation_prompt, processor_kwargs={"add_special_tokens": False},
     )  # fmt: skip
 

@@ -37,9 +37,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from distill.chat_format import assistant_text, load_images, student_prompt, user_text  # noqa: F401 (re-exported: older callers)
+from distill.chat_format import assistant_text, load_images, load_videos, student_prompt, user_text  # noqa: F401 (re-exported: older callers)
 from distill.images import ImageError
 from distill.io import BadLine, iter_jsonl, write_json_atomic, write_jsonl_atomic
+from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,11 @@ class ExportConfig:
         default=True,
         metadata={"help": "Drop rows with an empty think part; false keeps them as '<think></think>' + final (demo)."},
     )
+    num_frames: int = field(default=NUM_FRAMES, metadata={"help": "Frames sampled per video (as generate sent)."})
+    frame_min_pixels: int = field(default=FRAME_MIN_PIXELS, metadata={"help": "Smallest video frame area (px)."})
+    frame_max_pixels: int = field(
+        default=FRAME_MAX_PIXELS, metadata={"help": "Largest video frame area (px); match generate's frame budget."}
+    )
 
     def __post_init__(self):
         if not self.input or not self.output:
@@ -99,11 +105,14 @@ def to_training_row(row: dict, config: ExportConfig) -> tuple[dict, dict]:
     """(dataset row with PIL images, JSONL row with relative image paths); raises ImageError/ValueError."""
     prompt = student_prompt(row, trace=row["trace"], system_prompt=config.system_prompt)  # the one chat format
     images = load_images(prompt.images, config.image_root, config.min_pixels, config.max_pixels)
+    # a video becomes its sampled frames (the frames the teacher saw), trained as one video by the student
+    videos = load_videos(prompt.videos, config.image_root, config.num_frames, config.frame_min_pixels,
+                         config.frame_max_pixels)  # fmt: skip
     messages = prompt.messages
     meta = {"id": row["id"], "task": row.get("task"), "dataset": row.get("dataset"),
             "sample_index": int(row.get("sample_index", 0))}  # fmt: skip
-    return {**meta, "images": images, "messages": messages}, {**meta, "images": prompt.images,
-                                                              "messages": messages}  # fmt: skip
+    return {**meta, "images": images, "videos": videos, "messages": messages}, {
+        **meta, "images": prompt.images, "videos": prompt.videos, "messages": messages}  # fmt: skip
 
 
 def _features():
@@ -111,7 +120,7 @@ def _features():
 
     return Features(
         {"id": Value("string"), "task": Value("string"), "dataset": Value("string"), "sample_index": Value("int64"),
-         "images": List(Image()), "messages": List({"role": Value("string"), "content": Value("string")})}
+         "images": List(Image()), "videos": List(List(Image())), "messages": List({"role": Value("string"), "content": Value("string")})}
     )  # fmt: skip
 
 

@@ -1,5 +1,5 @@
 """Load a Qwen2-VL-family processor on any machine: the stock `AutoProcessor` where it loads (GPU machines with a real
-torchvision), else the PIL image processor in a processor without a video processor.
+torchvision), else the PIL image processor plus `distill.video_processing`'s numpy copy of the video processor.
 
 Why the fallback: transformers 5.x's default Qwen2-VL image processor and every video processor need torchvision,
 which does not import beside the CPU torch build (see docs/environment.md). Image-only work needs neither.
@@ -12,6 +12,8 @@ from pathlib import Path
 
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
+
+from distill.video_processing import PilQwen2VLVideoProcessor
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,10 @@ def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: 
     try:
         processor = AutoProcessor.from_pretrained(str(path), **overrides)
         if getattr(processor, "image_processor", None) is not None:
+            video = getattr(processor, "video_processor", None)
+            if video is not None and overrides:  # frames get the same budget as images (export sized them already)
+                video.size = {"shortest_edge": overrides.get("min_pixels", video.size["shortest_edge"]),
+                              "longest_edge": overrides.get("max_pixels", video.size["longest_edge"])}  # fmt: skip
             return processor
     except (ImportError, ValueError, OSError, TypeError, AttributeError) as e:
         log.info("AutoProcessor unavailable for %s (%s); using the PIL image processor", path, e)
@@ -69,4 +75,9 @@ def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: 
         setattr(image_processor, key, value)
         if hasattr(image_processor, "size") and isinstance(image_processor.size, dict):
             image_processor.size["shortest_edge" if key == "min_pixels" else "longest_edge"] = value
-    return ImageOnlyQwen2VLProcessor(image_processor, tokenizer, chat_template=_read_chat_template(path, tokenizer))
+    processor = ImageOnlyQwen2VLProcessor(
+        image_processor, tokenizer, chat_template=_read_chat_template(path, tokenizer)
+    )
+    # videos through a numpy/PIL copy of Qwen2-VL's video processor (same patches and token count as the stock one)
+    processor.video_processor = PilQwen2VLVideoProcessor.like(image_processor)
+    return processor

@@ -23,6 +23,11 @@ FRAME = "frame:"
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif")
 NUM_FRAMES = 8  # MMEB-V2 evaluates video tasks on 8 uniformly sampled frames
+# Per-frame budget: 8 frames at <= 256 visual tokens each (448x448) keep a video prompt near 2k image tokens for the
+# teacher and ~1k video tokens for the student (Qwen2-VL merges frame pairs into one temporal patch): an 8-frame row
+# fits the recipes' max_length (4096) with room for the prompt and the trace. Generate and export share the budget.
+FRAME_MIN_PIXELS = 56 * 56
+FRAME_MAX_PIXELS = 28 * 28 * 256
 
 
 class VideoError(ImageError):

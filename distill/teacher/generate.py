@@ -37,8 +37,6 @@ from distill.images import ImageError
 from distill.io import write_json_atomic, write_jsonl_atomic
 from distill.teacher.parse import parse_trace
 from distill.teacher.prompts import (
-    FRAME_MAX_PIXELS,
-    FRAME_MIN_PIXELS,
     MODES,
     SIDES,
     ImageStore,
@@ -47,7 +45,7 @@ from distill.teacher.prompts import (
     materialize,
     render,
 )
-from distill.video import NUM_FRAMES
+from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
 
 log = logging.getLogger(__name__)
 

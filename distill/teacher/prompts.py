@@ -37,12 +37,16 @@ import yaml
 
 from distill.data.mmeb import interleave
 from distill.images import data_url, encode_image, resize_to_budget, target_size
-from distill.video import NUM_FRAMES, frame_file, frame_size, is_frame, open_frame, sample_frames
-
-# Per-frame budget of video frames: 8 frames at <= 256 visual tokens each (448x448) keep a video prompt near 2k image
-# tokens for the teacher and ~1k video tokens for the student (frames pair up in Qwen2-VL's temporal patches).
-FRAME_MIN_PIXELS = 56 * 56
-FRAME_MAX_PIXELS = 28 * 28 * 256
+from distill.video import (
+    FRAME_MAX_PIXELS,
+    FRAME_MIN_PIXELS,
+    NUM_FRAMES,
+    frame_file,
+    frame_size,
+    is_frame,
+    open_frame,
+    sample_frames,
+)
 
 MODES = ("blind", "hinted")
 SIDES = ("query", "target")

@@ -29,26 +29,27 @@ def _render(processor, messages, chat_template, gen_prompt=False) -> str:
     )
 
 
-def _n_tokens(processor, messages, images, chat_template, gen_prompt=False) -> int:
+def _n_tokens(processor, messages, images, chat_template, gen_prompt=False, videos=()) -> int:
     from distill.chat_format import tokenize_messages
 
     if not messages:
         return 0
-    # TRL puts all of a row's images before the first user text, so a prefix holds them all once it has a user turn
+    # a row's images and video sit in its first user turn, so a prefix holds them all once it has a user turn
     has_user = any(m["role"] == "user" for m in messages)
-    ids = tokenize_messages(processor, messages, list(images) if has_user else [], chat_template, gen_prompt)
+    ids = tokenize_messages(processor, messages, list(images) if has_user else [], chat_template, gen_prompt,
+                            videos=list(videos) if has_user else [])  # fmt: skip
     return len(ids["input_ids"][0])
 
 
 def row_roles(processor, row: dict, chat_template: str | None) -> tuple[list[str], str]:
     """(role per token of the unpadded row, expected supervised text = the assistant turns as rendered)."""
-    messages, images = row["messages"], row["images"]
+    messages, images, videos = row["messages"], row["images"], row.get("videos") or []
     roles: list[str] = []
     expected = ""
     for k, m in enumerate(messages):
-        start, end = len(roles), _n_tokens(processor, messages[: k + 1], images, chat_template)
+        start, end = len(roles), _n_tokens(processor, messages[: k + 1], images, chat_template, videos=videos)
         if m["role"] == "assistant":
-            header_end = _n_tokens(processor, messages[:k], images, chat_template, gen_prompt=True)
+            header_end = _n_tokens(processor, messages[:k], images, chat_template, gen_prompt=True, videos=videos)
             roles += ["assistant_header"] * (header_end - start) + ["assistant"] * (end - header_end)
             full = _render(processor, messages[: k + 1], chat_template)
             expected += full[len(_render(processor, messages[:k], chat_template, gen_prompt=True)) :]

@@ -33,7 +33,8 @@ def tokenize_row(processor, row: dict, chat_template: str | None = None, add_gen
     The tokenization `distill reason` asks the student with (`distill.chat_format.tokenize_messages`)."""
     from distill.chat_format import tokenize_messages
 
-    return tokenize_messages(processor, row["messages"], row["images"], chat_template, add_generation_prompt)
+    return tokenize_messages(processor, row["messages"], row["images"], chat_template, add_generation_prompt,
+                             videos=row.get("videos"))  # fmt: skip
 
 
 def preflight(
@@ -57,10 +58,13 @@ def preflight(
                     max_length)  # fmt: skip
     kept: Dataset = dataset.select(keep, keep_in_memory=True) if len(keep) < len(dataset) else dataset
     kept_lengths = [lengths[i] for i in keep]
+    has_videos = "videos" in dataset.column_names  # exports before video support have no such column
+    visual = ["images", "videos"] if has_videos else ["images"]
     report = {"rows_in": len(dataset), "rows_kept": len(keep), "dropped_over_max_length": len(dropped),
               "dropped": dropped[:100], "max_length": max_length,
               "tokens": sum(kept_lengths), "max_tokens": max(kept_lengths, default=0),
-              "text_only_rows": sum(1 for r in dataset.select_columns(["images"]) if not r["images"])}  # fmt: skip
+              "text_only_rows": sum(1 for r in dataset.select_columns(visual) if not any(r.values())),
+              "video_rows": sum(1 for r in dataset.select_columns(["videos"]) if r["videos"]) if has_videos else 0}  # fmt: skip
     log.info("pre-flight: %d rows, %d kept, %d dropped over max_length=%s, %d tokens", report["rows_in"],
              report["rows_kept"], report["dropped_over_max_length"], max_length, report["tokens"])  # fmt: skip
     return kept, kept_lengths, report

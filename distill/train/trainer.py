@@ -8,6 +8,8 @@
   (zero for the tower), every rank takes part in every gather.
 - The padding fraction of the batches (`pad_fraction` in the logs; running totals in `padding`).
 - Our model card (lineage) instead of TRL's, also in checkpoints.
+- Video rows and interleaved images: TRL's collator knows neither; `DistillVisionCollator` (distill/train/collator.py)
+  structures those rows with the student's chat format first, then collates as TRL does.
 - Correct resume of a full (non-DeepSpeed, non-PEFT) finetune: transformers 5.24's Trainer reloads a checkpoint with
   a raw `load_state_dict`, but `save_pretrained` wrote it in the original checkpoint key format (Qwen2-VL: `visual.*`,
   not `model.visual.*`), so every renamed weight silently kept its pre-resume value (only a warning is logged).
@@ -43,6 +45,12 @@ class DistillSFTTrainer(SFTTrainer):
         self.padding = {"real": 0, "total": 0, "window_real": 0, "window_total": 0, "guarded_batches": 0}
         self.batch_kinds = {"image": 0, "mixed": 0, "text_only": 0}  # batches by how many rows hold images
         super().__init__(*args, **kwargs)
+        from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+        from distill.train.collator import DistillVisionCollator
+
+        if type(self.data_collator) is DataCollatorForVisionLanguageModeling:  # videos and interleaved images
+            self.data_collator = DistillVisionCollator.like(self.data_collator)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         from transformers import PreTrainedModel
