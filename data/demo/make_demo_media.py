@@ -119,7 +119,7 @@ def write_visdoc_demo() -> None:
     for i, (title, subject, bars) in enumerate(TOPICS):
         _page(title, subject, bars, list(COLOURS.values())[i % 4]).save(root / "pages" / f"page_{i}.png", optimize=True)
         corpus.append({"corpus-id": f"p{i}", "image": f"visdoc/DemoDocs/pages/page_{i}.png"})
-    for i, (title, subject, bars) in enumerate(TOPICS[:4]):
+    for i, (title, subject, _bars) in enumerate(TOPICS[:4]):
         queries.append({"query-id": f"q{i}", "query": f"How many years of {subject} figures does the {title.lower()} "
                                                      "chart show?"})  # fmt: skip
         qrels.append({"query-id": f"q{i}", "corpus-id": f"p{i}", "score": 2})
