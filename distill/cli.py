@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "export": ("distill.export", ("ExportConfig",), "kept traces -> TRL vision-language SFT dataset (+ JSONL)"),
     "train": ("distill.train.sft", ("TrainConfig", "ModelConfig"), "SFT the student (TRL + PEFT + DeepSpeed)"),
     "eval": ("distill.eval.stage", ("EvalConfig",), "did it work? trace quality + retrieval, teacher vs students"),
+    "reason": ("distill.reason", ("ReasonConfig",), "the student writes traces (in-process or an endpoint; resumable)"),
     "run": ("distill.run", ("RunConfig",), "the whole chain from one pipeline recipe, resumable stage by stage"),
 }
 

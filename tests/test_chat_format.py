@@ -9,6 +9,7 @@ from distill.chat_format import assistant_text, load_images, student_prompt, tok
 from distill.export import ExportConfig, export
 from distill.io import write_jsonl_atomic
 from distill.processing import load_processor
+from distill.reason_hf import Student
 from distill.testing.traces import kept_demo_rows
 from distill.train.data import load_export
 
@@ -50,6 +51,7 @@ def test_trained_prompt_ids_equal_the_reason_prompt_ids(tiny_vlm, demo_dir, tmp_
     export(ExportConfig(input=str(tmp_path / "kept.jsonl"), output=str(tmp_path / "export"), image_root=str(demo_dir),
                         **PIXELS))  # fmt: skip
     processor = load_processor(tiny_vlm, **PIXELS)
+    student = Student(str(tiny_vlm), **PIXELS)  # `distill reason --backend hf`'s student
     collator = DataCollatorForVisionLanguageModeling(
         processor, assistant_only_loss=True, chat_template=get_training_chat_template(processor)
     )
@@ -59,9 +61,8 @@ def test_trained_prompt_ids_equal_the_reason_prompt_ids(tiny_vlm, demo_dir, tmp_
         first_supervised = int((batch["labels"][i] != -100).nonzero()[0])
         trained = batch["input_ids"][i][:first_supervised].tolist()
         prompt = student_prompt(src)  # what `distill reason` sends: no assistant turn, generation prompt on
-        images = load_images(prompt.images, str(demo_dir), **PIXELS)
-        asked = tokenize_messages(processor, prompt.messages, images, add_generation_prompt=True)
-        assert list(asked["input_ids"][0]) == trained
+        asked = student.encode(prompt.messages, load_images(prompt.images, str(demo_dir), **PIXELS))
+        assert asked.input_ids == trained
         assert processor.tokenizer.decode(trained).endswith("<|im_start|>assistant\n")
     image_row = tokenize_messages(processor, student_prompt(rows[0]).messages,
                                   load_images(rows[0]["query"]["images"], str(demo_dir), **PIXELS))  # fmt: skip

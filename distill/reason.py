@@ -1,0 +1,326 @@
+"""`distill reason`: the student writes traces for examples; rows in the trace schema, so `score`/`filter`/`eval` read
+them unchanged. Journaled, resumable after kill -9, shardable like `generate`.
+
+    distill reason --backend hf --model runs/demo/train/model --input runs/demo/heldout.jsonl \
+        --image_root data/demo --output runs/demo/reason_trained/traces.jsonl
+    distill reason --backend openai --model student --base_url http://127.0.0.1:8000/v1 \
+        --input /data/MMEB-eval/OK-VQA.parquet --output runs/eval/student.jsonl --shard_index 0 --num_shards 8
+
+The student is asked with `distill.chat_format.student_prompt(row)`: the messages it was trained on, without the
+assistant turn. Backends: `hf` (the checkpoint or LoRA adapter in-process: `distill.reason_hf`, batched, left-padded,
+length-sorted) and `openai` (any endpoint serving the student, `vllm serve` / SGLang / `distill serve`, through the
+shared client and journal). Every answer is journaled (`<output stem>.journal.jsonl`) keyed by the model, the row id,
+its prompt (image file digests included), the sampling and the sample index; a rerun generates only what is missing,
+and the output is rewritten atomically from the journal: one row per (id, sample_index), in input order. Each row
+records who wrote it in `teacher` (role `student`, model name, checkpoint and its fingerprint, backend, sampling).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from distill.chat_format import SIDES, StudentPrompt, multimodal_messages, student_prompt
+from distill.client.http import ClientConfig
+from distill.client.journal import Journal
+from distill.configs import config_dict, save_resolved_config
+from distill.data.mmeb import Problem, load_examples
+from distill.export import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from distill.images import ImageError, check_image, resolve_image
+from distill.io import write_json_atomic, write_jsonl_atomic
+from distill.teacher.generate import in_shard, reason_class
+from distill.teacher.parse import parse_trace
+from distill.teacher.prompts import ImageStore
+
+log = logging.getLogger(__name__)
+BACKENDS = ("hf", "openai")
+
+
+def _f(default, help_: str, **kw):
+    return field(default=default, metadata={"help": help_}, **kw)
+
+
+@dataclass
+class ReasonConfig:
+    input: str = _f(None, "Examples: .jsonl/.parquet/saved dataset, or a dir of per-subset files (required).")
+    output: str = _f(None, "Trace JSONL to write (required); journal/summary/config are written beside it.")
+    image_root: str = _f(".", "Directory the examples' image paths are relative to.")
+    subset: str | None = _f(None, "MMEB subset name (sets the task type); default: the file stem.")
+    strict: bool = _f(False, "Stop with exit 1 on the first bad input row instead of reporting it.")
+    backend: str = _f("hf", "hf: the checkpoint in-process (transformers); openai: an endpoint serving the student.")
+    model: str = _f(None, "hf: checkpoint or LoRA adapter directory; openai: the served model name (required).")
+    base_model: str | None = _f(None, "hf, LoRA adapter: its base checkpoint; None: adapter_config.json's base.")
+    name: str | None = _f(None, "Name rows record as the writer (teacher.model); None: --model.")
+    side: str = _f("query", f"Which side of the example the student reasons about ({', '.join(SIDES)}).")
+    system_prompt: str | None = _f(None, "System message; must be the one `distill export` trained with (None: none).")
+    num_samples: int = _f(1, "Traces per example (sample_index 0..num_samples-1); > 1 needs temperature > 0.")
+    temperature: float = _f(0.0, "Sampling temperature; 0 = greedy.")
+    top_p: float | None = _f(None, "Nucleus sampling; None = 1.0 (hf) / the server's default (openai).")
+    max_new_tokens: int = _f(512, "Completion token cap; answers that hit it are status=truncated.")
+    seed: int | None = _f(None, "hf: torch seed before generating; openai: sample i sends seed+i. None: no seed.")
+    min_pixels: int = _f(DEFAULT_MIN_PIXELS, "Images are resized (Qwen2-VL smart resize) to at least this many px.")
+    max_pixels: int = _f(DEFAULT_MAX_PIXELS, "... and at most this many: use the export's budget.")
+    batch_size: int = _f(16, "hf: rows per batched generate call.")
+    device: str = _f("auto", "hf: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
+    dtype: str = _f("auto", "hf: auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32.")
+    base_url: list[str] = field(default_factory=lambda: ["http://127.0.0.1:8000/v1"],
+                                metadata={"help": "openai: base URL(s) incl. /v1; several = load-balanced."})  # fmt: skip
+    api_key_env: str | None = _f(None, "openai: name of the env var holding the API key; None = no key sent.")
+    max_concurrency: int = _f(64, "openai: requests in flight at most.")
+    timeout_s: float = _f(600.0, "openai: per-attempt request timeout, seconds.")
+    max_retries: int = _f(6, "openai: retries per request after the first attempt.")
+    backoff_base_s: float = _f(1.0, "openai: first retry waits up to this many seconds, doubling per retry.")
+    shard_index: int = _f(0, "This shard (0-based); examples split by sha256(id) mod num_shards, as in generate.")
+    num_shards: int = _f(1, "Number of shards.")
+    max_examples: int | None = _f(None, "Only the first N examples of this shard (smoke runs); None = all.")
+    progress: bool = _f(True, "Show a tqdm progress bar (rows/s, tokens/s).")
+
+    def __post_init__(self):
+        for name in ("input", "output", "model"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name} is required")
+        if self.backend not in BACKENDS or self.side not in SIDES:
+            raise ValueError(f"backend must be one of {BACKENDS}, side one of {SIDES}")
+        if isinstance(self.base_url, str):
+            self.base_url = [self.base_url]
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"need 0 <= shard_index < num_shards, got {self.shard_index}/{self.num_shards}")
+        if self.num_samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("need num_samples >= 1, max_new_tokens >= 1 and batch_size >= 1")
+        if self.num_samples > 1 and self.temperature <= 0:
+            raise ValueError("num_samples > 1 with greedy decoding (temperature 0) gives identical samples")
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
+        if self.backend == "openai":
+            self.client()  # validates URLs / concurrency / retries
+
+    def client(self) -> ClientConfig:
+        return ClientConfig(base_urls=list(self.base_url), model=self.model, api_key_env=self.api_key_env,
+                            max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
+                            backoff_base_s=self.backoff_base_s, progress=self.progress)  # fmt: skip
+
+    def sampling(self, sample_index: int) -> dict:
+        s = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_new_tokens,
+             "seed": None if self.seed is None else self.seed + sample_index}  # fmt: skip
+        return {k: v for k, v in s.items() if v is not None}
+
+    def paths(self) -> dict[str, Path]:
+        out = Path(self.output)
+        stem = out.parent / (out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name)
+        return {"journal": Path(f"{stem}.journal.jsonl"), "summary": Path(f"{stem}.summary.json"),
+                "config": Path(f"{stem}.config.yaml")}  # fmt: skip
+
+
+def load_rows(config: ReasonConfig) -> tuple[list[tuple[int, dict]], list[dict]]:
+    """(this shard's (line, example) pairs, problems [{line, id, reason}]); duplicate ids are problems."""
+    rows, problems, seen = [], [], {}
+    for line, item in load_examples(config.input, config.subset):
+        if isinstance(item, Problem):
+            problems.append(item.as_dict())
+        elif in_shard(item["id"], config.shard_index, config.num_shards):
+            if item["id"] in seen:
+                problems.append({"line": line, "id": item["id"], "reason": f"duplicate id (first on line "
+                                 f"{seen[item['id']]})"})  # fmt: skip
+                continue
+            seen[item["id"]] = line
+            rows.append((line, item))
+        if config.strict and problems:
+            break
+    return rows[: config.max_examples] if config.max_examples is not None else rows, problems
+
+
+def writer_block(config: ReasonConfig, fingerprint: str | None) -> dict:
+    """Who wrote the traces: the `teacher` block of the trace schema, for a student."""
+    block = {"model": config.name or config.model, "prompt_id": f"student_chat_format:{config.side}",
+             "prompt_sha": hashlib.sha256((config.system_prompt or "").encode()).hexdigest()[:12], "mode": "blind",
+             "role": "student", "backend": config.backend}  # fmt: skip
+    if config.backend == "hf":
+        base = config.base_model or _adapter_base(config.model)
+        block.update(checkpoint=os.path.abspath(config.model), base_model=base, fingerprint=fingerprint)
+    else:
+        block["base_url"] = list(config.base_url)
+    return block
+
+
+def _adapter_base(path: str) -> str | None:
+    from distill.reason_hf import adapter_base
+
+    return adapter_base(path) if Path(path).is_dir() else None
+
+
+def row_key(writer: str, example_id: str, prompt: StudentPrompt, digests: list[str], sampling: dict, i: int) -> str:
+    payload = {"writer": writer, "id": example_id, "messages": prompt.messages, "images": digests,
+               "sampling": sampling, "sample_index": i}  # fmt: skip
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def plan(config: ReasonConfig, rows: list[tuple[int, dict]], store: ImageStore, writer: str) -> list[dict]:
+    """One entry per (example, sample): key, prompt, sampling; or an input error (unreadable image, bad row)."""
+    entries = []
+    for line, ex in rows:
+        try:
+            prompt = student_prompt(ex, side=config.side, system_prompt=config.system_prompt)
+            for rel in prompt.images:  # unreadable images fail their row here, with the reason, before any work
+                check_image(resolve_image(config.image_root, rel))
+            digests = [store.digest(rel) for rel in prompt.images]
+        except (ImageError, OSError, KeyError, TypeError, AttributeError) as e:
+            reason = str(e) if isinstance(e, (ImageError, OSError)) else f"malformed row: {e!r}"
+            log.warning("%s:%d: %s", config.input, line, reason)
+            entries += [{"example": ex, "line": line, "sample_index": i, "error": f"bad input: {reason}"}
+                        for i in range(config.num_samples)]  # fmt: skip
+            continue
+        for i in range(config.num_samples):
+            sampling = config.sampling(i)
+            entries.append({"example": ex, "line": line, "sample_index": i, "prompt": prompt, "sampling": sampling,
+                            "key": row_key(writer, ex["id"], prompt, digests, sampling, i)})  # fmt: skip
+    return entries
+
+
+def wire_messages(prompt: StudentPrompt, image_urls: list[str]) -> list[dict]:
+    """The student's prompt on the OpenAI wire: the same structured messages, image parts as `image_url`."""
+    out = []
+    for m in multimodal_messages(prompt.messages, image_urls):
+        parts = [{"type": "image_url", "image_url": {"url": p["image"]}} if p["type"] == "image" else p
+                 for p in m["content"]]  # fmt: skip
+        only_text = len(parts) == 1 and parts[0]["type"] == "text"
+        out.append({"role": m["role"], "content": parts[0]["text"] if only_text else parts})
+    return out
+
+
+def run_openai(config: ReasonConfig, entries: list[dict], journal: Journal, store: ImageStore) -> tuple[dict, dict]:
+    from distill.client.driver import drive
+
+    def body(e):
+        urls = [store.data_url(rel) for rel in e["prompt"].images]
+        return {"model": config.model, "messages": wire_messages(e["prompt"], urls), **e["sampling"]}
+
+    items = [(e["key"], (lambda e=e: body(e))) for e in entries if "key" in e]
+    return drive(config.client(), journal, items, desc="reason (openai)")
+
+
+def run_hf(config: ReasonConfig, entries: list[dict], journal: Journal) -> tuple[dict, dict]:
+    import torch
+
+    from distill.chat_format import load_images
+    from distill.reason_hf import Student, run_batches
+
+    todo = list({e["key"]: e for e in entries if "key" in e and e["key"] not in journal}.values())
+    stats = {"to_send": len(todo), "journaled_before": sum("key" in e and e["key"] in journal for e in entries)}
+    failures: dict[str, dict] = {}
+    if not todo:
+        return failures, stats
+    student = Student(config.model, config.base_model, config.device, config.dtype, config.min_pixels,
+                      config.max_pixels)  # fmt: skip
+    if config.seed is not None:
+        torch.manual_seed(config.seed)
+
+    def encode(e):
+        images = load_images(e["prompt"].images, config.image_root, config.min_pixels, config.max_pixels)
+        return student.encode(e["prompt"].messages, images)
+
+    def on_result(key, record):
+        if record["status"] == "failed":
+            failures[key] = record
+        else:
+            journal.put(key, record)
+
+    sampling = config.sampling(0)  # rows of one run share it (only the openai seed differs per sample)
+    stats.update(run_batches(student, [(e["key"], e) for e in todo], encode, sampling, config.batch_size, on_result,
+                             config.progress))  # fmt: skip
+    return failures, stats
+
+
+def trace_row(entry: dict, writer: dict, record: dict | None, error: str | None) -> dict:
+    """The output row for one (example, sample): the example + the trace schema's fields (distill/records.py)."""
+    row = {**entry["example"], "sample_index": entry["sample_index"], "side": writer["prompt_id"].split(":")[-1]}
+    row["trace"] = (parse_trace(record.get("content"), record.get("reasoning_content")) if record is not None
+                    else {"raw": "", "think": "", "final": ""})  # fmt: skip
+    row["teacher"] = {**writer, "sampling": entry.get("sampling") or {}}
+    row["usage"] = (record or {}).get("usage") or {"prompt_tokens": 0, "completion_tokens": 0}
+    row["status"] = record["status"] if record is not None else "failed"
+    row["error"] = None if record is not None else (error or "no answer")
+    if row["status"] == "truncated":
+        row["error"] = "finish_reason=length (hit max_new_tokens)"
+    return row
+
+
+def main(config: ReasonConfig) -> int:
+    paths, start = config.paths(), time.monotonic()
+    try:
+        rows, problems = load_rows(config)
+    except (OSError, ValueError) as e:  # a missing or unreadable input file
+        print(f"distill reason: --input {config.input}: {e}", file=sys.stderr)
+        return 1
+    for p in problems:
+        log.warning("%s:%s: %s", config.input, p["line"], p["reason"])
+    if config.strict and problems:
+        print(f"distill reason: stopping on bad input (--strict): {config.input}:{problems[0]['line']}: "
+              f"{problems[0]['reason']}", file=sys.stderr)  # fmt: skip
+        return 1
+    fingerprint = None
+    try:
+        if config.backend == "hf":
+            from distill.reason_hf import checkpoint_fingerprint
+
+            if not Path(config.model).is_dir():
+                raise FileNotFoundError(f"--model {config.model}: no such checkpoint directory")
+            base = config.base_model or _adapter_base(config.model)
+            fingerprint = checkpoint_fingerprint(*(p for p in (base, config.model) if p))
+        else:
+            config.client().api_key()  # fail before any work when the named env var is missing
+    except (OSError, ValueError) as e:
+        print(f"distill reason: {e}", file=sys.stderr)
+        return 2
+    writer = writer_block(config, fingerprint)
+    store = ImageStore(config.image_root, config.min_pixels, config.max_pixels)
+    entries = plan(config, rows, store, f"{config.backend}:{fingerprint or config.model}")
+    save_resolved_config(paths["config"], config)
+    totals: Counter = Counter()
+    failed_reasons: Counter = Counter()
+
+    def out_rows(journal: Journal, failures: dict):
+        for e in entries:
+            err = e.get("error") or failures.get(e.get("key"), {}).get("error")
+            row = trace_row(e, writer, journal.get(e["key"]) if "key" in e else None, err)
+            totals.update({row["status"]: 1, **row["usage"]})
+            if row["status"] == "failed":
+                failed_reasons[reason_class(row["error"])] += 1
+            yield row
+
+    try:
+        with Journal(paths["journal"]) as journal:
+            if config.backend == "hf":
+                failures, stats = run_hf(config, entries, journal)
+            else:
+                failures, stats = run_openai(config, entries, journal, store)
+            n_rows = write_jsonl_atomic(config.output, out_rows(journal, failures))
+    except (OSError, ValueError, RuntimeError) as e:  # an unloadable checkpoint, a journal in use by another run
+        print(f"distill reason: {e}", file=sys.stderr)
+        return 1
+    summary = {
+        "input": config.input, "output": config.output, "examples": len(rows), "bad_input_rows": len(problems),
+        "problems": problems[:200], "rows_out": n_rows, "ok": totals["ok"], "truncated": totals["truncated"],
+        "failed": totals["failed"], "failed_reasons": dict(failed_reasons), "writer": writer,
+        "prompt_tokens": totals["prompt_tokens"], "completion_tokens": totals["completion_tokens"],
+        "run": stats, "elapsed_s": round(time.monotonic() - start, 3), "config": config_dict(config),
+    }  # fmt: skip
+    write_json_atomic(paths["summary"], summary)
+    print(f"reason ({config.backend}, {writer['model']}): {len(rows)} examples -> {n_rows} rows: {totals['ok']} ok, "
+          f"{totals['truncated']} truncated, {totals['failed']} failed"
+          f"{f' {dict(failed_reasons)}' if failed_reasons else ''}; generated {stats['to_send']} "
+          f"({stats['journaled_before']} from the journal); {len(problems)} bad input rows -> {config.output}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    from distill.cli import main as cli_main
+
+    sys.exit(cli_main(["reason", *sys.argv[1:]]))
