@@ -3,6 +3,7 @@ candidate), and the ranking path with a fake embedder whose vectors we choose.""
 
 import math
 
+import ir_measures
 import numpy as np
 import pytest
 import pytrec_eval
@@ -44,6 +45,8 @@ def test_metrics_equal_pytrec_eval_and_hand_values(metric, trec, column):
     for row in TABLE:
         assert per_query[row[0]] == pytest.approx(row[column]), row[0]
     assert mean == pytest.approx(sum(r[column] for r in TABLE) / len(TABLE))
+    measure = ir_measures.parse_measure({"Hit@1": "Success@1", "NDCG@5": "nDCG@5"}[metric])
+    assert mean == pytest.approx(ir_measures.pytrec_eval.evaluator([measure], qrels).calc_aggregate(run)[measure])
 
 
 class FakeEmbedder:
