@@ -144,6 +144,18 @@ def load_beir_examples(path: str | Path, subset: str | None = None, trace_side: 
             ex = make_example(f"{name}-q-{qid}", "visdoc", name, side(text), QUERY_INSTRUCTION,
                               side("", [corpus.pages[best][1]]))  # fmt: skip
             yield line, {**ex, "query_id": qid, "qrels": dict(rel)}
+    if trace_side == "eval":  # `distill eval`: every page is a candidate, graded by qrels (NDCG@5)
+        pages = [side("", [image]) for _, image in corpus.pages.values()]
+        ids = list(corpus.pages)
+        for qid, (line, text) in corpus.queries.items():
+            rel = corpus.qrels.get(qid)
+            if not rel:
+                yield line, Problem(line, "queries: query has no relevant page in qrels", f"{name}-q-{qid}")
+                continue
+            order = sorted(range(len(ids)), key=lambda k: (-rel.get(ids[k], 0), k))  # most relevant page first
+            ex = make_example(f"{name}-q-{qid}", "visdoc", name, side(text), QUERY_INSTRUCTION, pages[order[0]],
+                              [pages[k] for k in order[1:]])  # fmt: skip
+            yield line, {**ex, "query_id": qid, "relevance": [rel.get(ids[k], 0) for k in order]}
     if trace_side in (None, "target"):
         for cid, (line, image) in corpus.pages.items():
             page = side("", [image])

@@ -76,6 +76,7 @@ def interleave(text: str, n_images: int) -> list[tuple[str, str | int]]:
         if 0 <= i < n_images and i not in placed:
             placed[i] = m.span()
     if not placed:
+        text = IMAGE_PLACEHOLDER.sub("", text).strip() if IMAGE_PLACEHOLDER.search(text) else text
         return [*(("image", i) for i in range(n_images)), *([("text", text)] if text else [])]
     parts: list[tuple[str, str | int]] = [("image", i) for i in range(n_images) if i not in placed]
     pos = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.data.beir import is_beir_dir
 from distill.data.mmeb import Problem, load_examples
 from distill.io import BadLine, iter_jsonl
 from distill.records import example_problems, trace_side
@@ -149,8 +150,10 @@ class EvalRow:
 
 
 def _files(path: Path) -> list[Path]:
+    if is_beir_dir(path):  # a visual-document corpus (queries, pages, qrels): one "file"
+        return [path]
     if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
-        return sorted([*path.glob("*.jsonl"), *path.glob("*.parquet")])
+        return sorted([*path.glob("*.jsonl"), *path.glob("*.parquet"), *filter(is_beir_dir, path.iterdir())])
     return [path]
 
 
@@ -167,7 +170,7 @@ def load_eval_rows(paths: list[str], subset: str | None = None) -> list[EvalRow]
             problems.append(f"{p}: no .jsonl or .parquet files")
         for f in files:
             try:
-                items = list(load_examples(f, subset))
+                items = list(load_examples(f, subset, "eval" if is_beir_dir(f) else None))
             except ValueError as e:  # an unsupported file type
                 problems.append(str(e))
                 continue

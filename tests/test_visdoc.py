@@ -1,0 +1,130 @@
+"""Visual-document corpora (BEIR layout): reader, broken input by line, query- and page-side generate, NDCG@5 eval;
+and interleaved multi-image queries (<|image_N|> order) through the teacher request and the student's format."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main as cli_main
+from distill.data.beir import load_beir
+from distill.data.mmeb import from_train_row, interleave, load_examples
+from distill.io import read_jsonl, write_jsonl_atomic
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "demo"
+DOCS = DEMO / "visdoc" / "DemoDocs"
+
+
+def test_demo_corpus_reads_as_query_and_page_examples():
+    corpus = load_beir(DOCS)
+    assert (len(corpus.queries), len(corpus.pages), corpus.problems) == (4, 6, [])
+    queries = [ex for _, ex in load_examples(DOCS, trace_side="query")]
+    pages = [ex for _, ex in load_examples(DOCS, trace_side="target")]
+    assert [q["id"] for q in queries] == [f"DemoDocs-q-q{i}" for i in range(4)]
+    assert queries[0]["positive"]["images"] == ["visdoc/DemoDocs/pages/page_0.png"]  # the grade-2 page
+    assert queries[0]["qrels"] == {"p0": 2, "p1": 1} and not queries[0]["query"]["images"]
+    assert [p["corpus_id"] for p in pages] == [f"p{i}" for i in range(6)] and all(p["task"] == "visdoc" for p in pages)
+    evals = [ex for _, ex in load_examples(DOCS, trace_side="eval")]
+    assert all(len(e["negatives"]) == 5 and sorted(e["relevance"], reverse=True) == e["relevance"] for e in evals)
+    assert evals[0]["relevance"] == [2, 1, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "edit, line, reason",
+    [("qrels", 3, "unknown corpus id 'p99'"), ("qrels", 4, "unknown query id 'q77'"),
+     ("corpus", 7, "duplicate id"), ("queries", 5, "row has no an id")],
+)  # fmt: skip
+def test_broken_corpus_lines_are_reported_by_file_and_line(tmp_path, edit, line, reason):
+    root = tmp_path / "DemoDocs"
+    shutil.copytree(DOCS, root)
+    extra = {"qrels": [{"query-id": "q0", "corpus-id": "p99", "score": 1}, {"query-id": "q77", "corpus-id": "p0",
+                                                                             "score": 1}],
+             "corpus": [{"corpus-id": "p0", "image": "x.png"}], "queries": [{"query": "no id"}]}[edit]  # fmt: skip
+    lines = (root / f"{edit}.jsonl").read_text().splitlines()
+    if edit == "qrels":
+        lines = lines[:2] + [json.dumps(x) for x in extra] + lines[2:]
+    else:
+        lines += [json.dumps(x) for x in extra]
+    (root / f"{edit}.jsonl").write_text("\n".join(lines) + "\n")
+    report = tmp_path / "r.json"
+    assert cli_main(["validate", "--input", str(root), "--image_root", str(DEMO), "--report", str(report)]) == 1
+    problems = json.loads(report.read_text())["problems"]
+    assert any(p["line"] == line and f"{edit}.jsonl" in p["reason"] and reason in p["reason"] for p in problems), (
+        problems
+    )
+
+
+def test_pages_are_described_once_and_queries_get_text_traces(fake_teacher, tmp_path):
+    fake, url = fake_teacher(record=True)
+    base = ["generate", "--input", str(DOCS), "--image_root", str(DEMO), "--base_url", url, "--model", "m",
+            "--progress", "false"]  # fmt: skip
+    assert cli_main([*base, "--output", str(tmp_path / "pages.jsonl"), "--side", "target"]) == 0
+    pages = read_jsonl(tmp_path / "pages.jsonl")
+    assert len(fake.requests) == 6 and [r["corpus_id"] for r in pages] == [f"p{i}" for i in range(6)]
+    for req in fake.requests:  # the page image, then the page-description prompt
+        assert [p["type"] for p in req["body"]["messages"][1]["content"]] == ["image_url", "text"]
+    assert cli_main([*base, "--output", str(tmp_path / "queries.jsonl"), "--side", "query"]) == 0
+    queries = read_jsonl(tmp_path / "queries.jsonl")
+    assert len(queries) == 4 and all(r["status"] == "ok" for r in queries)
+    assert all(isinstance(r["body"]["messages"][1]["content"], str) for r in fake.requests[6:])  # text queries
+
+
+def test_eval_scores_visdoc_queries_with_ndcg5(tmp_path, tiny_vlm):
+    rows = [ex for _, ex in load_examples(DOCS, trace_side="query")]
+    traces = [{**ex, "sample_index": 0, "trace": {"raw": "x", "think": "pages", "final": "a bar chart"}, "status": "ok",
+               "teacher": {"model": "t"}} for ex in rows]  # fmt: skip
+    write_jsonl_atomic(tmp_path / "teacher.jsonl", traces)
+    rc = cli_main(["eval", "--output_dir", str(tmp_path / "eval"), "--traces", f"teacher={tmp_path / 'teacher.jsonl'}",
+                   "--eval_rows", str(DOCS), "--image_root", str(DEMO), "--embedder", "vlm", "--embedder_model",
+                   str(tiny_vlm), "--require_think", "false", "--max_pixels", "12544"])  # fmt: skip
+    assert rc == 0
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    ds = result["retrieval"]["datasets"]["DemoDocs"]
+    assert ds["metric"] == "NDCG@5" and ds["queries"] == 4 and ds["candidates_mean"] == 6
+    assert all(0.0 <= v <= 1.0 for v in ds["scores"].values())
+
+
+@pytest.mark.parametrize(
+    "text, n, parts",
+    [("What is shown?", 2, [("image", 0), ("image", 1), ("text", "What is shown?")]),
+     ("Compare <|image_1|> with <|image_2|>: which is larger?", 2,
+      [("text", "Compare"), ("image", 0), ("text", "with"), ("image", 1), ("text", ": which is larger?")]),
+     ("<|image_2|> then <|image_1|>", 3, [("image", 2), ("image", 1), ("text", "then"), ("image", 0)]),
+     ("ignore <|image_9|> here", 1, [("image", 0), ("text", "ignore  here")])],
+)  # fmt: skip
+def test_interleave_keeps_marker_order(text, n, parts):
+    assert interleave(text, n) == parts
+
+
+def test_interleaved_query_keeps_its_order_to_teacher_and_student(fake_teacher, tmp_path, tiny_vlm):
+    from distill.chat_format import multimodal_messages, student_prompt, tokenize_messages
+    from distill.processing import load_processor
+
+    row = {
+        "qry": "Represent the pair: is <|image_1|> the same scene as <|image_2|>?",
+        "qry_image_path": ["images/vqa_00.png", "images/cls_00.png"],
+        "pos_text": "no",
+        "pos_image_path": "",
+    }
+    ex = from_train_row(row, "ShapesVQA", "vqa")
+    assert ex["query"]["text"] == "is <|image_1|> the same scene as <|image_2|>?"
+    write_jsonl_atomic(tmp_path / "ShapesVQA.jsonl", [row])
+    fake, url = fake_teacher(record=True)
+    assert cli_main(["generate", "--input", str(tmp_path / "ShapesVQA.jsonl"), "--image_root", str(DEMO),
+                     "--base_url", url, "--model", "m", "--output", str(tmp_path / "t.jsonl"), "--progress",
+                     "false"]) == 0  # fmt: skip
+    parts = fake.requests[0]["body"]["messages"][1]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url", "text", "image_url", "text"]
+    assert parts[0]["text"].endswith("is") and parts[2]["text"] == "the same scene as"
+    prompt = student_prompt(ex)
+    blocks = multimodal_messages(prompt.messages, ["IMG1", "IMG2"])[0]["content"]
+    assert [b.get("image") or b["text"] for b in blocks] == ["Represent the pair:\nis", "IMG1", "the same scene as",
+                                                             "IMG2", "?"]  # fmt: skip
+    proc = load_processor(tiny_vlm)
+    from PIL import Image
+
+    ids = list(tokenize_messages(proc, prompt.messages, [Image.new("RGB", (56, 56))] * 2)["input_ids"][0])
+    vs = [i for i, t in enumerate(ids) if t == proc.tokenizer.convert_tokens_to_ids("<|vision_start|>")]
+    assert len(vs) == 2 and vs[1] - vs[0] > 6  # text tokens sit between the two images
