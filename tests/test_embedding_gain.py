@@ -141,3 +141,64 @@ def test_unreadable_image_gives_nan_row_and_none_value_not_a_crash(tiny_vlm, dem
     rows[0] = trace_row(demo_examples["ShapesI2T"][0], 0, "<think>x</think>UNREADABLE")
     values = embedding_gain(rows, Unreadable(), "final", 8)
     assert values[0] is None and all(v is not None for v in values[1:])
+
+
+# Hand-computed InfoNCE example (temperature 0.02, candidates: the positive P and one negative N).
+# Without the trace the query is as close to P as to N: sims (0.5, 0.5) -> log p(P) = -log 2 = -0.693147.
+# With it: sims (0.52, 0.50) -> logits (26, 25) -> log p(P) = -log(1 + e^-1) = -0.313262; gain +0.379885.
+# Margins: 0.0 -> 0.02; ranks: 2 (a tie counts against P) -> 1.
+_Q = np.array([0.625, 0.0, np.sqrt(1 - 0.625**2)])
+_P, _N = np.array([0.8, 0.6, 0.0]), np.array([0.8, -0.6, 0.0])
+_Q_WITH = np.array([0.6375, 0.02 / 1.2, 0.0])
+_Q_WITH[2] = np.sqrt(1 - _Q_WITH @ _Q_WITH)
+_P_WITH = 0.52 * _Q + np.sqrt(1 - 0.52**2) * np.array([0.0, 1.0, 0.0])  # P' . Q = 0.52
+HAND = {"rank_query": 2, "rank_trace": 1, "margin_query": 0.0, "margin_trace": 0.02, "logp_query": -0.693147,
+        "logp_trace": -0.313262, "logp_gain": 0.379885, "candidates": 2}  # fmt: skip
+TRACE = {"raw": "<think>t</think>The page reports revenue.", "think": "t", "final": "The page reports revenue."}
+EXPORTED = "<think>t</think>\nThe page reports revenue."  # what the student writes (distill.chat_format)
+QUERY = ("Find a document page that answers: What was the 2019 revenue?", ())
+PAGE, OTHER = ("Represent the document page:", ("page.png",)), ("Represent the document page:", ("other.png",))
+
+
+class Table:
+    """An image-aware fake embedder: a fixed vector per item; any other item is a routing error (KeyError)."""
+
+    uses_images = True
+
+    def __init__(self, vectors):
+        self.vectors, self.items = vectors, []
+
+    def embed(self, items):
+        self.items += items
+        return np.array([self.vectors[i] for i in items], np.float32)
+
+
+def visdoc_row(side):
+    return {"id": "d1", "task": "visdoc", "dataset": "ViDoRe_docvqa", "instruction": "Find a document page that answers:",
+            "query": {"text": "What was the 2019 revenue?", "images": []}, "target_instruction": "Represent the document page:",
+            "positive": {"text": "", "images": ["page.png"]}, "negatives": [{"text": "", "images": ["other.png"]}],
+            "answer": None, "sample_index": 0, "side": side, "trace": TRACE, "status": "ok"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "side, conditioned",
+    [
+        ("query", {QUERY: _Q, (QUERY[0] + "\n" + EXPORTED, ()): _Q_WITH}),  # the trace joins the text query
+        (
+            "target",
+            {QUERY: _Q, (PAGE[0] + "\n" + EXPORTED, PAGE[1]): _P_WITH},
+        ),  # the trace joins the page, not the query
+    ],
+)
+@pytest.mark.parametrize("objective", ["margin", "log_softmax"])
+def test_side_routing_and_log_softmax_gain_by_hand(side, conditioned, objective):
+    embedder = Table({PAGE: _P, OTHER: _N, **conditioned})
+    (value,) = embedding_gain([visdoc_row(side)], embedder, num_candidates=2, objective=objective)
+    expected = {**HAND, "gain": HAND["logp_gain"] if objective == "log_softmax" else 0.02}
+    assert value == pytest.approx(expected, abs=2e-6)
+    assert set(embedder.items) == {PAGE, OTHER, *conditioned}  # nothing else was embedded: no wrong-side item
+
+
+def test_a_row_of_unknown_side_is_not_scored():
+    embedder = Table({})
+    assert embedding_gain([visdoc_row("both")], embedder, num_candidates=2) == [None] and embedder.items == []

@@ -11,14 +11,14 @@ from distill.pipeline_stages import STAGES
 from distill.run import RunConfig, fingerprint, stage_config
 
 REPO = Path(__file__).resolve().parents[1]
-PIPELINES = sorted(REPO.glob("recipes/*/pipeline.yaml"))
+PIPELINES = sorted(REPO.glob("recipes/*/pipeline*.yaml"))
 
 
 def test_there_are_pipeline_recipes():
     assert {p.parent.name for p in PIPELINES} >= {"demo", "qwen2vl-2b"}
 
 
-@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_pipeline_recipe_resolves_into_every_stage_config(path, monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)  # recipes reference each other relative to the repo root
     (cfg,) = parse_configs((RunConfig,), ["--config", str(path)])
@@ -53,3 +53,31 @@ def test_fingerprint_follows_config_and_input_content(tmp_path):
     data.write_text('{"a": 2}\n')
     assert fingerprint("x: 1", [data]) != base
     assert fingerprint("x: 1", [tmp_path / "missing"]) != base
+
+
+@pytest.mark.parametrize(
+    "recipe, status, scores, kept",
+    [
+        # the paper-faithful recipe drops only what the teacher did not finish, whatever the scores say
+        ("filter_unfiltered.yaml", "ok", {"answer_match": 0.0, "format": 0.0}, True),
+        ("filter_unfiltered.yaml", "truncated", {}, False),
+        ("filter_unfiltered.yaml", "failed", {}, False),
+        # our filtered recipe rejects a wrong answer
+        ("filter.yaml", "ok", {"answer_match": 0.0, "format": 1.0}, False),
+    ],
+)
+def test_unfiltered_recipe_keeps_every_finished_trace(recipe, status, scores, kept, tmp_path):
+    from distill.filter import FilterConfig, row_reasons, select
+
+    path = REPO / "recipes/qwen2vl-2b" / recipe
+    (cfg,) = parse_configs((FilterConfig,), ["--config", str(path), "--input", "x", "--kept", "k", "--rejected", "r"])
+    rows = [{"id": "a", "sample_index": 0, "status": status, "scores": scores}]
+    reasons = [row_reasons(r, cfg) for r in rows]
+    select(rows, reasons, cfg)
+    assert (not reasons[0]) is kept
+
+
+def test_no_recipe_calls_a_filter_threshold_tte_s_criterion():
+    # TTE reports no trace filtering: a threshold is our choice, never "TTE's criterion"
+    offenders = [p for p in REPO.glob("recipes/**/*.yaml") if "tte's criterion" in p.read_text().lower()]
+    assert offenders == []
