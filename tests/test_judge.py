@@ -93,3 +93,46 @@ def test_llm_judge_over_http_with_the_teacher_client(tmp_path):
         assert scorer(rows) == values and len(server.seen_keys) == sent  # journaled: nothing re-sent
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "side, image",
+    [("query", "images/vqa_00.png"), ("target", "images/t2i_00.png")],  # the images of the side the trace is about
+)
+def test_judge_request_carries_the_side_image_as_generate_encodes_it(demo_dir, tmp_path, side, image):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from distill.teacher.prompts import ImageStore
+
+    sent = []
+
+    def fake_complete(requests, config, journal_path):
+        sent.extend(requests)
+        return [{"status": "ok", "text": "Score: 3", "error": None, "usage": {}} for _ in requests]
+
+    ex = {**EX, "query": {"text": "What color?", "images": ["images/vqa_00.png"]},
+          "positive": {"text": "red", "images": ["images/t2i_00.png"]}}  # fmt: skip
+    rows = [{**trace_row(ex, 0, "<think>x</think>red"), "side": side}]
+    budget = {"min_pixels": 3136, "max_pixels": 12544}
+    scorer = build_scorer("llm_judge", context={"work_dir": str(tmp_path), "image_root": str(demo_dir)},
+                          rubric=str(RUBRIC), client={"model": "judge"}, complete=fake_complete, **budget)  # fmt: skip
+    assert scorer(rows) == [{"score": 3.0}]
+    (content,) = [m["content"] for m in sent[0]["messages"]]
+    assert [p["type"] for p in content] == ["image_url", "text"]  # image first, as generate sends it
+    assert f"about the {side} side" in content[1]["text"]
+    url = content[0]["image_url"]["url"]
+    assert url == ImageStore(demo_dir, **budget).data_url(image)  # same resize and PNG encoding as generate
+    img = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert img.width * img.height <= budget["max_pixels"]
+
+
+def test_judge_row_with_unreadable_image_gets_a_reason(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    ex = {**EX, "query": {"text": "What color?", "images": ["bad.png"]}}
+    scorer = build_scorer("llm_judge", context={"work_dir": str(tmp_path), "image_root": str(tmp_path)},
+                          rubric=str(RUBRIC), client={"model": "judge"}, complete=lambda r, c, j: [])  # fmt: skip
+    (value,) = scorer([trace_row(ex, 0, "<think>x</think>red")])
+    assert value["score"] is None and "judge image" in value["error"]

@@ -1,7 +1,10 @@
 """`llm_judge`: a rubric prompt (a file, or one shipped under distill/teacher_prompts/judge/) sent through the teacher client; score 1-5.
 
-The rubric is plain text with `{task}`, `{instruction}`, `{query}`, `{answer}`, `{positive}` and `{trace}` slots (other
-braces are left alone). Requests go through `distill.client.driver.complete_many(requests, config, journal_path)`
+The rubric is plain text with `{task}`, `{instruction}`, `{query}`, `{answer}`, `{positive}`, `{side}` and `{trace}`
+slots (other braces are left alone). The request carries the images the trace is about (the query's for a query-side
+trace, the positive's for a target-side one), before the rubric text, resized and encoded exactly as `generate` sends
+them (`distill.teacher.prompts.ImageStore`, the same `min_pixels` / `max_pixels` defaults): the rubric asks the judge
+to check faithfulness to the image, so it must see it. A row whose image cannot be read gets {"score": None, "error"}. Requests go through `distill.client.driver.complete_many(requests, config, journal_path)`
 (the same client, journal and resume as `generate`): a killed run re-sends only what the journal lacks. Identical
 requests are sent once. Value per row: {"score": 1.0..5.0} or {"score": None, "error": why} (failed request,
 truncated or unparseable reply); None for rows without a trace.
@@ -17,9 +20,12 @@ from pathlib import Path
 
 import orjson
 
+from distill.records import side_subject, trace_side
 from distill.scoring.registry import register, trace_text
 
-SLOTS = ("task", "instruction", "query", "answer", "positive", "trace")
+SLOTS = ("task", "instruction", "query", "answer", "positive", "side", "trace")
+# The teacher's defaults (GenerateConfig): the judge sees the images at the budget the teacher saw them.
+DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS = 4 * 28 * 28, 1280 * 28 * 28
 _SCORE = re.compile(r"score\s*[:=]\s*\**\s*([1-5])\b", re.I)
 _ALONE = re.compile(r"^\s*([1-5])(?:\s*/\s*5)?\s*\.?\s*$")
 
@@ -32,6 +38,7 @@ def fill(rubric: str, row: dict, part: str = "raw") -> str:
         "query": (row.get("query") or {}).get("text") or "(image only)",
         "answer": row.get("answer") or "",
         "positive": (row.get("positive") or {}).get("text") or "",
+        "side": trace_side(row),
         "trace": trace_text(row, part) or "",
     }
     for key in SLOTS:
@@ -69,10 +76,17 @@ def make_llm_judge(
     journal: str | None = None,
     work_dir: str = ".",
     complete=None,
+    images: bool = True,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    image_root: str = ".",
 ):
     """Judge each trace with the rubric file `rubric` through the teacher client configured by `client` (the
     ClientConfig fields: base_urls, model, api_key_env, max_concurrency, timeout_s, max_retries). `journal` defaults
-    to <output dir>/llm_judge.journal.jsonl."""
+    to <output dir>/llm_judge.journal.jsonl. `images` (default true) sends the trace's images; `min_pixels` /
+    `max_pixels` must equal the generate recipe's so the judge sees what the teacher saw."""
+    from distill.images import ImageError
+    from distill.teacher.prompts import IMAGE_REF, ImageStore, materialize
     from distill.teacher.prompts import resolve_prompt_file  # `judge/ecr_quality.md` = the shipped rubric
 
     text = resolve_prompt_file(rubric).read_text(encoding="utf-8")
@@ -88,17 +102,38 @@ def make_llm_judge(
     else:
         config = dict(client)
 
+    if not 0 < min_pixels <= max_pixels:
+        raise ValueError(f"llm_judge: need 0 < min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
+    store = ImageStore(image_root, min_pixels, max_pixels)
+
+    def keyed(row: dict) -> tuple[dict, list[str]]:
+        """The request with image refs (digests; raises ImageError), and its image paths in part order."""
+        paths = list(side_subject(row, trace_side(row)).get("images") or []) if images else []
+        prompt = fill(text, row, part)
+        content = prompt if not paths else [  # images first, then the text: the order generate sends
+            *({"type": "image_url", "image_url": {"url": IMAGE_REF + store.digest(p)}} for p in paths),
+            {"type": "text", "text": prompt},
+        ]
+        return {"messages": [{"role": "user", "content": content}], "sampling": sampling}, paths
+
     def score(rows: list[dict]) -> list:
-        requests, slot_of, index = [], [], {}
-        for row in rows:
+        requests, slot_of, index, bad = [], [], {}, {}
+        for i, row in enumerate(rows):
             if trace_text(row, part) is None:
                 slot_of.append(None)
                 continue
-            request = {"messages": [{"role": "user", "content": fill(text, row, part)}], "sampling": sampling}
-            key = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
-            if key not in index:
-                index[key] = len(requests)
-                requests.append(request)
+            try:
+                request, paths = keyed(row)
+                key = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
+                if key not in index:
+                    # base64 only for requests actually sent; identical requests share one encoding
+                    request["messages"] = materialize(request["messages"], paths, store)
+                    index[key] = len(requests)
+                    requests.append(request)
+            except (ImageError, OSError, ValueError) as e:
+                bad[i] = {"score": None, "error": f"judge image: {e}"}
+                slot_of.append(None)
+                continue
             slot_of.append(index[key])
         results = complete(requests, config, journal_path) if requests else []
         if len(results) != len(requests):
@@ -110,6 +145,6 @@ def make_llm_judge(
                 continue
             value, error = parse_score(result.get("text"))
             values.append({"score": value} if error is None else {"score": None, "error": error})
-        return [None if s is None else values[s] for s in slot_of]
+        return [bad.get(i) if s is None else values[s] for i, s in enumerate(slot_of)]
 
     return score
