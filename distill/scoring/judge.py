@@ -86,8 +86,12 @@ def make_llm_judge(
     to <output dir>/llm_judge.journal.jsonl. `images` (default true) sends the trace's images; `min_pixels` /
     `max_pixels` must equal the generate recipe's so the judge sees what the teacher saw."""
     from distill.images import ImageError
-    from distill.teacher.prompts import IMAGE_REF, ImageStore, materialize
-    from distill.teacher.prompts import resolve_prompt_file  # `judge/ecr_quality.md` = the shipped rubric
+    from distill.teacher.prompts import (
+        IMAGE_REF,
+        ImageStore,
+        materialize,
+        resolve_prompt_file,  # `judge/ecr_quality.md` = the shipped rubric
+    )
 
     text = resolve_prompt_file(rubric).read_text(encoding="utf-8")
     if "{trace}" not in text:
@@ -110,10 +114,14 @@ def make_llm_judge(
         """The request with image refs (digests; raises ImageError), and its image paths in part order."""
         paths = list(side_subject(row, trace_side(row)).get("images") or []) if images else []
         prompt = fill(text, row, part)
-        content = prompt if not paths else [  # images first, then the text: the order generate sends
-            *({"type": "image_url", "image_url": {"url": IMAGE_REF + store.digest(p)}} for p in paths),
-            {"type": "text", "text": prompt},
-        ]
+        content = (
+            prompt
+            if not paths
+            else [  # images first, then the text: the order generate sends
+                *({"type": "image_url", "image_url": {"url": IMAGE_REF + store.digest(p)}} for p in paths),
+                {"type": "text", "text": prompt},
+            ]
+        )
         return {"messages": [{"role": "user", "content": content}], "sampling": sampling}, paths
 
     def score(rows: list[dict]) -> list:
