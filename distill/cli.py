@@ -46,13 +46,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(module_name)
     from distill.configs import parse_configs
+    from distill.stage import EXIT_USAGE, boundary, check_stage_io, error_line
 
     try:
         configs = parse_configs(tuple(getattr(module, n) for n in class_names), rest, prog=f"distill {verb}")
-    except ValueError as e:  # unknown YAML keys, bad values caught in __post_init__
-        print(f"distill {verb}: {e}", file=sys.stderr)
-        return 2
-    return int(module.main(*configs) or 0)
+    except (ValueError, OSError) as e:  # bad config file, unknown keys, wrong types, values __post_init__ refuses
+        print(f"distill {verb}: error: {error_line(e) or ' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def stage() -> int | None:
+        check_stage_io(verb, configs)  # before any request is sent or model loaded
+        return module.main(*configs)
+
+    return boundary(verb, stage)
 
 
 if __name__ == "__main__":

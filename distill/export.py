@@ -13,10 +13,11 @@ String contents are TRL's conversational format: the collator puts the row's ima
 Outputs in `--output`:
     dataset/        `datasets.save_to_disk` (images as an `Image` feature): `trl sft` / `SFTTrainer` load it as is
     train.jsonl     the same rows with image paths relative to `--image_root` (originals, for inspection/other tools)
-    manifest.json   input sha256, counts, teacher models, prompt ids/shas, modes, the filter summary if one sits
-                    next to the input (`summary.json`) or is given (`--filter_summary`): `distill train` copies it
-                    into its lineage record and model card
-    quarantine.jsonl rows that could not be exported, each with `export_error`; summary.json; export_config.yaml
+    manifest.json   input sha256, counts, teacher models, prompt ids/shas, modes, and the filter summary given as
+                    `--filter_summary` (`distill run` wires it): `distill train` copies it into its lineage record
+                    and model card
+    quarantine.jsonl rows that could not be exported, each with `export_error`
+    summary.json, config.yaml   the stage contract (`distill.stage`): the summary and the resolved config
 Rows with status != ok, an empty think or final part, or an unreadable image are quarantined (the run goes on unless
 `--strict`).
 """
@@ -41,6 +42,9 @@ from distill.chat_format import assistant_text, load_images, load_videos, studen
 from distill.images import ImageError
 from distill.io import BadLine, iter_jsonl, write_json_atomic, write_jsonl_atomic
 from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
+from distill.records import trace_problems
+from distill.stage import EXIT_DATA, contract_paths, reason_class
+from distill.stage import summary as stage_summary
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +68,9 @@ class ExportConfig:
     )
     filter_summary: str | None = field(
         default=None,
-        metadata={"help": "Filter summary JSON for the manifest; None: <input dir>/summary.json if it exists."},
-    )
+        metadata={"help": "The filter's summary (`kept.summary.json`) for the manifest's keep rates; None: none "
+                  "(`distill run` wires it like any path; nothing is guessed from beside the input)."},
+    )  # fmt: skip
     strict: bool = field(default=False, metadata={"help": "Stop at the first row that cannot be exported."})
     require_think: bool = field(
         default=True,
@@ -85,10 +90,10 @@ class ExportConfig:
 
 
 def row_problem(row: dict, require_think: bool = True) -> str | None:
-    """Why a kept row cannot become a training row, or None."""
-    for key in ("id", "query", "trace"):
-        if key not in row:
-            return f"missing field '{key}'"
+    """Why a kept row cannot become a training row, or None. The trace schema first (`distill.records`, the check
+    every stage applies: `instruction: 7` or `trace: "str"` is reported here, never a crash later)."""
+    if problems := trace_problems(row):
+        return "; ".join(problems)
     if row.get("status", "ok") != "ok":
         return f"status is {row.get('status')!r}, not 'ok'"
     trace = row["trace"]
@@ -144,13 +149,13 @@ def _teacher_manifest(rows: list[dict]) -> dict:
 
 
 def _filter_summary(config: ExportConfig) -> tuple[str | None, dict | None]:
-    path = config.filter_summary or str(Path(config.input).parent / "summary.json")
-    if not os.path.exists(path):
-        if config.filter_summary:
-            raise FileNotFoundError(f"--filter_summary {path}: not found")
+    if not config.filter_summary:
         return None, None
-    with open(path) as f:
-        return path, json.load(f)
+    with open(config.filter_summary) as f:  # its existence was checked before the export started (stage preflight)
+        try:
+            return config.filter_summary, json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--filter_summary {config.filter_summary}: not valid JSON: {e}") from None
 
 
 def export(config: ExportConfig) -> dict:
@@ -207,7 +212,7 @@ def export(config: ExportConfig) -> dict:
     write_jsonl_atomic(out / "quarantine.jsonl", quarantine)
 
     filter_path, filter_summary = _filter_summary(config)
-    drops = Counter(p["reason"].split(":")[0] if p["reason"].startswith("image") else p["reason"] for p in problems)
+    drops = Counter(reason_class(p["reason"]) for p in problems)
     manifest = {
         "input": os.path.abspath(config.input),
         "input_sha256": _sha256(config.input),
@@ -223,24 +228,24 @@ def export(config: ExportConfig) -> dict:
         "format": "TRL conversational vision-language: images + messages (user, assistant)",
     }
     write_json_atomic(out / "manifest.json", manifest)
-    summary = {"rows_in": rows_in, "rows_out": len(jsonl_rows), "quarantined": len(problems), "drops": dict(drops),
-               "problems": problems, "seconds": round(time.time() - t0, 3)}  # fmt: skip
-    write_json_atomic(out / "summary.json", summary)
+    summary = stage_summary("export", rows_in, len(jsonl_rows), time.time() - t0, dropped=drops, problems=problems,
+                            quarantined=len(problems))  # fmt: skip
+    write_json_atomic(contract_paths(out)[1], summary)
     return summary
 
 
 def main(config: ExportConfig) -> int:
     from distill.configs import save_resolved_config
 
-    save_resolved_config(Path(config.output) / "export_config.yaml", config)
+    save_resolved_config(contract_paths(config.output)[0], config)
     try:
         summary = export(config)
-    except (ValueError, FileNotFoundError) as e:
+    except ValueError as e:  # nothing to export, or --strict on a bad row: the data failed, not the setup
         print(f"distill export: {e}", file=sys.stderr)
-        return 1
+        return EXIT_DATA
     print(f"{config.input}: {summary['rows_in']} rows in, {summary['rows_out']} exported, "
           f"{summary['quarantined']} quarantined -> {config.output}")  # fmt: skip
-    for reason, n in Counter(summary["drops"]).most_common():
+    for reason, n in Counter(summary["dropped"]).most_common():
         print(f"  {n:6d}  {reason}")
     return 0
 

@@ -13,8 +13,10 @@ Selection steps only compare rows that passed the per-row checks, so a row's `re
 it failed, plus the selection step that dropped it when it passed them all. Ties go to the earlier input row.
 
 Outputs: kept rows unchanged, rejected rows + `rejected_by: [reason, ...]`, both in input order, kept + rejected =
-every readable input row; written atomically, byte-identical on rerun. Next to them (`report_dir`, default the kept
-file's directory): report.md, summary.json, plots/*.png, filter.config.yaml.
+every readable, well-formed input row (`distill.records.scored_problems`: a row without `scores` is reported by line);
+written atomically, byte-identical on rerun. Beside the kept file (the stage contract): `kept.summary.json` (counts,
+rejections and keep rates by check, task and dataset, score ranges) and `kept.config.yaml`; in `report_dir` (default
+the kept file's directory): report.md and plots/*.png.
 """
 
 from __future__ import annotations
@@ -23,19 +25,61 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from distill.io import read_rows_reporting_bad, write_jsonl_atomic
+from distill.configs import ConfigError, typed
+from distill.io import read_rows_reporting_bad, write_json_atomic, write_jsonl_atomic
+from distill.records import scored_problems
+from distill.stage import EXIT_DATA, all_failed_reason, contract_paths, reason_class
+from distill.stage import summary as stage_summary
 
 log = logging.getLogger(__name__)
 
 
 def _mapping(value, what: str) -> dict:
-    value = json.loads(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"filter: {what}: not valid JSON: {e}") from None
     if value is not None and not isinstance(value, dict):
-        raise ValueError(f"filter: `{what}` must be a mapping")
+        raise ConfigError(f"filter: `{what}` must be a mapping")
     return value or {}
+
+
+@dataclass
+class Threshold:
+    """One `thresholds` entry: bounds on a score path (inclusive); `none`: what a row without a value gets."""
+
+    min: float | None = field(default=None, metadata={"help": "Lowest value kept; None: no lower bound."})
+    max: float | None = field(default=None, metadata={"help": "Highest value kept; None: no upper bound."})
+    none: Literal["pass", "reject"] = field(
+        default="pass", metadata={"help": "A None / missing value: pass or reject."}
+    )
+
+
+@dataclass
+class Dedup:
+    """`dedup`: keep one row per near-duplicate cluster."""
+
+    score: str = field(default="near_duplicate", metadata={"help": "The score holding the cluster id."})
+    rank_by: str | None = field(
+        default=None, metadata={"help": "Score path that picks the row kept; None: best_of_n's."}
+    )
+    higher_is_better: bool = field(default=True, metadata={"help": "rank_by order."})
+    scope: Literal["global", "id"] = field(default="global", metadata={"help": "id: clusters within one example id."})
+
+
+@dataclass
+class BestOfN:
+    """`best_of_n`: the best `n` rows per example id by `score`."""
+
+    score: str = field(metadata={"help": "Score path to rank by (required)."})
+    n: int = field(default=1, metadata={"help": "Rows kept per example id (>= 1)."})
+    higher_is_better: bool = field(default=True, metadata={"help": "score order."})
 
 
 @dataclass
@@ -45,8 +89,9 @@ class FilterConfig:
     rejected: str = field(metadata={"help": "Where rejected rows go (.jsonl), with `rejected_by`, input order."})
     thresholds: dict | str | None = field(
         default=None,
-        metadata={"help": "Score path (`name` or `name.key`) -> {min, max, none: pass|reject}; bounds inclusive."},
-    )
+        metadata={"help": "Score path (`name` or `name.key`) -> {min, max, none: pass|reject} (a `Threshold`); "
+                  "bounds inclusive."},
+    )  # fmt: skip
     reject_status: list[str] = field(
         default_factory=lambda: ["failed", "truncated"],
         metadata={"help": "Teacher statuses rejected outright (reason `status: <status>`)."},
@@ -54,12 +99,14 @@ class FilterConfig:
     dedup: dict | str | None = field(
         default=None,
         metadata={"help": "{score: cluster score name (near_duplicate), rank_by: score path, higher_is_better, "
-                  "scope: global | id}: keep one row per cluster (per cluster and example id with scope id); "
-                  "null = no dedup."},
+                  "scope: global | id} (a `Dedup`): keep one row per cluster (per cluster and example id with "
+                  "scope id); null = no dedup."},
     )  # fmt: skip
     best_of_n: dict | str | None = field(
         default=None,
-        metadata={"help": "{score: score path, n: rows kept per example id, higher_is_better}; null = keep all."},
+        metadata={
+            "help": "{score: score path, n: rows kept per example id, higher_is_better} (a `BestOfN`); null = keep all."
+        },
     )
     report_dir: str | None = field(
         default=None, metadata={"help": "Where report.md, summary.json and plots/ go; default: the kept file's dir."}
@@ -70,26 +117,20 @@ class FilterConfig:
     strict: bool = field(default=False, metadata={"help": "Exit 1 on the first unreadable input line."})
 
     def __post_init__(self):
-        self.thresholds = _mapping(self.thresholds, "thresholds")
-        self.dedup = _mapping(self.dedup, "dedup")
-        self.best_of_n = _mapping(self.best_of_n, "best_of_n")
-        for path, rule in self.thresholds.items():
-            if not isinstance(rule, dict) or not set(rule) <= {"min", "max", "none"} or not rule:
-                raise ValueError(f"filter: threshold {path!r} must be a mapping of min / max / none")
-            if rule.get("none", "pass") not in ("pass", "reject"):
-                raise ValueError(f"filter: threshold {path!r}: `none` must be pass or reject")
-            lo, hi = rule.get("min"), rule.get("max")
-            if lo is not None and hi is not None and lo > hi:
-                raise ValueError(f"filter: threshold {path!r}: min {lo} > max {hi}")
-        if self.dedup and not set(self.dedup) <= {"score", "rank_by", "higher_is_better", "scope"}:
-            raise ValueError("filter: `dedup` takes score, rank_by, higher_is_better, scope")
-        if self.dedup.get("scope", "global") not in ("global", "id"):
-            raise ValueError("filter: dedup.scope must be global or id")
-        if self.best_of_n:
-            if not set(self.best_of_n) <= {"score", "n", "higher_is_better"} or "score" not in self.best_of_n:
-                raise ValueError("filter: `best_of_n` takes score (required), n, higher_is_better")
-            if int(self.best_of_n.get("n", 1)) < 1:
-                raise ValueError("filter: best_of_n.n must be >= 1")
+        # nested sections become typed dataclasses, every key and type checked (distill.configs.typed)
+        thresholds = {}
+        for path, rule in _mapping(self.thresholds, "thresholds").items():
+            if not rule:
+                raise ConfigError(f"filter: thresholds: {path}: give min, max or none")
+            rule = thresholds[path] = typed(Threshold, rule, f"filter: thresholds: {path}")
+            if rule.min is not None and rule.max is not None and rule.min > rule.max:
+                raise ConfigError(f"filter: threshold {path!r}: min {rule.min:g} > max {rule.max:g}")
+        self.thresholds = thresholds
+        dedup, best_of_n = _mapping(self.dedup, "dedup"), _mapping(self.best_of_n, "best_of_n")
+        self.dedup = typed(Dedup, dedup, "filter: dedup") if dedup else None
+        self.best_of_n = typed(BestOfN, best_of_n, "filter: best_of_n") if best_of_n else None
+        if self.best_of_n is not None and self.best_of_n.n < 1:
+            raise ConfigError("filter: best_of_n.n must be >= 1")
         if len({Path(p).resolve() for p in (self.input, self.kept, self.rejected)}) != 3:
             raise ValueError("filter: --input, --kept and --rejected must be three different files")
 
@@ -115,14 +156,14 @@ def row_reasons(row: dict, config: FilterConfig) -> list[str]:
     for path, rule in config.thresholds.items():
         value = score_at(row, path)
         if value is None or value is _MISSING:
-            if rule.get("none", "pass") == "reject":
+            if rule.none == "reject":
                 reasons.append(f"{path}: no value")
         elif not isinstance(value, (int, float)):
             reasons.append(f"{path}: not a number ({type(value).__name__})")
-        elif rule.get("min") is not None and value < rule["min"]:
-            reasons.append(f"{path}: {value:g} < min {rule['min']:g}")
-        elif rule.get("max") is not None and value > rule["max"]:
-            reasons.append(f"{path}: {value:g} > max {rule['max']:g}")
+        elif rule.min is not None and value < rule.min:
+            reasons.append(f"{path}: {value:g} < min {rule.min:g}")
+        elif rule.max is not None and value > rule.max:
+            reasons.append(f"{path}: {value:g} > max {rule.max:g}")
     return reasons
 
 
@@ -140,11 +181,11 @@ def _label(row: dict) -> str:
 
 def select(rows: list[dict], reasons: list[list[str]], config: FilterConfig) -> None:
     """Apply dedup then best-of-n to rows without reasons, appending the selection reason to the losers in place."""
-    if config.dedup:
-        cluster, rank_by = config.dedup.get("score", "near_duplicate"), config.dedup.get("rank_by")
-        rank_by = rank_by or config.best_of_n.get("score")
-        higher = config.dedup.get("higher_is_better", True)
-        per_id = config.dedup.get("scope", "global") == "id"
+    if config.dedup is not None:
+        cluster, rank_by = config.dedup.score, config.dedup.rank_by
+        rank_by = rank_by or (config.best_of_n.score if config.best_of_n else None)
+        higher = config.dedup.higher_is_better
+        per_id = config.dedup.scope == "id"
         groups: dict = {}
         for i, row in enumerate(rows):
             cid = score_at(row, cluster)
@@ -154,9 +195,9 @@ def select(rows: list[dict], reasons: list[list[str]], config: FilterConfig) -> 
             order = sorted(members, key=lambda i: _sort_key(rows[i], i, rank_by, higher))
             for i in order[1:]:
                 reasons[i].append(f"{cluster}: near duplicate of kept {_label(rows[order[0]])}")
-    if config.best_of_n:
-        path, n = config.best_of_n["score"], int(config.best_of_n.get("n", 1))
-        higher = config.best_of_n.get("higher_is_better", True)
+    if config.best_of_n is not None:
+        path, n = config.best_of_n.score, config.best_of_n.n
+        higher = config.best_of_n.higher_is_better
         groups = {}
         for i, row in enumerate(rows):
             if not reasons[i]:  # a query-side and a target-side trace of one example do not compete
@@ -170,9 +211,8 @@ def select(rows: list[dict], reasons: list[list[str]], config: FilterConfig) -> 
 def check_paths(rows: list[dict], config: FilterConfig) -> None:
     """Fail clearly when the recipe names a score no row has (a typo, or a scorer `score` did not run)."""
     paths = list(config.thresholds)
-    paths += [p for p in (config.best_of_n.get("score"), config.dedup.get("rank_by")) if p]
-    if config.dedup:
-        paths.append(config.dedup.get("score", "near_duplicate"))
+    paths += [config.best_of_n.score] if config.best_of_n else []
+    paths += [p for p in (config.dedup.rank_by, config.dedup.score) if p] if config.dedup else []
     for path in paths:
         if rows and all(score_at(r, path) is _MISSING for r in rows):
             have = sorted({k for r in rows for k in (r.get("scores") or {})})
@@ -181,11 +221,11 @@ def check_paths(rows: list[dict], config: FilterConfig) -> None:
 
 def main(config: FilterConfig) -> int:
     from distill.configs import save_resolved_config
-    from distill.report import write_report
+    from distill.report import check_of, write_report
 
     t0 = time.time()
-    try:
-        rows, bad = read_rows_reporting_bad(config.input, config.strict)
+    try:  # the scored-row schema, as every stage checks it: a row without `scores` is reported, never kept
+        rows, bad = read_rows_reporting_bad(config.input, config.strict, check=scored_problems)
     except ValueError as e:
         print(f"distill filter: {e}", file=sys.stderr)
         return 1
@@ -204,11 +244,20 @@ def main(config: FilterConfig) -> int:
     write_jsonl_atomic(config.kept, kept)
     write_jsonl_atomic(config.rejected, rejected)
     report_dir = Path(config.report_dir or Path(config.kept).parent)
-    save_resolved_config(report_dir / "filter.config.yaml", config)
-    summary = write_report(report_dir, rows, reasons, config, bad, time.time() - t0)
+    config_path, summary_path = contract_paths(config.kept)
+    save_resolved_config(config_path, config)
+    report = write_report(report_dir, rows, reasons, config, bad, time.time() - t0)
+    by_check = Counter(check_of(x) for why in reasons for x in why)
+    dropped = Counter(reason_class(b["reason"]) for b in bad) + by_check
+    summary = stage_summary("filter", len(rows) + len(bad), len(kept), time.time() - t0, dropped=dropped,
+                            problems=bad, **{k: v for k, v in report.items() if k not in ("rows_in", "seconds")})  # fmt: skip
+    write_json_atomic(summary_path, summary)
     print(f"{config.input}: {len(rows)} rows -> {len(kept)} kept, {len(rejected)} rejected; report: {report_dir}")
     for reason, n in summary["rejections_by_check"].items():
         print(f"  {n:6d}  {reason}")
+    if reason := all_failed_reason(len(rows) + len(bad), len(kept), dropped):
+        print(f"distill filter: every row was dropped for one reason: {reason}", file=sys.stderr)
+        return EXIT_DATA
     return 0
 
 

@@ -50,15 +50,27 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | BadLine]]:
             yield lineno, row
 
 
-def read_rows_reporting_bad(path: str | Path, strict: bool = False) -> tuple[list[dict], list[dict]]:
+def checked_rows(path: str | Path, check) -> Iterator[tuple[int, dict | BadLine]]:
+    """`iter_jsonl`, with rows that fail `check` (a `distill.records.ROW_CHECKS` function: row -> reasons) turned
+    into BadLines naming the row's id and every reason: the one way stages read rows."""
+    for line, item in iter_jsonl(path):
+        if not isinstance(item, BadLine) and (reasons := check(item)):
+            row_id = item.get("id")
+            who = f"row {row_id!r}: " if isinstance(row_id, str) else ""
+            item = BadLine(str(path), line, who + "; ".join(reasons))
+        yield line, item
+
+
+def read_rows_reporting_bad(path: str | Path, strict: bool = False, check=None) -> tuple[list[dict], list[dict]]:
     """(rows, bad lines as {"line", "reason"}) of a JSONL file; each bad line is logged with its file and line.
+    With `check` (row -> reasons), rows that fail it are bad lines too.
 
     With `strict`, the first bad line raises ValueError naming it (callers stop before writing anything).
     """
     import logging
 
     rows, bad = [], []
-    for line, item in iter_jsonl(path):
+    for line, item in checked_rows(path, check) if check else iter_jsonl(path):
         if isinstance(item, BadLine):
             if strict:
                 raise ValueError(f"{item} (--strict: stopping, nothing written)")

@@ -1,5 +1,6 @@
 """How `distill run` wires the stages: each stage's verb, the config fields that carry its input and output paths
-inside a run directory, what it reads (for the skip fingerprint), and how its rows are counted for the run summary.
+inside a run directory, what it reads (for the skip fingerprint), and which field names its main output, beside which
+the stage writes its summary (`distill.stage.contract_paths`): `run` reads that file and knows no other file names.
 """
 
 from __future__ import annotations
@@ -8,16 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
+from distill.stage import contract_paths
+
 
 @dataclass(frozen=True)
 class StageSpec:
     name: str
     verb: str
     wire: Callable[[Path], dict]  # run_dir -> {config field: path}: the run layout
-    inputs: Callable[[dict], list[str]]  # resolved stage config -> the paths it reads
-    rows_in: Callable[[dict], str | Path | None]  # wired paths -> the JSONL whose lines count as rows in
-    rows_out: Callable[[dict], str | Path | None]
-    report: str | None = None  # the stage's own report, relative to its stage dir
+    inputs: Callable[[dict], list[str]]  # resolved stage config -> the previous stages' outputs it reads
+    output_field: str  # the config field naming its main output: its summary and config are written beside it
+    report: str | None = None  # the stage's own human report, relative to its stage dir (None: its summary)
     teacher_field: str | None = None  # config field that takes a local teacher's base URL
     needs_teacher: Callable[[dict], bool] = lambda cfg: False
 
@@ -32,9 +36,7 @@ STAGES: list[StageSpec] = [
         "generate",
         wire=lambda d: {"output": _p(d, "generate", "traces.jsonl")},
         inputs=lambda c: [c["input"]],
-        rows_in=lambda w: None,
-        rows_out=lambda w: w["output"],
-        report="traces.summary.json",
+        output_field="output",
         teacher_field="base_url",
         needs_teacher=lambda c: not c.get("dry_run", False),
     ),
@@ -43,9 +45,7 @@ STAGES: list[StageSpec] = [
         "score",
         wire=lambda d: {"input": _p(d, "generate", "traces.jsonl"), "output": _p(d, "score", "scored.jsonl")},
         inputs=lambda c: [c["input"]],
-        rows_in=lambda w: w["input"],
-        rows_out=lambda w: w["output"],
-        report="scored.jsonl.summary.json",
+        output_field="output",
     ),
     StageSpec(
         "filter",
@@ -56,18 +56,20 @@ STAGES: list[StageSpec] = [
             "rejected": _p(d, "filter", "rejected.jsonl"),
         },
         inputs=lambda c: [c["input"]],
-        rows_in=lambda w: w["input"],
-        rows_out=lambda w: w["kept"],
+        output_field="kept",
         report="report.md",
     ),
     StageSpec(
         "export",
         "export",
-        wire=lambda d: {"input": _p(d, "filter", "kept.jsonl"), "output": _p(d, "export", "data")},
-        inputs=lambda c: [c["input"], str(Path(c["input"]).parent / "summary.json")],
-        rows_in=lambda w: w["input"],
-        rows_out=lambda w: Path(w["output"]) / "train.jsonl",
-        report="data/summary.json",
+        # The filter's summary is wired like any path (keep rates for the manifest and model card), never guessed.
+        wire=lambda d: {
+            "input": _p(d, "filter", "kept.jsonl"),
+            "output": _p(d, "export", "data"),
+            "filter_summary": _p(d, "filter", "kept.summary.json"),
+        },
+        inputs=lambda c: [c["input"], c["filter_summary"]],
+        output_field="output",
     ),
     StageSpec(
         "train",
@@ -78,28 +80,17 @@ STAGES: list[StageSpec] = [
         inputs=lambda c: (
             [str(Path(c["dataset_path"]) / f) for f in ("train.jsonl", "manifest.json")] + [c["model_name_or_path"]]
         ),
-        rows_in=lambda w: Path(w["dataset_path"]) / "train.jsonl",
-        rows_out=lambda w: None,
+        output_field="output_dir",
         report="model/README.md",
     ),
 ]
 
 
-def _count_lines(path: str | Path | None) -> int | None:
-    if path is None or not Path(path).exists():
-        return None
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
-
-
-def stage_summary(spec: StageSpec, run_dir: Path) -> dict:
-    """Rows in / out of a finished stage (JSONL line counts); for generate, examples in and tokens from its summary."""
-    wired = spec.wire(run_dir)
-    summary = {"rows_in": _count_lines(spec.rows_in(wired)), "rows_out": _count_lines(spec.rows_out(wired))}
-    if spec.name == "generate":
-        import orjson
-
-        gen = orjson.loads((run_dir / spec.name / spec.report).read_bytes())
-        summary["rows_in"] = gen["examples"]
-        summary["tokens"] = gen["prompt_tokens"] + gen["completion_tokens"]
-    return summary
+def stage_summary(spec: StageSpec, config: dict) -> dict:
+    """The finished stage's summary (`distill.stage.summary` schema), read from beside its main output."""
+    path = contract_paths(config[spec.output_field])[1]
+    s = orjson.loads(path.read_bytes())
+    tokens = s.get("tokens") or {}
+    return {"rows_in": s.get("rows_in"), "rows_out": s.get("rows_out"), "dropped": s.get("dropped", {}),
+            "seconds": s.get("seconds"), "tokens": sum(v for v in tokens.values() if isinstance(v, int)) or None,
+            "summary": str(path)}  # fmt: skip

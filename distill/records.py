@@ -26,6 +26,10 @@ trace = example + (written by `generate`)
 
 scored = trace + {"scores": {scorer name: float | None | small dict}}          (written by `score`)
 rejected = scored + {"rejected_by": [reason, ...]}                               (written by `filter`)
+
+The checks below are the only ones: `validate` and `load_examples` (hence `generate`) apply `example_problems`,
+`score` and `export` apply `trace_problems`, `filter` applies `scored_problems` (`ROW_CHECKS`), so a bad row is
+reported by line the same way in every stage and never crashes one. docs/rows.md documents the same schema.
 """
 
 from __future__ import annotations
@@ -127,7 +131,12 @@ def example_problems(row: dict) -> list[str]:
         return problems
     if not isinstance(row["id"], str):
         problems.append("field 'id' must be a string")
-    if row["task"] not in TASKS:
+    for key in ("dataset", "instruction"):
+        if key in row and not isinstance(row[key], str):
+            problems.append(f"field {key!r} must be a string")
+    if row.get("answer") is not None and not isinstance(row["answer"], str):
+        problems.append("field 'answer' must be a string or null")
+    if not isinstance(row["task"], str) or row["task"] not in TASKS:
         problems.append(f"unknown task {row['task']!r} (expected one of {', '.join(TASKS)})")
     for name in ("query", "positive"):
         if (p := _side_problem(name, row[name])) is not None:
@@ -146,6 +155,39 @@ def video_paths(row: dict) -> list[str]:
     """Every relative video path (frame folder or video file) an example references, in order, de-duplicated."""
     sides = [row["query"], row["positive"], *row.get("negatives", [])]
     return list(dict.fromkeys(s["video"] for s in sides if s.get("video")))
+
+
+def trace_problems(row: dict) -> list[str]:
+    """Schema problems of a trace row (an example plus what `generate` adds), as reasons (empty = well formed)."""
+    problems = example_problems(row)
+    if problems:
+        return problems
+    index = row.get("sample_index", 0)
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        problems.append("field 'sample_index' must be a non-negative integer")
+    trace = row.get("trace")
+    if not isinstance(trace, dict):
+        problems.append("field 'trace' must be an object with raw, think and final")
+    else:
+        problems += [f"field 'trace.{k}' must be a string" for k in ("raw", "think", "final")
+                     if not isinstance(trace.get(k, ""), str)]  # fmt: skip
+    if row.get("status", "ok") not in TRACE_STATUSES:
+        problems.append(f"field 'status' must be one of {', '.join(TRACE_STATUSES)}, got {row.get('status')!r}")
+    for key in ("teacher", "usage"):
+        if row.get(key) is not None and not isinstance(row[key], dict):
+            problems.append(f"field {key!r} must be an object")
+    return problems
+
+
+def scored_problems(row: dict) -> list[str]:
+    """Schema problems of a scored row: a trace row with a `scores` object."""
+    problems = trace_problems(row)
+    if not problems and not isinstance(row.get("scores"), dict):
+        problems.append("field 'scores' is missing or not an object (was the file written by `distill score`?)")
+    return problems
+
+
+ROW_CHECKS = {"example": example_problems, "trace": trace_problems, "scored": scored_problems}
 
 
 def image_paths(row: dict) -> list[str]:

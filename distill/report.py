@@ -1,6 +1,6 @@
-"""The filter report: `summary.json`, `report.md` and PNG plots (matplotlib, Agg) next to the filter's outputs.
-
-summary.json: rows in / kept / rejected / unreadable lines, rejections by check (every reason counted), keep rate
+"""The filter report: `report.md` and PNG plots (matplotlib, Agg) next to the filter's outputs, and the figures that go
+into the filter's summary (`kept.summary.json`, written by `distill.filter`):
+rows in / kept / rejected / unreadable lines, rejections by check (every reason counted), keep rate
 per check (share of rows that check alone would keep), per task and per dataset, per-score value ranges.
 Plots (plots/): score histograms (kept vs rejected, thresholds marked) and keep rates per check, task and dataset.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from distill.io import write_json_atomic, write_text_atomic
+from distill.io import write_text_atomic
 
 
 def check_of(reason: str) -> str:
@@ -47,7 +47,7 @@ def _plots(out: Path, paths: dict, reasons, config, per_check, per_task, per_dat
     out.mkdir(parents=True, exist_ok=True)
     files = []
     # Thresholded scores first, then the rest; cluster ids are labels, not magnitudes.
-    dedup_score = config.dedup.get("score", "near_duplicate") if config.dedup else "near_duplicate"
+    dedup_score = config.dedup.score if config.dedup else "near_duplicate"
     names = [p for p in config.thresholds if p in paths] + [p for p in paths if p not in config.thresholds]
     names = [p for p in names if p != dedup_score][:12]
     if names:
@@ -59,7 +59,8 @@ def _plots(out: Path, paths: dict, reasons, config, per_check, per_task, per_dat
             rej = [v for v, i in paths[name] if reasons[i]]
             ax.hist([kept, rej], bins=20, stacked=True, color=["#2a9d8f", "#e76f51"], label=["kept", "rejected"])
             for bound in ("min", "max"):
-                if (t := config.thresholds.get(name, {}).get(bound)) is not None:
+                rule = config.thresholds.get(name)
+                if rule is not None and (t := getattr(rule, bound)) is not None:
                     ax.axvline(t, color="black", linestyle="--", linewidth=1)
             ax.set_title(name, fontsize=10)
             ax.set_ylabel("rows")
@@ -102,12 +103,12 @@ def _snippet(row: dict, n: int = 220) -> str:
 
 
 def write_report(out_dir, rows, reasons, config, bad_lines, seconds: float) -> dict:
-    """Write summary.json, report.md and plots/ into `out_dir`; returns the summary dict."""
+    """Write report.md and plots/ into `out_dir`; returns the figures for the filter's summary."""
     out_dir = Path(out_dir)
     n, n_kept = len(rows), sum(not r for r in reasons)
     by_check = Counter(check_of(x) for why in reasons for x in why)
     checks = (["status"] if config.reject_status else []) + list(config.thresholds)
-    checks += [config.dedup.get("score", "near_duplicate")] if config.dedup else []
+    checks += [config.dedup.score] if config.dedup else []
     checks += ["best_of_n"] if config.best_of_n else []
     per_check = {c: {"rejected": by_check[c], "keep_rate": round(1 - by_check[c] / n, 4) if n else 0.0} for c in checks}
     per_task = _rate_table(rows, reasons, lambda r: str(r.get("task")))
@@ -123,7 +124,6 @@ def write_report(out_dir, rows, reasons, config, bad_lines, seconds: float) -> d
         "keep_rate_by_check": per_check, "by_task": per_task, "by_dataset": per_dataset, "score_ranges": ranges,
         "plots": [f"plots/{p}" for p in plots], "seconds": round(seconds, 3),
     }  # fmt: skip
-    write_json_atomic(out_dir / "summary.json", summary)
 
     md = [f"# Filter report: `{config.input}`", "",
           f"{n} rows in, **{n_kept} kept** ({summary['keep_rate']:.1%}), {n - n_kept} rejected"

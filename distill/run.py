@@ -3,18 +3,23 @@
     distill run --config recipes/demo/pipeline.yaml
 
 Each stage runs as its own `distill <verb>` subprocess (training keeps global accelerate/DeepSpeed state) with a stage
-config written to `runs/<name>/<stage>/stage_config.yaml`: the stage's recipe, the pipeline's overrides, and the paths that
-wire it to the previous stage. A stage is skipped when it finished before with the same fingerprint (sha256 of its
-config and of its input files), so a crashed run resumes where it stopped; `generate` itself resumes request by request
-from its journal. When the recipe has a `serve` section, a local teacher (`distill serve`) is started on a free
-loopback port for the stages that need it and stopped afterwards. Writes `runs/<name>/run_summary.json` and
-`runs/<name>/report.md` linking each stage's own report.
+config written to `runs/<name>/<stage>/stage_config.yaml`: the stage's recipe, the pipeline's overrides, the values
+shared by every stage (`image_root`, `min_pixels`, `max_pixels`: set once in the pipeline recipe) and the paths that
+wire it to the previous stage. Every stage's config is resolved and checked before the first stage starts, so a typo in
+`train:` fails in seconds, not after generate. A stage is skipped when it finished before with the same fingerprint
+(`distill.fingerprint`: its config and everything it reads), so a crashed run resumes where it stopped; `generate`
+itself resumes request by request from its journal. When the recipe has a `serve` section, a local teacher (`distill
+serve`) is started on a free loopback port for the stages that need it and stopped afterwards. Each child runs in its
+own process group owned by `run`: SIGTERM / SIGINT stop the running stage's whole group, then the local teacher.
+Writes `runs/<name>/run_summary.json` and `runs/<name>/report.md` from each stage's summary (`distill.stage`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,10 +29,30 @@ from pathlib import Path
 import orjson
 import yaml
 
+from distill.configs import ConfigError, configs_from_mapping, read_yaml_mapping, stage_config_classes, typed
+from distill.fingerprint import fingerprint, read_paths, referenced_images
 from distill.io import write_json_atomic, write_text_atomic
 from distill.pipeline_stages import STAGES, StageSpec, stage_summary
+from distill.stage import StageError, die_with_parent
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeSection:
+    """The pipeline's `serve:` section: the local teacher `run` starts for the stages that need one."""
+
+    models: list[str] = field(metadata={"help": "`distill serve --model` values: NAME=PATH or a bundled name."})
+    args: list[str | int | float] = field(default_factory=list, metadata={"help": "Extra `distill serve` flags."})
+
+    def __post_init__(self):
+        if not self.models:
+            raise ConfigError("serve: models: name at least one model")
+        self.args = [str(a) for a in self.args]
+
+
+# Values set once in the pipeline recipe and wired into every stage whose config has the field, like paths are.
+SHARED_FIELDS = ("image_root", "min_pixels", "max_pixels")
 
 
 @dataclass
@@ -44,8 +69,16 @@ class RunConfig:
     )
     serve: dict | None = field(
         default=None,
-        metadata={"help": "Start a local teacher: {models: [name=PATH | smollm2 ...], args: [extra serve flags]}."},
+        metadata={"help": "Start a local teacher: {models: [name=PATH | smollm2 ...], args: [extra serve flags]} "
+                  "(a `ServeSection`)."},
+    )  # fmt: skip
+    image_root: str | None = field(
+        default=None, metadata={"help": "Set once for every stage that reads images; None: each stage's own."}
     )
+    min_pixels: int | None = field(
+        default=None, metadata={"help": "Pixel budget of teacher, export and student; None: each stage's own."}
+    )
+    max_pixels: int | None = field(default=None, metadata={"help": "... its upper bound (px); None: each stage's."})
     generate: dict | None = field(default=None, metadata={"help": "{recipe: generate.yaml, <overrides>}"})
     score: dict | None = field(default=None, metadata={"help": "{recipe: score.yaml, <overrides>}"})
     filter: dict | None = field(default=None, metadata={"help": "{recipe: filter.yaml, <overrides>}"})
@@ -60,6 +93,8 @@ class RunConfig:
     )
 
     def __post_init__(self):
+        if self.serve is not None:
+            self.serve = typed(ServeSection, self.serve, "serve")
         known = [s.name for s in STAGES]
         for name in [*self.stages, *self.force]:
             if name not in known:
@@ -71,54 +106,82 @@ class RunConfig:
         return Path(self.runs_root) / self.name
 
 
-# Files above this size are fingerprinted by (size, mtime) instead of content: checkpoints and big datasets would
-# otherwise be read in full on every resume.
-CONTENT_HASH_MAX_BYTES = 64 * 2**20
-
-
-def _hash_path(h, path: Path) -> None:
-    """Feed a file's or a directory's content (names + bytes, sorted) into `h`; a missing path hashes as missing."""
-    if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(str(f.relative_to(path)).encode())
-            _hash_path(h, f)
-    elif path.is_file():
-        st = path.stat()
-        if st.st_size > CONTENT_HASH_MAX_BYTES:
-            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-            return
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    else:
-        h.update(b"<missing>")
-
-
-def fingerprint(config_text: str, inputs: list[Path]) -> str:
-    h = hashlib.sha256(config_text.encode())
-    for p in inputs:
-        h.update(str(p).encode())
-        _hash_path(h, p)
-    return h.hexdigest()
-
-
-def stage_config(spec: StageSpec, section: dict | None, run_dir: Path, teacher_url: str | None) -> dict:
-    """The stage's recipe + the pipeline's overrides + wired paths (wired paths win: they define the run layout)."""
+def stage_config(spec: StageSpec, section: dict | None, run_dir: Path, teacher_url: str | None,
+                 shared: dict | None = None) -> dict:  # fmt: skip
+    """The stage's recipe + the pipeline's overrides + shared values + wired paths (shared values and wired paths
+    win over a recipe: they define the run; a section that sets a shared value differently is an error)."""
     section = dict(section or {})
     recipe = section.pop("recipe", None)
-    merged = yaml.safe_load(Path(recipe).read_text()) if recipe else {}
-    merged = dict(merged or {})
+    merged = dict(read_yaml_mapping(recipe)) if recipe else {}
     merged.update(section)
+    if shared:
+        fields = {f.name for cls in stage_config_classes(spec.verb) for f in dataclasses.fields(cls)}
+        for key, value in shared.items():
+            if value is None or key not in fields:
+                continue
+            if key in section and section[key] != value:
+                raise ConfigError(f"{spec.name}: {key}: {section[key]!r} differs from the pipeline's {key} "
+                                  f"{value!r}; set it once, at the top of the pipeline recipe")  # fmt: skip
+            merged[key] = value
     merged.update(spec.wire(run_dir))
     if teacher_url and spec.teacher_field:
         merged[spec.teacher_field] = teacher_url
     return merged
 
 
+def check_stage_configs(cfg: RunConfig) -> dict[str, dict]:
+    """Every selected stage's config, resolved and checked (types, unknown keys, __post_init__) before any stage
+    runs; ConfigError naming the stage otherwise. Returns stage name -> merged config dict."""
+    plain = {}
+    for spec in STAGES:
+        if spec.name not in cfg.stages:
+            continue
+        section = getattr(cfg, spec.name)
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(f"{spec.name}: expected a mapping (recipe: FILE plus overrides), got {section!r}")
+        merged = stage_config(spec, section, cfg.run_dir, None, shared(cfg))
+        configs_from_mapping(stage_config_classes(spec.verb), merged, f"pipeline stage {spec.name}")
+        plain[spec.name] = merged
+    return plain
+
+
+def shared(cfg: RunConfig) -> dict:
+    return {k: getattr(cfg, k) for k in SHARED_FIELDS}
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM / SIGINT reached `run`: unwinds to the cleanup that stops every child."""
+
+
+def _raise_stopped(signum, frame):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not interrupt the cleanup
+        signal.signal(sig, signal.SIG_IGN)
+    raise Stopped(signal.Signals(signum).name)
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """SIGTERM the child's whole process group (a launcher and its ranks), SIGKILL what is left after `grace_s`."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait_s)
+            os.killpg(proc.pid, 0)  # the leader is gone: are any of its group left?
+        except ProcessLookupError:
+            break
+        except subprocess.TimeoutExpired:
+            continue
+        time.sleep(0.2)
+
+
 def _run_teed(cmd: list[str], log_path: Path) -> int:
-    """Run `cmd`, copying its output (progress bars included, unbuffered) to our stdout and to `log_path`."""
+    """Run `cmd` in its own process group, copying its output (progress bars included, unbuffered) to our stdout and
+    to `log_path`; on any exception (a signal included) the whole group is stopped before it propagates."""
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=die_with_parent)  # fmt: skip
         try:
             while chunk := proc.stdout.read1(1 << 14):
                 log_file.write(chunk)
@@ -126,14 +189,14 @@ def _run_teed(cmd: list[str], log_path: Path) -> int:
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.buffer.flush()
         except BaseException:
-            proc.kill()
+            stop_group(proc)
             raise
         return proc.wait()
 
 
 def run_stage(spec: StageSpec, config: dict, run_dir: Path, launcher: list[str] | None = None) -> dict:
     """Run one stage as a subprocess (under `launcher`, e.g. accelerate launch, when given), logging to
-    <stage>/stage.log; returns its summary. Raises on failure."""
+    <stage>/stage.log; returns its summary (read from the file the stage wrote). StageError on failure."""
     stage_dir = run_dir / spec.name
     stage_dir.mkdir(parents=True, exist_ok=True)
     config_path = stage_dir / "stage_config.yaml"
@@ -145,8 +208,8 @@ def run_stage(spec: StageSpec, config: dict, run_dir: Path, launcher: list[str] 
     returncode = _run_teed(cmd, stage_dir / "stage.log")
     seconds = time.time() - start
     if returncode != 0:
-        raise RuntimeError(f"stage {spec.name} failed (exit {returncode}); see {stage_dir / 'stage.log'}")
-    return {**stage_summary(spec, run_dir), "seconds": round(seconds, 2)}
+        raise StageError(f"stage {spec.name} failed (exit {returncode}); see {stage_dir / 'stage.log'}")
+    return {**stage_summary(spec, config), "seconds": round(seconds, 2)}
 
 
 def report_markdown(cfg: RunConfig, summaries: dict[str, dict]) -> str:
@@ -156,30 +219,47 @@ def report_markdown(cfg: RunConfig, summaries: dict[str, dict]) -> str:
         s = summaries.get(spec.name)
         if s is None:
             continue
-        link = f"[{spec.report}]({spec.name}/{spec.report})" if spec.report else ""
+        report = spec.report or (Path(s["summary"]).relative_to(cfg.run_dir / spec.name) if s.get("summary") else "")
+        link = f"[{report}]({spec.name}/{report})" if report else ""
         lines.append(f"| {spec.name} | {s['status']} | {s.get('rows_in', '')} | {s.get('rows_out', '')} | "
                      f"{s.get('seconds', '')} | {s.get('tokens', '')} | {link} |")  # fmt: skip
     lines += ["", "Each stage directory holds the config it ran with (`stage_config.yaml`) and its log (`stage.log`)."]
     return "\n".join(lines) + "\n"
 
 
+def stage_fingerprint(spec: StageSpec, plain: dict, run_dir: Path) -> str:
+    """What decides whether `spec` is up to date: its config, its wired inputs, every other path its resolved config
+    names (templates, model and tokenizer dirs, ...) and the images its rows reference (`distill.fingerprint`)."""
+    from distill.configs import config_dict
+
+    resolved = config_dict(*configs_from_mapping(stage_config_classes(spec.verb), plain, f"pipeline stage {spec.name}"))
+    wired = [Path(p) for p in spec.inputs(plain)]
+    others = read_paths(resolved, skip_under=[run_dir / s.name for s in STAGES] + wired)
+    images = referenced_images(plain.get("input"), resolved.get("image_root"), resolved.get("subset"))
+    if "image_root" not in resolved:
+        images = []
+    return fingerprint(yaml.safe_dump(plain, sort_keys=True), [*wired, *others], images)
+
+
 def main(cfg: RunConfig) -> int:
     from distill.serve.launch import LocalTeacher, build_tiny_vlm_once
 
     run_dir = cfg.run_dir
+    plain_configs = check_stage_configs(cfg)  # every stage, before the first one starts: a typo fails in seconds
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.tiny_vlm:
         build_tiny_vlm_once(cfg.tiny_vlm)
     summaries: dict[str, dict] = {}
     teacher: LocalTeacher | None = None
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for i, spec in enumerate(STAGES):
             if spec.name not in cfg.stages:
                 continue
             section = getattr(cfg, spec.name)
             done_file = run_dir / spec.name / "stage.done.json"
-            plain = stage_config(spec, section, run_dir, teacher_url=None)
-            fp = fingerprint(yaml.safe_dump(plain, sort_keys=True), [Path(p) for p in spec.inputs(plain)])
+            plain = plain_configs[spec.name]
+            fp = stage_fingerprint(spec, plain, run_dir)
             if spec.name not in cfg.force and done_file.exists():
                 done = orjson.loads(done_file.read_bytes())
                 if done.get("fingerprint") == fp:
@@ -189,20 +269,29 @@ def main(cfg: RunConfig) -> int:
             url = None
             if spec.teacher_field and cfg.serve and spec.needs_teacher(plain):
                 if teacher is None:
-                    teacher = LocalTeacher(cfg.serve, log_path=run_dir / "serve.log").start()
+                    teacher = LocalTeacher(dataclasses.asdict(cfg.serve), log_path=run_dir / "serve.log").start()
                 url = teacher.base_url
             launcher = cfg.train_launcher if spec.name == "train" else None
-            summary = run_stage(spec, stage_config(spec, section, run_dir, url), run_dir, launcher)
+            config = stage_config(spec, section, run_dir, url, shared(cfg))
+            summary = run_stage(spec, config, run_dir, launcher)
             summaries[spec.name] = {**summary, "status": "ran"}
             write_json_atomic(done_file, {"fingerprint": fp, "summary": summary})
             if teacher is not None and not any(s.teacher_field and s.name in cfg.stages for s in STAGES[i + 1 :]):
                 teacher.stop()  # free its memory and cores for training
                 teacher = None
+    except Stopped as e:
+        print(f"distill run: stopped by {e}; every stage process and the local teacher were stopped", file=sys.stderr)
+        return 130 if str(e) == "SIGINT" else 143
     finally:
+        # The running stage's group is already stopped (`_run_teed`); the teacher goes last, whatever happened.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         if teacher is not None:
             teacher.stop()
         write_json_atomic(run_dir / "run_summary.json", summaries)
         write_text_atomic(run_dir / "report.md", report_markdown(cfg, summaries))
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"run {cfg.name}: {run_dir / 'report.md'}")
     for name, s in summaries.items():
         print(f"  {name:9s} {s['status']:20s} rows {s.get('rows_in', '-')} -> {s.get('rows_out', '-')}")

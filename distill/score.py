@@ -4,10 +4,11 @@
 
 Rows keep their order and fields; `scores` gains one entry per configured scorer (entries already present for other
 names are kept, so scorers can be added in later runs). Output is written atomically, and a rerun on the same input
-gives a byte-identical file. Lines that are not JSON objects cannot be scored or passed on: each is reported with its
-line number and reason (log + `<output>.summary.json`); `--strict` stops on them with exit status 1 before writing.
-Also written: `<output>.config.yaml` (the resolved config) and `<output>.summary.json` (rows, bad lines, per-scorer
-time, rows/s, not-applicable counts and value ranges).
+gives a byte-identical file. Lines that are not JSON objects, or rows that are not trace rows (`distill.records`:
+`"trace": "str"`, `"id": 3`, ...), cannot be scored or passed on: each is reported with its
+line number and reason (log + the summary); `--strict` stops on them with exit status 1 before writing.
+Also written (the stage contract, `distill.stage`): `<output stem>.config.yaml` (the resolved config) and
+`<output stem>.summary.json` (rows, bad lines, per-scorer time, rows/s, not-applicable counts and value ranges).
 
 score.yaml: `scorers` maps an output name to the scorer's parameters (null for none). The output name is the
 scorer's registry name, or any name with `scorer: <registry name>` among the parameters, so one scorer can run twice
@@ -20,10 +21,14 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.io import BadLine, iter_jsonl, write_json_atomic, write_jsonl_atomic
+from distill.io import BadLine, checked_rows, write_json_atomic, write_jsonl_atomic
+from distill.records import trace_problems
+from distill.stage import EXIT_DATA, all_failed_reason, contract_paths, reason_class
+from distill.stage import summary as stage_summary
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +110,8 @@ def main(config: ScoreConfig) -> int:
     except (ValueError, OSError, ImportError) as e:
         print(f"distill score: cannot build the scorers: {e}", file=sys.stderr)
         return 2
-    rows, bad, not_traces = [], [], []
-    for line, item in iter_jsonl(config.input):
+    rows, bad = [], []
+    for line, item in checked_rows(config.input, trace_problems):  # the trace schema, as every stage checks it
         if isinstance(item, BadLine):
             log.warning("%s (line not scored; it is not passed on)", item)
             bad.append({"line": line, "reason": item.reason})
@@ -114,21 +119,21 @@ def main(config: ScoreConfig) -> int:
                 print(f"distill score: {item} (--strict: stopping, nothing written)", file=sys.stderr)
                 return 1
             continue
-        if not isinstance(item.get("trace"), dict) and item.get("status") != "failed":
-            log.warning("%s:%d: row %r has no 'trace' object; scorers give None", config.input, line, item.get("id"))
-            not_traces.append(line)
         rows.append(item)
     stats = score_rows(rows, scorers)
     write_jsonl_atomic(config.output, rows)
-    out = Path(config.output)
-    save_resolved_config(out.with_name(out.name + ".config.yaml"), config)
-    summary = {"input": config.input, "output": config.output, "rows_in": len(rows) + len(bad), "rows_out": len(rows),
-               "bad_lines": bad, "rows_without_trace": not_traces, "scorers": stats,
-               "seconds": round(time.time() - t0, 3)}  # fmt: skip
-    write_json_atomic(out.with_name(out.name + ".summary.json"), summary)
+    config_path, summary_path = contract_paths(config.output)
+    save_resolved_config(config_path, config)
+    dropped = Counter(reason_class(b["reason"]) for b in bad)
+    summary = stage_summary("score", len(rows) + len(bad), len(rows), time.time() - t0, dropped=dropped, problems=bad,
+                            input=config.input, output=config.output, bad_lines=bad, scorers=stats)  # fmt: skip
+    write_json_atomic(summary_path, summary)
     print(f"{config.input}: {len(rows)} rows scored by {', '.join(stats)} -> {config.output}")
     if bad:
         print(f"  {len(bad)} unreadable line(s) not passed on: " + ", ".join(str(b["line"]) for b in bad[:20]))
+    if reason := all_failed_reason(len(rows) + len(bad), len(rows), dropped):
+        print(f"distill score: every row failed: {reason} (e.g. {config.input}:{bad[0]['line']})", file=sys.stderr)
+        return EXIT_DATA
     return 0
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from distill.data.mmeb import Problem, load_examples
 from distill.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, check_image, resolve_image
 from distill.io import write_json_atomic
-from distill.records import example_problems, image_paths, video_paths
+from distill.records import image_paths, video_paths
 from distill.video import NUM_FRAMES, VideoError, open_frame, sample_frames
 
 log = logging.getLogger(__name__)
@@ -91,14 +91,13 @@ def validate(config: ValidateConfig) -> dict:
         if isinstance(item, Problem):
             row_problems = [item]
         else:
-            reasons = example_problems(item)
-            if not reasons:
-                reasons = [p for rel in image_paths(item) if (p := image_problem(rel))]
-                reasons += [p for rel in video_paths(item) if (p := video_problem(rel))]
-                if item["id"] in seen_ids:
-                    reasons.append(f"duplicate id (first seen on line {seen_ids[item['id']]})")
-                else:
-                    seen_ids[item["id"]] = line
+            # the schema (distill.records.example_problems) was checked by load_examples, as in every stage
+            reasons = [p for rel in image_paths(item) if (p := image_problem(rel))]
+            reasons += [p for rel in video_paths(item) if (p := video_problem(rel))]
+            if item["id"] in seen_ids:
+                reasons.append(f"duplicate id (first seen on line {seen_ids[item['id']]})")
+            else:
+                seen_ids[item["id"]] = line
             row_problems = [Problem(line, r, item.get("id")) for r in reasons]
         if row_problems:
             problems += row_problems

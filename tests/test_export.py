@@ -35,7 +35,8 @@ def test_export_rows_images_manifest_and_quarantine(tmp_path, demo_dir, kept_row
     missing_img = {**kept_rows[12], "query": {"text": "q", "images": ["images/nope.png"]}}
     (tmp_path / "filter").mkdir()
     (tmp_path / "filter" / "summary.json").write_text(json.dumps({"rows_in": 20, "keep_rate": 0.5}))
-    cfg, summary = _export(tmp_path, demo_dir, [*good, failed, no_think, missing_img], [b"{not json\n"])
+    cfg, summary = _export(tmp_path, demo_dir, [*good, failed, no_think, missing_img], [b"{not json\n"],
+                           filter_summary=str(tmp_path / "filter" / "summary.json"))  # fmt: skip
 
     assert (summary["rows_in"], summary["rows_out"], summary["quarantined"]) == (14, 10, 4)
     reasons = {p["line"]: p["reason"] for p in summary["problems"]}
@@ -69,20 +70,26 @@ def test_export_strict_stops_at_first_bad_row(tmp_path, demo_dir, kept_rows):
         _export(tmp_path, demo_dir, [kept_rows[0], {**kept_rows[1], "status": "truncated"}], strict=True)
 
 
+ROW = {"id": "a", "task": "retrieval", "dataset": "d", "query": {"text": "q", "images": []}, "instruction": "i",
+       "positive": {"text": "p", "images": []}, "negatives": [], "answer": None, "sample_index": 0,
+       "trace": {"raw": "", "think": "t", "final": "f"}, "status": "ok"}  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    "row, problem",
+    "change, problem",
     [
-        ({"id": "a", "query": {}, "trace": {"think": "t", "final": "f"}, "status": "ok"}, None),
-        ({"id": "a", "query": {}, "trace": {"think": "t", "final": ""}}, "empty final part"),
-        ({"id": "a", "query": {}}, "missing field 'trace'"),
-        (
-            {"id": "a", "query": {}, "trace": {"think": "t", "final": "f"}, "status": "truncated"},
-            "status is 'truncated'",
-        ),
+        ({}, None),
+        ({"trace": {"raw": "", "think": "t", "final": ""}}, "empty final part"),
+        ({"trace": None}, "field 'trace' must be an object"),
+        ({"status": "truncated"}, "status is 'truncated'"),
+        ({"instruction": 7}, "field 'instruction' must be a string"),  # passed validate, crashed export
+        ({"trace": "str"}, "field 'trace' must be an object"),
+        ({"query": "x"}, "field 'query' must be an object"),
+        ({"id": 3}, "field 'id' must be a string"),
     ],
 )
-def test_row_problem(row, problem):
-    got = row_problem(row)
+def test_row_problem(change, problem):
+    got = row_problem({**ROW, **change})
     assert got == problem if problem is None else problem in got
 
 
@@ -107,5 +114,5 @@ def test_export_cli(tmp_path, demo_dir, kept_rows, capsys):
     rc = main(["export", "--input", str(tmp_path / "kept.jsonl"), "--output", str(out), "--image_root", str(demo_dir),
                "--max_pixels", str(TINY_MAX)])  # fmt: skip
     assert rc == 0 and "3 rows in, 3 exported, 0 quarantined" in capsys.readouterr().out
-    assert (out / "export_config.yaml").exists() and json.loads((out / "summary.json").read_text())["rows_out"] == 3
+    assert (out / "config.yaml").exists() and json.loads((out / "summary.json").read_text())["rows_out"] == 3
     assert main(["export", "--input", "k.jsonl", "--output", str(out), "--bogus", "1"]) != 0

@@ -125,7 +125,7 @@ def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
     run_dir = tmp_path / "runs" / "demo"
     assert _statuses(run_dir) == dict.fromkeys(STAGES, "ran")
     for path in ["generate/traces.jsonl", "score/scored.jsonl", "filter/kept.jsonl", "filter/report.md",
-                 "filter/summary.json", "export/data/dataset", "export/data/manifest.json", "train/model/README.md",
+                 "filter/kept.summary.json", "export/data/dataset", "export/data/manifest.json", "train/model/README.md",
                  "report.md", "serve.log"]:  # fmt: skip
         assert (run_dir / path).exists(), path
     traces = read_jsonl(run_dir / "generate" / "traces.jsonl")
@@ -138,3 +138,35 @@ def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
     kept = read_jsonl(run_dir / "filter" / "kept.jsonl")
     assert kept and all(r["status"] == "ok" for r in kept)
     assert "listening on http://127.0.0.1:" in (run_dir / "serve.log").read_text()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_child_teacher_last_and_leaves_no_process(tmp_path, tiny_vlm):
+    """`kill -TERM` of `distill run` mid-generate: the stage's process group and the local teacher are stopped."""
+    import psutil
+
+    pipeline = {"name": "t", "runs_root": str(tmp_path / "runs"), "stages": ["generate"],
+                "serve": {"models": [f"tiny-vlm={tiny_vlm}"]},
+                "generate": {"recipe": "recipes/demo/generate.yaml", "model": "tiny-vlm", "image_model": None,
+                             "max_tokens": 4000, "progress": False}}  # fmt: skip
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(pipeline))
+    proc = _run(config)
+    run = psutil.Process(proc.pid)
+    deadline, children = time.monotonic() + 180, []
+    while time.monotonic() < deadline and proc.poll() is None:
+        children = run.children(recursive=True)
+        if any("generate" in " ".join(c.cmdline()) for c in children if c.is_running()):
+            break
+        time.sleep(0.2)
+    time.sleep(2)  # generate is sending requests to the local teacher
+    children = run.children(recursive=True)
+    assert len(children) >= 2, proc.communicate(timeout=5)[0].decode()[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    log = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 143, log[-3000:]
+    assert "stopped by SIGTERM" in log and "Traceback" not in log, log[-3000:]
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [c.cmdline() for c in alive]
+    stage_log = (tmp_path / "runs" / "t" / "generate" / "stage.log").read_text()
+    assert "Traceback" not in stage_log

@@ -8,7 +8,7 @@ import yaml
 from distill.cli import VERBS
 from distill.configs import parse_configs
 from distill.pipeline_stages import STAGES
-from distill.run import RunConfig, fingerprint, stage_config
+from distill.run import RunConfig, fingerprint, shared, stage_config
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES = sorted(REPO.glob("recipes/*/pipeline*.yaml"))
@@ -24,7 +24,7 @@ def test_pipeline_recipe_resolves_into_every_stage_config(path, monkeypatch, tmp
     (cfg,) = parse_configs((RunConfig,), ["--config", str(path)])
     assert cfg.stages == [s.name for s in STAGES]
     for spec in STAGES:
-        merged = stage_config(spec, getattr(cfg, spec.name), tmp_path / cfg.name, "http://127.0.0.1:1/v1")
+        merged = stage_config(spec, getattr(cfg, spec.name), tmp_path / cfg.name, "http://127.0.0.1:1/v1", shared(cfg))
         stage_yaml = tmp_path / f"{spec.name}.yaml"
         stage_yaml.write_text(yaml.safe_dump(merged))
         module_name, class_names, _ = VERBS[spec.verb]
@@ -33,6 +33,9 @@ def test_pipeline_recipe_resolves_into_every_stage_config(path, monkeypatch, tmp
         first = configs[0]
         for field, value in spec.wire(tmp_path / cfg.name).items():  # the run layout wins over the recipes
             assert getattr(first, field) == value
+        for field, value in shared(cfg).items():  # so do the values set once in the pipeline recipe
+            if value is not None and hasattr(first, field):
+                assert getattr(first, field) == value, (spec.name, field)
 
 
 def test_unknown_stage_and_unknown_key_fail(tmp_path):

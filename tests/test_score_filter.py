@@ -45,9 +45,9 @@ def test_score_adds_scores_keeps_rows_and_order_and_is_idempotent(run):
     first = run["scored"].read_bytes()
     assert cli(run["score_argv"]) == 0
     assert run["scored"].read_bytes() == first  # byte-identical rerun (embedding floats included)
-    summary = orjson.loads((run["dir"] / "scored.jsonl.summary.json").read_bytes())
+    summary = orjson.loads((run["dir"] / "scored.summary.json").read_bytes())
     assert summary["rows_out"] == 180 and summary["scorers"]["answer_match"]["none"] > 0
-    assert (run["dir"] / "scored.jsonl.config.yaml").exists()
+    assert (run["dir"] / "scored.config.yaml").exists()
 
 
 def test_score_reports_bad_lines_and_strict_stops(tmp_path, run):
@@ -59,7 +59,7 @@ def test_score_reports_bad_lines_and_strict_stops(tmp_path, run):
     assert cli(argv + ["--strict"]) == 1 and not out.exists()  # nothing written under --strict
     assert cli(argv) == 0
     assert [r["sample_index"] for r in read_jsonl(out)] == [0, 1]
-    summary = orjson.loads((tmp_path / "scored.jsonl.summary.json").read_bytes())
+    summary = orjson.loads((tmp_path / "scored.summary.json").read_bytes())
     assert [b["line"] for b in summary["bad_lines"]] == [2, 4]
     assert "invalid JSON" in summary["bad_lines"][0]["reason"]
 
@@ -92,7 +92,7 @@ def test_filter_partitions_with_all_reasons_and_reruns_identically(run, tmp_path
     first = [(tmp_path / f).read_bytes() for f in ("kept.jsonl", "rejected.jsonl", "report.md")]
     assert cli(filter_argv(run, tmp_path)) == 0
     assert [(tmp_path / f).read_bytes() for f in ("kept.jsonl", "rejected.jsonl", "report.md")] == first
-    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    summary = orjson.loads((tmp_path / "kept.summary.json").read_bytes())
     assert summary["kept"] == len(kept) and set(summary["by_task"]) == {"vqa", "classification", "retrieval",
                                                                          "grounding"}  # fmt: skip
     for png in summary["plots"]:
@@ -112,10 +112,12 @@ def test_filter_fails_clearly_on_an_unknown_score(run, tmp_path):
     "override, message",
     [
         (["--thresholds", '{"length": {"min": 5, "max": 1}}'], "min 5 > max 1"),
-        (["--thresholds", '{"length": {"below": 5}}'], "mapping of min / max / none"),
-        (["--thresholds", '{"length": {"min": 1, "none": "drop"}}'], "pass or reject"),
-        (["--best_of_n", '{"n": 2}'], "score \\(required\\)"),
-        (["--dedup", '{"score": "near_duplicate", "scope": "dataset"}'], "global or id"),
+        (["--thresholds", '{"length": {"below": 5}}'], "unknown key 'below'"),
+        (["--thresholds", '{"length": {"min": 1, "none": "drop"}}'], "one of 'pass', 'reject'"),
+        (["--thresholds", '{"length": {"min": [1, 2]}}'], "min: expected a number or null, got \\[1, 2\\]"),
+        (["--best_of_n", '{"n": 2}'], "missing 1 required .* 'score'"),
+        (["--best_of_n", '{"score": "length", "n": 2.5}'], "n: expected an integer, got 2.5"),
+        (["--dedup", '{"score": "near_duplicate", "scope": "dataset"}'], "one of 'global', 'id'"),
     ],
 )
 def test_filter_config_validation(override, message):

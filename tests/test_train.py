@@ -34,7 +34,7 @@ def export_dir(demo_dir, tmp_path_factory):
     write_jsonl_atomic(tmp / "filter" / "kept.jsonl", kept_demo_rows(str(demo_dir / "train")))
     (tmp / "filter" / "summary.json").write_text(json.dumps({"rows_in": 120, "rows_kept": 60, "keep_rate": 0.5}))
     export(ExportConfig(input=str(tmp / "filter" / "kept.jsonl"), output=str(tmp / "export"), image_root=str(demo_dir),
-                        max_pixels=28 * 28 * 16))  # fmt: skip
+                        max_pixels=28 * 28 * 16, filter_summary=str(tmp / "filter" / "summary.json")))  # fmt: skip
     return tmp / "export"
 
 
@@ -95,7 +95,7 @@ def test_lineage_and_model_card(sequential_runs):
     for pid, shas in prompts.items():
         assert pid in card and all(sha in card for sha in shas)
     assert "keep_rate: 0.5" in card and "learning_rate: 0.003" in card  # resolved config inside the card
-    assert (base / "train_config.yaml").exists() and lineage["result"]["global_step"] == 12
+    assert (base / "config.yaml").exists() and lineage["result"]["global_step"] == 12
 
 
 def test_deepspeed_zero123_match_plain_and_zero3_handles_mixed_batches(sequential_runs):

@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 
 from distill.io import BadLine, iter_table
-from distill.records import make_example, side
+from distill.records import example_problems, make_example, side
 
 # MMEB dataset name -> task type. Train and eval spellings (ImageNet_1K / ImageNet-1K) both resolve: see `subset_task`.
 SUBSET_TASKS: dict[str, str] = {
@@ -239,8 +239,16 @@ def load_examples(
             yield line, Problem(line, row.reason)
             continue
         try:
-            yield line, convert_row(row, subset)
+            example = convert_row(row, subset)
         except KeyError as e:
             yield line, Problem(line, f"missing field {e.args[0]!r}", row.get("id"))
+            continue
         except (ValueError, TypeError, AttributeError) as e:
             yield line, Problem(line, f"malformed row: {e}", row.get("id"))
+            continue
+        # the one schema check every stage applies (distill.records): a bad row is a Problem here, not a crash later
+        if reasons := example_problems(example):
+            row_id = example.get("id") if isinstance(example.get("id"), str) else None
+            yield line, Problem(line, "; ".join(reasons), row_id)
+            continue
+        yield line, example

@@ -12,6 +12,7 @@ across an example's samples, near-duplicate clusters, in-batch candidates) simpl
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 
 Scorer = Callable[[list[dict]], list]
@@ -34,7 +35,8 @@ def register(name: str):
 
 
 def check_params(name: str, params: dict) -> None:
-    """ValueError unless `name` is a registered scorer taking every key of `params` (and given its required ones)."""
+    """ValueError unless `name` is a registered scorer taking every key of `params` (and given its required ones),
+    each of the type its factory's annotation states (`n: 2.5` for an int is an error)."""
     if name not in SCORERS:
         raise ValueError(f"unknown scorer {name!r}; known: {', '.join(sorted(SCORERS))}")
     sig = inspect.signature(SCORERS[name])
@@ -45,6 +47,15 @@ def check_params(name: str, params: dict) -> None:
     missing = [p.name for p in sig.parameters.values() if p.default is p.empty and p.name not in params]
     if missing:
         raise ValueError(f"scorer {name!r}: missing required parameter(s) {missing}")
+    from distill.configs import check_value  # the factory's annotations type its parameters, as fields type configs
+
+    try:
+        hints = typing.get_type_hints(SCORERS[name])
+    except Exception:  # an annotation that does not resolve: leave the values to the factory
+        hints = {}
+    for key, value in params.items():
+        if key in hints and not (value is None and sig.parameters[key].default is None):
+            check_value(value, hints[key], f"scorer {name!r}: {key}")
 
 
 def build_scorer(name: str, context: dict | None = None, **params) -> Scorer:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from distill.serve.server import LISTENING
+from distill.stage import die_with_parent
 
 log = logging.getLogger(__name__)
 _URL = re.compile(re.escape(LISTENING).encode() + rb" (http://127\.0\.0\.1:\d+/v1)")
@@ -41,7 +42,9 @@ class LocalTeacher:
         log_file = open(self.log_path, "ab")
         offset = self.log_path.stat().st_size
         log.info("starting local teacher: %s (log: %s)", " ".join(self.cmd), self.log_path)
-        self.proc = subprocess.Popen(self.cmd, stdout=log_file, stderr=subprocess.STDOUT)
+        # Its own process group: a terminal's Ctrl-C reaches `run`, which stops the stage first and the teacher last.
+        self.proc = subprocess.Popen(self.cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=die_with_parent)  # fmt: skip
         deadline = time.time() + self.ready_timeout_s
         while time.time() < deadline:
             if self.proc.poll() is not None:

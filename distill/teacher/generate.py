@@ -35,6 +35,8 @@ from distill.configs import config_dict, save_resolved_config
 from distill.data.mmeb import Problem, load_examples
 from distill.images import ImageError
 from distill.io import write_json_atomic, write_jsonl_atomic
+from distill.stage import contract_paths
+from distill.stage import summary as stage_summary
 from distill.teacher.parse import parse_trace
 from distill.teacher.prompts import (
     MODES,
@@ -66,7 +68,7 @@ class GenerateConfig:
     )
     mode: str = _f("blind", "blind: the teacher sees the query only; hinted: also the gold answer/target.")
     side: str = _f("query", "query: reason about the query; target: describe the positive (retrieval target side).")
-    base_url: list[str] = field(default_factory=lambda: ["http://127.0.0.1:8000/v1"],
+    base_url: list[str] | str = field(default_factory=lambda: ["http://127.0.0.1:8000/v1"],
                                 metadata={"help": "OpenAI-compatible base URL(s) incl. /v1; several = load-balanced."})  # fmt: skip
     model: str = _f(None, "Model name sent in each request (required).")
     image_model: str | None = _f(None, "Model name for requests that carry images; None = `model`.")
@@ -136,8 +138,9 @@ class GenerateConfig:
     def paths(self) -> dict[str, Path]:
         out = Path(self.output)
         stem = out.parent / (out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name)
-        return {"journal": Path(f"{stem}.journal.jsonl"), "summary": Path(f"{stem}.summary.json"),
-                "config": Path(f"{stem}.config.yaml"), "batch": Path(f"{stem}.batch")}  # fmt: skip
+        config, summary = contract_paths(out)  # the stage contract: beside the output, like every stage's
+        return {"journal": Path(f"{stem}.journal.jsonl"), "summary": summary, "config": config,
+                "batch": Path(f"{stem}.batch")}  # fmt: skip
 
     def batch_settings(self) -> BatchSettings:
         return BatchSettings(self.paths()["batch"], self.batch_submit, tuple(self.batch_results),
@@ -327,14 +330,16 @@ def main(config: GenerateConfig) -> int:
                 print(f"distill generate: {e}", file=sys.stderr)
                 return 2
         n_rows = write_jsonl_atomic(config.output, rows(journal, failures))
-    summary = {
-        "input": config.input, "output": config.output, "examples": len(examples), "bad_input_rows": len(problems),
-        "problems": problems[:200], "rows_out": n_rows, "ok": totals["ok"], "truncated": totals["truncated"],
-        "failed": totals["failed"], "failed_reasons": dict(failed_reasons),
-        "prompt_tokens": totals["prompt_tokens"], "completion_tokens": totals["completion_tokens"],
-        "requests": {**stats, "images_encoded": store.encoded}, "elapsed_s": round(time.monotonic() - start, 3),
-        "config": config_dict(config),
-    }  # fmt: skip
+    dropped = Counter(f"bad input: {p['reason'].split(':')[0]}" for p in problems)
+    dropped.update({f"failed: {r}": n for r, n in failed_reasons.items()})
+    summary = stage_summary(
+        "generate", len(examples) + len(problems), n_rows, time.monotonic() - start, dropped=dropped,
+        tokens={"prompt": totals["prompt_tokens"], "completion": totals["completion_tokens"]}, problems=problems,
+        input=config.input, output=config.output, examples=len(examples), bad_input_rows=len(problems),
+        ok=totals["ok"], truncated=totals["truncated"], failed=totals["failed"], failed_reasons=dict(failed_reasons),
+        prompt_tokens=totals["prompt_tokens"], completion_tokens=totals["completion_tokens"],
+        requests={**stats, "images_encoded": store.encoded}, config=config_dict(config),
+    )  # fmt: skip
     write_json_atomic(paths["summary"], summary)
     print(f"generate: {len(examples)} examples -> {n_rows} rows: {totals['ok']} ok, {totals['truncated']} truncated, "
           f"{totals['failed']} failed{f' {dict(failed_reasons)}' if failed_reasons else ''}; "

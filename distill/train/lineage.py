@@ -1,10 +1,10 @@
 """Lineage of a trained student: what data, teacher, prompts, filter and config made it.
 
 `distill train` writes `<output_dir>/lineage.json` and the model card `<output_dir>/README.md` from:
-- the resolved train config (the same dict saved as `train_config.yaml`);
+- the resolved train config (the same dict saved as `config.yaml`);
 - the export manifest `manifest.json`, looked up in the dataset dir given to `train` (or its parent, when the
   `dataset/` subdir was given): input file + sha256, teacher models, prompt ids and shas, modes, tasks, and the filter
-  summary that `export` found next to its input (keep rates);
+  summary `export` was given (`--filter_summary`, wired by `distill run`: keep rates);
 - the pre-flight report, the label-mask audit and the training result.
 """
 
@@ -76,7 +76,7 @@ def model_card(lineage: dict) -> str:
             lines += [f"| {pid} | `{sha}` | {n} |" for sha, n in shas.items()]
         rates = lineage["filter_keep_rates"]
         lines += ["", f"- filter summary: `{m.get('filter_summary_path')}`" if m.get("filter_summary_path")
-                  else "- filter summary: none found next to the export input"]  # fmt: skip
+                  else "- filter summary: none given to the export"]  # fmt: skip
         lines += [f"  - {k}: {v}" for k, v in rates.items()]
     else:
         lines += ["- no export manifest found next to the dataset: lineage of the traces unknown"]

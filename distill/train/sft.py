@@ -11,7 +11,8 @@ Config: `TrainConfig` (TRL's `SFTConfig` + ours) and TRL's `ModelConfig` (model 
 YAML; CLI flags override; unknown keys fail. Steps: pre-flight (drop rows over `max_length`, never truncate), load and
 freeze the model (vision tower by default), optional LoRA, label-mask audit on collated batches (abort unless only
 assistant tokens are supervised), train (resume with `--resume_from_checkpoint last`), save (adapter + optional
-merged model), and write `train_config.yaml`, `summary.json`, `lineage.json` and the model card `README.md`.
+merged model), and write `config.yaml` and `summary.json` (the stage contract, `distill.stage`), `lineage.json` and
+the model card `README.md`.
 """
 
 from __future__ import annotations
@@ -177,6 +178,8 @@ def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict:
     """Train; returns the summary dict (also `<output_dir>/summary.json`). Raises LabelMaskError before step 1."""
     from distill.configs import config_dict, save_resolved_config
     from distill.io import write_json_atomic
+    from distill.stage import contract_paths
+    from distill.stage import summary as stage_summary
     from distill.train.audit import audit
     from distill.train.lineage import build_lineage, write_lineage
 
@@ -188,7 +191,7 @@ def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict:
     resolved = config_dict(config, model_args)
     trainer, processor, pf, dataset = build(config, model_args, callbacks)
     if trainer.is_world_process_zero():
-        save_resolved_config(out / "train_config.yaml", config, model_args)
+        save_resolved_config(contract_paths(out)[0], config, model_args)
     # rows spread over the whole dataset, so every subset / task (and text-only rows) tends to be audited
     k, n = min(config.audit_rows, len(dataset)), len(dataset)
     rows = [dataset[i] for i in sorted({round(j * (n - 1) / max(k - 1, 1)) for j in range(k)})]
@@ -216,10 +219,11 @@ def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict:
         if model_args.use_peft and config.merge_lora_on_save:
             result["merged_model"] = _merge_lora(config, model_args, processor)
         write_lineage(config.output_dir, build_lineage(**lineage_args, result=result))
-        summary = {"rows_in": pf["rows_in"], "rows_trained": pf["rows_kept"],
-                   "drops": {"over_max_length": pf["dropped_over_max_length"]}, "preflight": pf, "label_audit": report,
-                   **result, "seconds": round(time.time() - t0, 2)}  # fmt: skip
-        write_json_atomic(out / "summary.json", summary)
+        dropped = {"over_max_length": pf["dropped_over_max_length"]} if pf["dropped_over_max_length"] else {}
+        summary = stage_summary("train", pf["rows_in"], pf["rows_kept"], time.time() - t0, dropped=dropped,
+                                tokens={"trained": result["real_tokens"]}, rows_trained=pf["rows_kept"],
+                                preflight=pf, label_audit=report, **result)  # fmt: skip
+        write_json_atomic(contract_paths(out)[1], summary)
         log.info("trained %d steps, final loss %.4f, pad fraction %.3f -> %s", result["global_step"],
                  result["losses"][-1] if result["losses"] else float("nan"), result["pad_fraction"], out)  # fmt: skip
     return result
