@@ -41,10 +41,10 @@ from tqdm import tqdm
 from distill.chat_format import assistant_text, load_images, load_videos, student_prompt, user_text  # noqa: F401 (re-exported: older callers)
 from distill.images import ImageError
 from distill.io import BadLine, iter_jsonl, write_json_atomic, write_jsonl_atomic
-from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
 from distill.records import trace_problems
 from distill.stage import EXIT_DATA, contract_paths, reason_class
 from distill.stage import summary as stage_summary
+from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
 
 log = logging.getLogger(__name__)
 
