@@ -234,6 +234,10 @@ def stage_fingerprint(spec: StageSpec, plain: dict, run_dir: Path) -> str:
 
     resolved = config_dict(*configs_from_mapping(stage_config_classes(spec.verb), plain, f"pipeline stage {spec.name}"))
     wired = [Path(p) for p in spec.inputs(plain)]
+    if "prompts_dir" in resolved and not resolved["prompts_dir"]:  # the templates shipped in the package are read
+        from distill.teacher.prompts import installed_prompts_dir
+
+        resolved["prompts_dir"] = str(installed_prompts_dir())
     others = read_paths(resolved, skip_under=[run_dir / s.name for s in STAGES] + wired)
     images = referenced_images(plain.get("input"), resolved.get("image_root"), resolved.get("subset"))
     if "image_root" not in resolved:

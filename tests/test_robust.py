@@ -126,7 +126,7 @@ def test_generate_output_folder_is_refused_before_any_request(tmp_path, rows, fa
     server, url = fake_teacher()
     (tmp_path / "traces.jsonl").mkdir()
     argv = ["generate", "--input", _jsonl(tmp_path / "in.jsonl", rows["examples"]), "--output", tmp_path / "traces.jsonl",
-            "--model", "m", "--base_url", url, "--progress", "false", "--prompts_dir", REPO / "teacher_prompts"]  # fmt: skip
+            "--model", "m", "--base_url", url, "--progress", "false"]  # fmt: skip
     rc, err = run_cli(argv, capsys)
     assert rc == 2 and "is a folder, expected a file path" in err and not server.seen_keys
 
@@ -234,7 +234,7 @@ def test_fingerprints_cover_templates_tokenizers_and_images(tmp_path, rows, monk
     from distill.run import stage_fingerprint
 
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(REPO / "teacher_prompts", "prompts")
+    shutil.copytree(REPO / "distill" / "teacher_prompts", "prompts")
     shutil.copytree(REPO / "data" / "demo" / "images", "img/images")
     (tmp_path / "tok").mkdir()
     (tmp_path / "tok" / "tokenizer.json").write_text("{}")
