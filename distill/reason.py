@@ -171,8 +171,12 @@ def plan(config: ReasonConfig, rows: list[tuple[int, dict]], store: ImageStore, 
             for rel in prompt.images:  # unreadable images fail their row here, with the reason, before any work
                 check_image(resolve_image(config.image_root, rel))
             digests = [store.digest(rel) for rel in prompt.images]
-        except (ImageError, OSError, KeyError, TypeError, AttributeError) as e:
-            reason = str(e) if isinstance(e, (ImageError, OSError)) else f"malformed row: {e!r}"
+            for video in prompt.videos:  # the sampled frames key the row like images do (unreadable: fails here)
+                if config.backend != "hf":
+                    raise ValueError("video rows need --backend hf (the student reads them as a video)")
+                digests += [store.digest(ref) for ref in store.side_images({"images": [], "video": video})]
+        except (ImageError, OSError, KeyError, TypeError, AttributeError, ValueError) as e:
+            reason = str(e) if isinstance(e, (ImageError, OSError, ValueError)) else f"malformed row: {e!r}"
             log.warning("%s:%d: %s", config.input, line, reason)
             entries += [{"example": ex, "line": line, "sample_index": i, "error": f"bad input: {reason}"}
                         for i in range(config.num_samples)]  # fmt: skip
@@ -209,8 +213,9 @@ def run_openai(config: ReasonConfig, entries: list[dict], journal: Journal, stor
 def run_hf(config: ReasonConfig, entries: list[dict], journal: Journal) -> tuple[dict, dict]:
     import torch
 
-    from distill.chat_format import load_images
+    from distill.chat_format import load_images, load_videos
     from distill.reason_hf import Student, run_batches
+    from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
 
     todo = list({e["key"]: e for e in entries if "key" in e and e["key"] not in journal}.values())
     stats = {"to_send": len(todo), "journaled_before": sum("key" in e and e["key"] in journal for e in entries)}
@@ -224,7 +229,8 @@ def run_hf(config: ReasonConfig, entries: list[dict], journal: Journal) -> tuple
 
     def encode(e):
         images = load_images(e["prompt"].images, config.image_root, config.min_pixels, config.max_pixels)
-        return student.encode(e["prompt"].messages, images)
+        videos = load_videos(e["prompt"].videos, config.image_root, NUM_FRAMES, FRAME_MIN_PIXELS, FRAME_MAX_PIXELS)
+        return student.encode(e["prompt"].messages, images, videos)
 
     def on_result(key, record):
         if record["status"] == "failed":

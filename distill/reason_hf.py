@@ -65,6 +65,8 @@ class Prompt:
     input_ids: list[int]
     pixel_values: torch.Tensor | None = None
     image_grid_thw: torch.Tensor | None = None
+    pixel_values_videos: torch.Tensor | None = None  # a video row's frames, as training collated them
+    video_grid_thw: torch.Tensor | None = None
 
 
 class Student:
@@ -111,14 +113,14 @@ class Student:
                  sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
                  str(self.dtype).removeprefix("torch."), time.perf_counter() - start)  # fmt: skip
 
-    def encode(self, messages: list[dict], images: list) -> Prompt:
+    def encode(self, messages: list[dict], images: list, videos: list | None = None) -> Prompt:
         """The prompt exactly as training tokenized it (`distill.chat_format`), with the generation prompt."""
         from distill.chat_format import tokenize_messages
 
-        out = tokenize_messages(self.processor, messages, images, add_generation_prompt=True)
-        pv, thw = out.get("pixel_values"), out.get("image_grid_thw")
-        return Prompt(list(map(int, out["input_ids"][0])), None if pv is None else torch.as_tensor(pv),
-                      None if thw is None else torch.as_tensor(thw))  # fmt: skip
+        out = tokenize_messages(self.processor, messages, images, add_generation_prompt=True, videos=videos)
+        t = {k: None if out.get(k) is None else torch.as_tensor(out[k])
+             for k in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")}  # fmt: skip
+        return Prompt(list(map(int, out["input_ids"][0])), **t)
 
     def _collate(self, rows: list[Prompt]) -> dict:
         width = max(len(r.input_ids) for r in rows)
@@ -132,6 +134,12 @@ class Student:
         if with_images:  # Qwen2-VL takes the batch's patches concatenated, in the order of its image tokens
             inputs["pixel_values"] = torch.cat([r.pixel_values for r in with_images]).to(self.device, self.dtype)
             inputs["image_grid_thw"] = torch.cat([r.image_grid_thw for r in with_images]).to(self.device)
+        with_videos = [r for r in rows if r.pixel_values_videos is not None]
+        if with_videos:  # the same for video patches, in the order of the video tokens
+            inputs["pixel_values_videos"] = torch.cat([r.pixel_values_videos for r in with_videos]).to(
+                self.device, self.dtype
+            )
+            inputs["video_grid_thw"] = torch.cat([r.video_grid_thw for r in with_videos]).to(self.device)
         return inputs
 
     @torch.inference_mode()

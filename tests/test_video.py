@@ -207,3 +207,21 @@ def test_load_examples_reads_every_demo_video_kind():
     rows = [ex for _, ex in load_examples(DEMO / "video")]
     assert {r["dataset"] for r in rows} == {"DemoVideoCLS", "DemoVideoQA", "DemoVideoRet", "DemoVideoMoment"}
     assert all(isinstance(r, dict) and r["task"] == "video" for r in rows)
+
+
+def test_reason_asks_the_student_with_the_video_it_was_trained_on(tiny_vlm, tmp_path):
+    from distill.chat_format import load_videos, student_prompt
+    from distill.reason_hf import Student
+
+    ex = next(ex for _, ex in load_examples(DEMO / "video" / "DemoVideoQA.jsonl"))
+    prompt = student_prompt(ex)
+    student = Student(str(tiny_vlm), None, "cpu", "float32", 3136, 12544)
+    encoded = student.encode(prompt.messages, [], load_videos(prompt.videos, str(DEMO), 8, 3136, 200704))
+    assert encoded.video_grid_thw.tolist() == [[4, 4, 4]] and encoded.pixel_values is None
+    assert encoded.input_ids.count(student.processor.video_token_id) == 16
+    out = tmp_path / "reason.jsonl"
+    assert cli_main(["reason", "--backend", "hf", "--model", str(tiny_vlm), "--input", str(DEMO / "video"),
+                     "--image_root", str(DEMO), "--output", str(out), "--max_new_tokens", "4", "--progress",
+                     "false"]) == 0  # fmt: skip
+    rows = read_jsonl(out)
+    assert len(rows) == 12 and all(r["status"] in ("ok", "truncated") for r in rows)
