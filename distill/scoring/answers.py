@@ -17,9 +17,12 @@ a sentence counts only where the gold is not negated ("not a cat" never matches 
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections import Counter, defaultdict
 from functools import lru_cache
+
+import numpy as np
+import orjson
 
 from distill.records import TASKS_WITH_ANSWER, trace_side
 from distill.scoring.registry import register, trace_text
@@ -245,24 +248,43 @@ def make_self_consistency(tasks: list[str] | None = None):
     `answer_key`) equals this row's: 1.0 = all samples agree, and > 0.5 means this row holds the majority answer.
     None when the example has fewer than 2 answered samples, for rows without an answer, and for tasks outside `tasks`
     (default: vqa, classification; free-text finals of other tasks are not comparable by equality)."""
-    tasks = frozenset(tasks or TASKS_WITH_ANSWER)
+    return SelfConsistency(frozenset(tasks or TASKS_WITH_ANSWER))
 
-    def score(rows: list[dict]) -> list:
-        keys: list[str | None] = []
-        for row in rows:
+
+def _h64(value) -> int:
+    return int.from_bytes(hashlib.blake2b(orjson.dumps(value), digest_size=8).digest(), "little")
+
+
+class SelfConsistency:
+    """`features(rows)` per chunk: a 64-bit hash of each row's id and of its answer key (0 = no answer), so `distill
+    score` streams rows and keeps 16 bytes per row; `combine(chunks)` counts agreement per id. Calling it on a list
+    of rows does both."""
+
+    def __init__(self, tasks: frozenset):
+        self.tasks = tasks
+
+    def features(self, rows: list[dict]) -> np.ndarray:
+        out = np.zeros((len(rows), 2), np.uint64)
+        for i, row in enumerate(rows):
             final = trace_text(row, "final")
-            ok = final is not None and final.strip() and _applies(row, tasks)
-            query, gold = (row.get("query") or {}).get("text") or "", row.get("answer")
-            keys.append(answer_key(final, query, str(gold) if gold else None) if ok else None)
-        groups: dict[str, Counter] = defaultdict(Counter)
-        for row, key in zip(rows, keys, strict=False):
-            if key is not None:
-                groups[row.get("id")][key] += 1
-        out = []
-        for row, key in zip(rows, keys, strict=False):
-            counts = groups.get(row.get("id")) if key is not None else None
-            total = sum(counts.values()) if counts else 0
-            out.append(counts[key] / total if total >= 2 else None)
+            if final is not None and final.strip() and _applies(row, self.tasks):
+                query, gold = (row.get("query") or {}).get("text") or "", row.get("answer")
+                out[i] = _h64(row.get("id")), _h64(answer_key(final, query, str(gold) if gold else None)) | 1
         return out
 
-    return score
+    def combine(self, chunks: list[np.ndarray]) -> list:
+        feats = np.concatenate(chunks) if chunks else np.zeros((0, 2), np.uint64)
+        out: list = [None] * len(feats)
+        answered = np.flatnonzero(feats[:, 1] != 0)
+        if not len(answered):
+            return out
+        ids, pairs = feats[answered, 0], feats[answered]
+        _, id_inv, id_counts = np.unique(ids, return_inverse=True, return_counts=True)
+        _, pair_inv, pair_counts = np.unique(pairs, axis=0, return_inverse=True, return_counts=True)
+        total, same = id_counts[id_inv.ravel()], pair_counts[pair_inv.ravel()]
+        for i, t, s in zip(answered.tolist(), total.tolist(), same.tolist(), strict=True):
+            out[i] = s / t if t >= 2 else None
+        return out
+
+    def __call__(self, rows: list[dict]) -> list:
+        return self.combine([self.features(rows)])
