@@ -106,28 +106,44 @@ def test_refused_teacher_fails_generate_fast_with_one_line(tmp_path, capfd):
     assert "no teacher answers" in err and "Traceback" not in err and not out.exists()
 
 
-@pytest.mark.parametrize("where", ["probe", "breaker"])
-def test_silent_teacher_fails_fast(where):
-    sock, url = _silent_server()
+@pytest.mark.parametrize("where", ["silent host, probe", "refused port, breaker"])
+def test_absent_teacher_fails_fast(where):
+    sock, url = _silent_server() if "silent" in where else (None, _refused_url())
     config = ClientConfig(base_urls=[url], model="m", progress=False, timeout_s=0.3, probe_timeout_s=0.3,
                           backoff_base_s=0.01, max_retries=6, breaker_failures=3, max_concurrency=2)  # fmt: skip
     seen = []
 
     async def main():
         async with TeacherClient(config) as client:
-            if where == "probe":
+            if sock is not None:
                 await client.probe()
-            else:  # no probe: the circuit breaker stops the run after 3 timeouts in a row
+            else:  # no probe: the circuit breaker stops the run after 3 refused connections in a row
                 items = [(f"k{i}", {"model": "m", "messages": [{"role": "user", "content": "x"}]}) for i in range(20)]
                 await client.run(items, lambda k, r: seen.append(k))
 
     start = time.monotonic()
     try:
-        with pytest.raises(TeacherUnreachable, match="timeout after 0.3 s"):
+        with pytest.raises(TeacherUnreachable, match="timeout after 0.3 s" if sock else "could not connect"):
             asyncio.run(main())
     finally:
-        sock.close()
+        if sock is not None:
+            sock.close()
     assert time.monotonic() - start < 10 and seen == []  # before: 7 attempts x timeout per request, every request
+
+
+def test_read_timeouts_of_a_busy_teacher_do_not_trip_the_breaker(fake_teacher):
+    fake, url = fake_teacher(fault_rate=1.0, faults=("stall",), stall_s=1.0)
+    config = ClientConfig(base_urls=[url], model="m", progress=False, timeout_s=0.2, backoff_base_s=0.01,
+                          max_retries=1, breaker_failures=2, max_concurrency=4)  # fmt: skip
+    results = {}
+
+    async def main():
+        async with TeacherClient(config) as client:
+            items = [(f"k{i}", {"model": "m", "messages": [{"role": "user", "content": f"x{i}"}]}) for i in range(4)]
+            await client.run(items, results.__setitem__)
+
+    asyncio.run(main())  # slow is not gone: every row fails on its own, the run is not stopped
+    assert len(results) == 4 and all("timeout" in r["error"] for r in results.values())
 
 
 def test_breaker_resets_on_any_http_answer(fake_teacher):

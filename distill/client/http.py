@@ -18,8 +18,9 @@ A 200 whose body is not a chat completion of the documented shape (content / rea
 counts integers) is a retried fault, never an answer: the journal only ever holds answers the final write can use.
 A teacher that is not there fails the run fast instead of failing every row slowly: `probe()` asks `GET /models`
 of every base URL first (connect timeout `connect_timeout_s`, answer within `probe_timeout_s`; any HTTP status
-counts as alive), and a circuit breaker stops the run after `breaker_failures` consecutive transport failures
-(refused, reset, DNS, timeouts) with no HTTP answer in between. Both raise `TeacherUnreachable` (a ConnectionError)
+counts as alive: a host that accepts and never answers fails here), and a circuit breaker stops the run after
+`breaker_failures` consecutive connection failures (refused, reset, DNS, connect timeout) with no HTTP answer in
+between. Read timeouts do not count: a teacher that is slow under load is busy, not gone. Both raise `TeacherUnreachable` (a ConnectionError)
 with one line that names the URLs and the last error.
 """
 
@@ -57,7 +58,7 @@ class ClientConfig:
     timeout_s: float = 600.0  # per attempt, whole request (a long generation is not sent until it is done)
     connect_timeout_s: float = 10.0  # TCP/TLS connect; a blackholed host fails in seconds, not after timeout_s
     probe_timeout_s: float = 15.0  # GET /models before the first request must answer (any status) within this
-    breaker_failures: int = 8  # consecutive transport failures (no HTTP answer in between) that stop the run; 0 = off
+    breaker_failures: int = 8  # consecutive connection failures (no HTTP answer in between) that stop the run; 0 = off
     max_retries: int = 6  # retries after the first attempt
     backoff_base_s: float = 1.0  # first retry waits up to this, doubling each time
     backoff_max_s: float = 60.0  # cap of one backoff wait
@@ -220,13 +221,13 @@ class TeacherClient:
         return self._scrub(f"connection error: {type(e).__name__}: {e}")
 
     def _transport_failed(self, error: str) -> None:
-        """Count a failure with no HTTP answer; trip the breaker at `breaker_failures` in a row."""
+        """Count a connection failure; trip the breaker at `breaker_failures` in a row."""
         self._streak += 1
         self._last_transport_error = error
         limit = self.config.breaker_failures
         if limit and self._streak >= limit and self.tripped is None:
             self.tripped = TeacherUnreachable(
-                f"teacher unreachable: {self._streak} consecutive requests got no HTTP answer from "
+                f"teacher unreachable: {self._streak} consecutive requests could not connect to "
                 f"{', '.join(self.config.base_urls)} (last: {error}); stopping the run (answers so far are journaled)"
             )
 
@@ -243,10 +244,12 @@ class TeacherClient:
                 detail = raw[:300].decode("utf-8", "replace").strip()
                 return None, f"HTTP {resp.status}: {detail}", retry_after_s(resp.headers.get("Retry-After")), retryable
         except (asyncio.TimeoutError, aiohttp.ClientError) as e:  # refused, reset, disconnected, DNS, timeouts
-            if not isinstance(e, asyncio.TimeoutError):
+            read_timeout = isinstance(e, asyncio.TimeoutError) and not isinstance(e, aiohttp.ConnectionTimeoutError)
+            if not read_timeout:
                 self._rest_until[url] = time.monotonic() + min(30.0, 1.0 + self.config.backoff_base_s)
             err = self._transport_error(e, self.config.timeout_s)
-            self._transport_failed(err)
+            if not read_timeout:  # a slow answer is a busy teacher, not an absent one: only connection failures count
+                self._transport_failed(err)
             return None, err, None, True
         except Exception as e:  # anything else is a bug or a bad request on our side: fail this row, keep the run
             return None, f"client error: {type(e).__name__}: {e}", None, False

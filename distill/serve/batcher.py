@@ -3,10 +3,12 @@ in slices, so no request waits for another one's whole generation.
 
 The worker waits for the first request, then keeps collecting until `max_batch_size` rows (a request counts `n` rows)
 of the same model are waiting or `batch_wait_s` has passed since the oldest arrived. Any mix of sampling settings and
-seeds shares a batch (per-row sampling, `distill.serve.decode`). A batch runs until it is done, or, once it has made
-`slice_tokens` tokens, until someone else is waiting: then it pauses with its KV cache and goes to the back of the
-line. So a 4-token request waits for at most one slice of an `n=16, max_tokens=4000` one, not for all of it, and each
-request is answered the moment its own rows finish. One thread runs every model: generation saturates the device.
+seeds shares a batch (per-row sampling, `distill.serve.decode`), and each request is answered the moment its own rows
+finish. A batch runs until it is done, except that once it has made `slice_tokens` tokens it yields to a waiting
+request that costs at most 1/YIELD_RATIO of its remaining budget (`max_tokens`): it pauses with its KV cache, the
+cheap request runs, and it resumes. So a 4-token request waits for at most one slice of an `n=16, max_tokens=4000`
+one, not for all of it; requests of similar size never pre-empt each other (round-robin among equals would only
+delay all of them to the end), and paused batches resume oldest first. One thread runs every model.
 
 Cancellation: `cancel(job)` (the HTTP client went away) drops a waiting job and stops a running one's rows at the next
 token. Shutdown: `shutdown(drain_s)` refuses new jobs with ServerStopping, lets the work in hand finish for up to
@@ -29,6 +31,7 @@ from distill.serve.local_engine import LocalModel, Prepared
 
 log = logging.getLogger(__name__)
 BATCH_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+YIELD_RATIO = 4  # a running batch yields to a waiting request whose max_tokens is at most 1/4 of its remaining budget
 
 
 class ServerStopping(RuntimeError):
@@ -136,8 +139,9 @@ class Batcher:
             self._take(block=not self._pending and not self._paused and not self._stopping)
             if self._stopping and (time.monotonic() >= self._deadline or not (self._pending or self._paused)):
                 break
-            if self._pending and (not self._paused or self._pending[0].arrived <= self._paused[0].paused_at):
-                run = self._form_batch()
+            head = self._cheap_job(self._paused[0]) if self._paused else (self._pending[0] if self._pending else None)
+            if head is not None:
+                run = self._form_batch(head)
             elif self._paused:
                 run = self._paused.popleft()
             else:
@@ -163,9 +167,16 @@ class Batcher:
             if job is not None:
                 self._pending.append(job)
 
-    def _form_batch(self) -> Running | None:
-        """The oldest waiting job's batch: same model, up to max_batch_size rows, waiting up to batch_wait_s."""
-        first = self._pending[0]
+    def _cheap_job(self, run: Running) -> _Job | None:
+        """The oldest waiting job that costs at most 1/YIELD_RATIO of `run`'s remaining budget, if any."""
+        live = run.live_rows()
+        remaining = max(row.job.params.max_tokens for row in live) - run.generated if live else 0
+        return next((j for j in self._pending if j.params.max_tokens * YIELD_RATIO <= remaining), None)
+
+    def _form_batch(self, first: _Job) -> Running | None:
+        """`first`'s batch: same model, up to max_batch_size rows (first-come), waiting up to batch_wait_s."""
+        self._pending.remove(first)
+        self._pending.insert(0, first)
         deadline = first.arrived + self.batch_wait_s
         while not self._stopping:
             rows = sum(j.params.n for j in self._pending if j.model is first.model)
@@ -204,17 +215,19 @@ class Batcher:
         self._count(first.model.model_id, batches=1, rows=rows)
         return run
 
-    def _others_waiting(self) -> bool:
+    def _should_pause(self, run: Running) -> bool:
+        """Asked by the running batch after each slice: past the drain deadline, or a much cheaper request waits."""
         if self._stopping and time.monotonic() >= self._deadline:
             return True
-        return bool(self._paused) or bool(self._pending) or not self._queue.empty()
+        self._take(block=False)  # same thread: arrivals since the batch started become visible here
+        return self._cheap_job(run) is not None
 
     def _advance(self, run: Running) -> None:
         model = run.model
         live = run.live_rows()
         self.running_rows = len(live)
         try:
-            model.advance(run, self._finish, self._others_waiting, self.slice_tokens)
+            model.advance(run, self._finish, lambda: self._should_pause(run), self.slice_tokens)
         except Exception as e:
             log.exception("generation failed on %r", model.model_id)
             for job in {id(r.job): r.job for r in live if not r.job.future.done()}.values():
