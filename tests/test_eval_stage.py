@@ -148,7 +148,7 @@ def test_bad_input_named_with_file_and_line(tmp_path, demo_dir, vqa, capsys):
         (["--traces", "t=a.jsonl", "--reference", "teacher"], "reference 'teacher' is not a trace set"),
         (["--traces", "no_trace=a.jsonl"], "'no_trace' is the name of the query-alone condition"),
         (["--traces", "t=a.jsonl", "t=b.jsonl"], "trace set name 't' given twice"),
-        (["--traces", "t=a.jsonl", "--trace_part", "all"], "--trace_part must be one of raw, think, final"),
+        (["--traces", "t=a.jsonl", "--trace_part", "all"], "--trace_part must be one of full, think, final, raw"),
     ],
 )
 def test_config_errors_exit_2(argv, needle, capsys):
@@ -194,14 +194,21 @@ def test_retrieval_end_to_end_with_minilm(tmp_path, demo_dir):
 
 
 @pytest.mark.slow
-def test_vlm_embedder_ranks_image_candidates(tmp_path, demo_dir, tiny_vlm):
-    """The Qwen2-VL-family embedder sees image candidates, so T2I is ranked (the tiny model is random: smoke only)."""
-    files = [str(demo_dir / "eval" / "ShapesT2I.jsonl")]
-    write_jsonl_atomic(tmp_path / "teacher.jsonl", kept_demo_rows(files[0]))
-    config = EvalConfig(output_dir=str(tmp_path / "out"), traces=[f"teacher={tmp_path / 'teacher.jsonl'}"],
-                        eval_rows=files, image_root=str(demo_dir), embedder="vlm", embedder_model=str(tiny_vlm),
-                        device="cpu", batch_size=8, max_pixels=12544)  # fmt: skip
-    assert main(config) == 0
-    t2i = json.loads((tmp_path / "out" / "eval.json").read_text())["retrieval"]["datasets"]["ShapesT2I"]
-    assert t2i["queries"] == 8 and t2i["indistinguishable"] == 0
-    assert all(0.0 <= v <= 1.0 for v in t2i["scores"].values())
+def test_vlm_embedder_ranks_image_and_video_candidates(tmp_path, demo_dir, tiny_vlm, capsys):
+    """The Qwen2-VL-family embedder sees image and video candidates, so T2I and text-to-video are ranked (the tiny
+    model is random: smoke only); a missing video is named with its file and line before the model loads."""
+    files = [str(demo_dir / "eval" / "ShapesT2I.jsonl"), str(demo_dir / "video" / "DemoVideoRet.jsonl")]
+    write_jsonl_atomic(tmp_path / "teacher.jsonl", [r for f in files for r in kept_demo_rows(f)])
+    kwargs = dict(traces=[f"teacher={tmp_path / 'teacher.jsonl'}"], image_root=str(demo_dir), embedder="vlm",
+                  embedder_model=str(tiny_vlm), device="cpu", batch_size=8, max_pixels=12544)  # fmt: skip
+    assert main(EvalConfig(output_dir=str(tmp_path / "out"), eval_rows=files, **kwargs)) == 0
+    datasets = json.loads((tmp_path / "out" / "eval.json").read_text())["retrieval"]["datasets"]
+    for name, n in (("ShapesT2I", 8), ("DemoVideoRet", 3)):
+        assert (datasets[name]["queries"], datasets[name]["indistinguishable"]) == (n, 0), name
+        assert all(0.0 <= v <= 1.0 for v in datasets[name]["scores"].values())
+    bad = tmp_path / "video"
+    bad.mkdir()
+    lines = (demo_dir / "video" / "DemoVideoRet.jsonl").read_text().splitlines()
+    (bad / "DemoVideoRet.jsonl").write_text(lines[0].replace("videos/clip_02", "videos/nope") + "\n")
+    assert main(EvalConfig(output_dir=str(tmp_path / "out2"), eval_rows=[str(bad)], **kwargs)) == 2
+    assert "DemoVideoRet.jsonl:1: unreadable video videos/nope: video not found" in capsys.readouterr().err

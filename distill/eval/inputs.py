@@ -199,22 +199,37 @@ def load_eval_rows(paths: list[str], subset: str | None = None) -> list[EvalRow]
     return rows
 
 
+def _check_visual(image_root: str, entry: str) -> None:
+    """Open an image, or every sampled frame of a `video:` entry, as the VLM embedder will; raises ImageError."""
+    from distill.images import check_image, resolve_image
+    from distill.scoring.embedders import VIDEO
+
+    if not entry.startswith(VIDEO):
+        check_image(resolve_image(image_root, entry))
+        return
+    from distill.video import open_frame, sample_frames
+
+    for ref in sample_frames(image_root, entry[len(VIDEO) :]):
+        open_frame(image_root, ref).close()
+
+
 def check_images(rows: list[EvalRow], image_root: str) -> None:
-    """InputError naming file, line and reason for every row referencing an image that cannot be opened; each
-    distinct image is opened once."""
-    from distill.images import ImageError, check_image, resolve_image
+    """InputError naming file, line and reason for every row referencing an image or video that cannot be opened;
+    each distinct image (video) is opened once."""
+    from distill.images import ImageError
+    from distill.scoring.embedding import visuals
 
     status: dict[str, str | None] = {}
     problems = []
     for row in rows:
-        ex = row.example
-        for rel in [*ex["query"]["images"], *(p for c in row.candidates for p in c["images"])]:
-            if rel not in status:
+        for entry in [v for s in (row.example["query"], *row.candidates) for v in visuals(s)]:
+            if entry not in status:
                 try:
-                    check_image(resolve_image(image_root, rel))
-                    status[rel] = None
-                except ImageError as e:
-                    status[rel] = e.reason
-            if status[rel] is not None:
-                problems.append(f"{row.where}: unreadable image {rel}: {status[rel]}")
-    _raise(problems, f"eval rows reference unreadable images (image_root {image_root})")
+                    _check_visual(image_root, entry)
+                    status[entry] = None
+                except ImageError as e:  # VideoError is one too
+                    status[entry] = e.reason
+            if status[entry] is not None:
+                what = "video " + entry.split(":", 1)[1] if entry.startswith("video:") else f"image {entry}"
+                problems.append(f"{row.where}: unreadable {what}: {status[entry]}")
+    _raise(problems, f"eval rows reference unreadable images or videos (image_root {image_root})")

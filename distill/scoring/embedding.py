@@ -29,7 +29,7 @@ import numpy as np
 
 from distill.chat_format import assistant_text
 from distill.records import trace_side
-from distill.scoring.embedders import Item, make_embedder
+from distill.scoring.embedders import VIDEO, Item, make_embedder
 from distill.scoring.registry import register, trace_text
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,15 @@ PARTS = ("full", "think", "final", "raw")
 OBJECTIVES = ("margin", "log_softmax")
 
 
+def visuals(side: dict) -> tuple[str, ...]:
+    """A side's images, then its video as one `video:<path>` entry (the VLM embedder samples the frames)."""
+    return tuple(side.get("images") or ()) + ((VIDEO + side["video"],) if side.get("video") else ())
+
+
 def _item(side, uses_images: bool, instruction: str = "") -> Item | None:
     if not isinstance(side, dict):
         return None
-    images = tuple(side.get("images") or ()) if uses_images else ()
+    images = visuals(side) if uses_images else ()
     text = (side.get("text") or "").strip()
     if not (text or images):
         return None
@@ -50,11 +55,15 @@ def _item(side, uses_images: bool, instruction: str = "") -> Item | None:
 def _query_item(row: dict, uses_images: bool) -> Item:
     query = row.get("query") or {}
     text = " ".join(t for t in ((row.get("instruction") or "").strip(), (query.get("text") or "").strip()) if t)
-    return text, tuple(query.get("images") or ()) if uses_images else ()
+    return text, visuals(query) if uses_images else ()
 
 
 def _with_trace(item: Item, trace: str) -> Item:
     return (item[0] + "\n" + trace).strip(), item[1]
+
+
+# `distill eval` ranks MMEB candidates with exactly these items, so its figures and embedding_gain's agree.
+side_item, query_item, with_trace = _item, _query_item, _with_trace
 
 
 def trace_for_embedding(row: dict, part: str) -> str | None:
