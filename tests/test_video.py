@@ -225,3 +225,16 @@ def test_reason_asks_the_student_with_the_video_it_was_trained_on(tiny_vlm, tmp_
                      "false"]) == 0  # fmt: skip
     rows = read_jsonl(out)
     assert len(rows) == 12 and all(r["status"] in ("ok", "truncated") for r in rows)
+
+
+def test_generate_fails_only_the_broken_video_row_with_its_reason(fake_teacher, tmp_path, caplog):
+    good = json.loads((DEMO / "video" / "DemoVideoCLS.jsonl").read_text().splitlines()[0])
+    write_jsonl_atomic(tmp_path / "DemoVideoCLS.jsonl", [good, {**good, "video_path": "videos/gone.mp4"}])
+    fake, url = fake_teacher()
+    out = tmp_path / "t.jsonl"
+    assert cli_main(["generate", "--input", str(tmp_path / "DemoVideoCLS.jsonl"), "--image_root", str(DEMO),
+                     "--base_url", url, "--model", "m", "--output", str(out), "--progress", "false"]) == 0  # fmt: skip
+    rows = read_jsonl(out)
+    assert [r["status"] for r in rows] == ["ok", "failed"] and len(fake.seen_keys) == 1
+    assert "videos/gone.mp4" in rows[1]["error"] and "video not found" in rows[1]["error"]
+    assert rows[1]["id"] in caplog.text

@@ -184,7 +184,8 @@ def plan(config: GenerateConfig, examples: list[dict], store: ImageStore, templa
     for ex in tqdm(examples, desc="render", unit="ex", disable=not config.progress, mininterval=1.0):
         try:
             r = render(ex, templates, store, config.mode, config.side)
-        except (ImageError, OSError) as e:
+        except (ImageError, OSError) as e:  # a missing/corrupt image, frame folder or video file: the row fails
+            log.warning("%s: row %s: %s", config.input, ex["id"], e)
             out += [{"example": ex, "sample_index": i, "error": f"bad input: {e}"} for i in range(config.num_samples)]
             continue
         model = config.image_model if (r.images and config.image_model) else config.model
