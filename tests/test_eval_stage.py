@@ -3,6 +3,7 @@ the CLI help, and retrieval end to end with the offline MiniLM on the demo's hel
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ from distill.eval.quality import quality
 from distill.eval.stage import EvalConfig, main
 from distill.io import write_jsonl_atomic
 from distill.testing.traces import kept_demo_rows, trace_row
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +157,14 @@ def test_bad_input_named_with_file_and_line(tmp_path, demo_dir, vqa, capsys):
 def test_config_errors_exit_2(argv, needle, capsys):
     assert cli_main(["eval", "--output_dir", "x", *argv]) == 2
     assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", sorted(REPO.glob("recipes/*/eval.yaml")), ids=lambda p: p.parent.name)
+def test_eval_recipes_load(recipe):
+    from distill.configs import parse_configs
+
+    (config,) = parse_configs((EvalConfig,), ["--config", str(recipe), "--traces", "t=a.jsonl", "--output_dir", "o"])
+    assert config.eval_rows and config.traces == {"t": "a.jsonl"}
 
 
 def test_help_documents_every_flag(capsys):
