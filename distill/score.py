@@ -17,6 +17,7 @@ scorer's registry name, or any name with `scorer: <registry name>` among the par
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -73,12 +74,50 @@ def build_scorers(config: ScoreConfig) -> dict:
     return built
 
 
-def _stats(values: list) -> dict:
-    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    out = {"none": sum(v is None for v in values)}
-    if nums:
-        out |= {"min": min(nums), "max": max(nums), "mean": round(sum(nums) / len(nums), 6)}
-    return out
+# Scorers whose value depends on the row alone: run chunk by chunk. Scorers with `features`/`combine` (near_duplicate,
+# self_consistency) see compact per-row features of every row; any other scorer (embedding_gain: in-batch candidates
+# from the whole dataset) is handed every row at once, the one place rows are held in memory.
+ROW_LOCAL = frozenset({"format", "truncated", "length", "repetition", "answer_match", "llm_judge"})
+# Expensive scorers whose values are cached by content (distill.scoring.cache) under <output dir>/score_cache/.
+CACHED = frozenset({"embedding_gain", "llm_judge"})
+CHUNK_ROWS = 8192  # rows per chunk: big enough for batched scorers, small enough that a chunk is a few MB
+
+
+class _Stats:
+    """Per-scorer summary figures accumulated chunk by chunk (same numbers as over one list)."""
+
+    def __init__(self):
+        self.rows = self.none = self.count = 0
+        self.total, self.lo, self.hi, self.seconds = 0, None, None, 0.0
+
+    def add(self, values: list, seconds: float) -> None:
+        self.rows += len(values)
+        self.seconds += seconds
+        for v in values:
+            if v is None:
+                self.none += 1
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.count += 1
+                self.total += v
+                self.lo = v if self.lo is None or v < self.lo else self.lo
+                self.hi = v if self.hi is None or v > self.hi else self.hi
+
+    def as_dict(self) -> dict:
+        out = {"seconds": round(self.seconds, 3), "rows_per_s": round(self.rows / max(self.seconds, 1e-9)),
+               "none": self.none}  # fmt: skip
+        if self.count:
+            out |= {"min": self.lo, "max": self.hi, "mean": round(self.total / self.count, 6)}
+        return out
+
+
+def _kind(config: ScoreConfig, name: str, scorer) -> str:
+    if hasattr(scorer, "features") and hasattr(scorer, "combine"):
+        return "global"
+    return "chunk" if _registry_name(config, name) in ROW_LOCAL else "whole"
+
+
+def _registry_name(config: ScoreConfig, name: str) -> str:
+    return (config.scorers.get(name) or {}).get("scorer", name)
 
 
 def score_rows(rows: list[dict], scorers: dict) -> dict:
@@ -87,18 +126,138 @@ def score_rows(rows: list[dict], scorers: dict) -> dict:
     for name, scorer in scorers.items():
         t0 = time.perf_counter()
         values = scorer(rows)
-        seconds = time.perf_counter() - t0
         if len(values) != len(rows):
             raise RuntimeError(f"scorer {name!r} returned {len(values)} values for {len(rows)} rows")
-        for row, value in zip(rows, values, strict=False):
-            scores = row.get("scores")
-            if not isinstance(scores, dict):
-                scores = row["scores"] = {}
-            scores[name] = value
-        stats[name] = {"seconds": round(seconds, 3), "rows_per_s": round(len(rows) / max(seconds, 1e-9))}
-        stats[name] |= _stats(values)
-        log.info("%s: %d rows in %.2fs", name, len(rows), seconds)
+        _attach(rows, name, values)
+        stats[name] = _Stats()
+        stats[name].add(values, time.perf_counter() - t0)
+        stats[name] = stats[name].as_dict()
     return stats
+
+
+def _attach(rows: list[dict], name: str, values: list) -> None:
+    for row, value in zip(rows, values, strict=True):
+        scores = row.get("scores")
+        if not isinstance(scores, dict):
+            scores = row["scores"] = {}
+        scores[name] = value
+
+
+class _Bad(Exception):
+    """A bad line under --strict: stop before the atomic write completes."""
+
+
+def _chunks(config: ScoreConfig, bad: list | None):
+    """Chunks of good rows in input order; bad lines are logged and collected into `bad` (when given)."""
+    chunk = []
+    for line, item in checked_rows(config.input, trace_problems):  # the trace schema, as every stage checks it
+        if isinstance(item, BadLine):
+            if bad is not None:
+                log.warning("%s (line not scored; it is not passed on)", item)
+                bad.append({"line": line, "reason": item.reason})
+            if config.strict:
+                raise _Bad(str(item))
+            continue
+        chunk.append(item)
+        if len(chunk) >= CHUNK_ROWS:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _cached(cache, scorer, rows: list[dict]) -> list:
+    """The scorer's values for `rows`, computing only the rows the cache lacks."""
+    keys = [cache.key(r) for r in rows]
+    found = [cache.get(k) for k in keys]
+    todo = [i for i, (hit, _) in enumerate(found) if not hit]
+    fresh = scorer([rows[i] for i in todo]) if todo else []
+    values = [v for _, v in found]
+    for i, v in zip(todo, fresh, strict=True):
+        values[i] = v
+        cache.put(keys[i], v)
+    return values
+
+
+def stream_scores(config: ScoreConfig, scorers: dict, bad: list) -> tuple[int, dict, dict]:
+    """Score `config.input` into `config.output` in bounded memory; returns (rows, stats, cache stats).
+
+    Pass 1 (only when a scorer needs every row): compact features for global scorers, rows for "whole" scorers.
+    Pass 2: read again chunk by chunk, run the row-local scorers, attach every value and stream the rows out."""
+    from distill.scoring.cache import ScoreCache, row_digest
+
+    kinds = {name: _kind(config, name, s) for name, s in scorers.items()}
+    stats = {name: _Stats() for name in scorers}
+    cache_dir = Path(config.output).parent / "score_cache"
+    caches = {}
+    cache_stats: dict[str, dict] = {}
+    done: dict[str, list] = {}
+    if any(k != "chunk" for k in kinds.values()):
+        feats = {n: [] for n, k in kinds.items() if k == "global"}
+        whole = [n for n, k in kinds.items() if k == "whole"]
+        rows_all: list[dict] = []
+        context = hashlib.sha256()
+        for chunk in _chunks(config, None):
+            for name in feats:
+                t0 = time.perf_counter()
+                feats[name].append(scorers[name].features(chunk))
+                stats[name].seconds += time.perf_counter() - t0
+            if whole:
+                rows_all += chunk
+                for row in chunk:
+                    context.update(row_digest(row))
+        for name, chunks in feats.items():
+            t0 = time.perf_counter()
+            done[name] = scorers[name].combine(chunks)
+            stats[name].add(done[name], time.perf_counter() - t0)
+        for name in whole:
+            t0 = time.perf_counter()
+            if _registry_name(config, name) in CACHED:  # all or nothing: its values depend on every row
+                params = dict(config.scorers.get(name) or {})
+                with ScoreCache(cache_dir, name, params, context.hexdigest()) as cache:
+                    keys = [cache.key(r) for r in rows_all]
+                    found = [cache.get(k) for k in keys]
+                    if all(hit for hit, _ in found):
+                        done[name] = [v for _, v in found]
+                    else:
+                        done[name] = scorers[name](rows_all)
+                        for k, v in zip(keys, done[name], strict=True):
+                            cache.put(k, v)
+                    cache_stats[name] = {"hits": cache.hits, "misses": cache.misses}
+            else:
+                done[name] = scorers[name](rows_all)
+            if len(done[name]) != len(rows_all):
+                raise RuntimeError(f"scorer {name!r} returned {len(done[name])} values for {len(rows_all)} rows")
+            stats[name].add(done[name], time.perf_counter() - t0)
+        del rows_all
+    for name, kind in kinds.items():
+        if kind == "chunk" and _registry_name(config, name) in CACHED:
+            caches[name] = ScoreCache(cache_dir, name, dict(config.scorers.get(name) or {}))
+    position = 0
+
+    def scored():
+        nonlocal position
+        for chunk in _chunks(config, bad):
+            for name, scorer in scorers.items():
+                if kinds[name] == "chunk":
+                    t0 = time.perf_counter()
+                    values = _cached(caches[name], scorer, chunk) if name in caches else scorer(chunk)
+                    if len(values) != len(chunk):
+                        raise RuntimeError(f"scorer {name!r} returned {len(values)} values for {len(chunk)} rows")
+                    stats[name].add(values, time.perf_counter() - t0)
+                else:
+                    values = done[name][position : position + len(chunk)]
+                _attach(chunk, name, values)
+            position += len(chunk)
+            yield from chunk
+
+    try:
+        n = write_jsonl_atomic(config.output, scored())
+    finally:
+        for cache in caches.values():
+            cache.close()
+    cache_stats |= {name: {"hits": c.hits, "misses": c.misses} for name, c in caches.items()}
+    return n, {name: st.as_dict() for name, st in stats.items()}, cache_stats
 
 
 def main(config: ScoreConfig) -> int:
@@ -110,28 +269,23 @@ def main(config: ScoreConfig) -> int:
     except (ValueError, OSError, ImportError) as e:
         print(f"distill score: cannot build the scorers: {e}", file=sys.stderr)
         return 2
-    rows, bad = [], []
-    for line, item in checked_rows(config.input, trace_problems):  # the trace schema, as every stage checks it
-        if isinstance(item, BadLine):
-            log.warning("%s (line not scored; it is not passed on)", item)
-            bad.append({"line": line, "reason": item.reason})
-            if config.strict:
-                print(f"distill score: {item} (--strict: stopping, nothing written)", file=sys.stderr)
-                return 1
-            continue
-        rows.append(item)
-    stats = score_rows(rows, scorers)
-    write_jsonl_atomic(config.output, rows)
+    bad: list[dict] = []
+    try:
+        n_rows, stats, cache_stats = stream_scores(config, scorers, bad)
+    except _Bad as e:
+        print(f"distill score: {e} (--strict: stopping, nothing written)", file=sys.stderr)
+        return 1
     config_path, summary_path = contract_paths(config.output)
     save_resolved_config(config_path, config)
     dropped = Counter(reason_class(b["reason"]) for b in bad)
-    summary = stage_summary("score", len(rows) + len(bad), len(rows), time.time() - t0, dropped=dropped, problems=bad,
-                            input=config.input, output=config.output, bad_lines=bad, scorers=stats)  # fmt: skip
+    summary = stage_summary("score", n_rows + len(bad), n_rows, time.time() - t0, dropped=dropped, problems=bad,
+                            input=config.input, output=config.output, bad_lines=bad, scorers=stats,
+                            score_cache=cache_stats)  # fmt: skip
     write_json_atomic(summary_path, summary)
-    print(f"{config.input}: {len(rows)} rows scored by {', '.join(stats)} -> {config.output}")
+    print(f"{config.input}: {n_rows} rows scored by {', '.join(stats)} -> {config.output}")
     if bad:
         print(f"  {len(bad)} unreadable line(s) not passed on: " + ", ".join(str(b["line"]) for b in bad[:20]))
-    if reason := all_failed_reason(len(rows) + len(bad), len(rows), dropped):
+    if reason := all_failed_reason(n_rows + len(bad), n_rows, dropped):
         print(f"distill score: every row failed: {reason} (e.g. {config.input}:{bad[0]['line']})", file=sys.stderr)
         return EXIT_DATA
     return 0
