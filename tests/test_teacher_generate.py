@@ -108,7 +108,7 @@ def test_sharding_is_a_partition_and_merge_joins_shards(fake_teacher, tmp_path):
     assert cli_main(["merge", "--inputs", str(outs[0]), str(outs[1]), str(outs[0]), "--output", str(merged)]) == 0
     rows = read_jsonl(merged)
     assert sorted(keys_of(rows)) == sorted(parts[0] + parts[1])
-    assert json.loads((tmp_path / "all.merge_summary.json").read_text())["duplicates"] == len(parts[0])
+    assert json.loads((tmp_path / "all.summary.json").read_text())["duplicates"] == len(parts[0])
 
 
 def test_more_rows_and_samples_reuse_every_prior_answer(fake_teacher, tmp_path):

@@ -4,17 +4,22 @@
 
 Rows keep the order of the inputs as given. When the same (id, side, sample_index) appears twice (overlapping reruns), the
 better status wins (ok > truncated > failed), else the first seen. Bad lines are reported with file and line and
-skipped (exit 1 with --strict). The output is written atomically; a summary JSON is written beside it.
+skipped (exit 1 with --strict). The output is written atomically; `<stem>.summary.json` and `<stem>.config.yaml` beside it (the stage contract).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.configs import save_resolved_config
 from distill.io import BadLine, iter_jsonl, write_json_atomic, write_jsonl_atomic
+from distill.stage import contract_paths, reason_class
+from distill.stage import summary as stage_summary
 
 log = logging.getLogger(__name__)
 RANK = {"ok": 0, "truncated": 1, "failed": 2}
@@ -57,15 +62,21 @@ def merge(inputs: list[str], strict: bool = False) -> tuple[list[dict], dict]:
 
 
 def main(config: MergeConfig) -> int:
+    t0 = time.time()
     rows, stats = merge(config.inputs, config.strict)
     if config.strict and stats["bad_lines"]:
         print(f"distill merge: {stats['bad_lines'][0]}", file=sys.stderr)
         return 1
     n = write_jsonl_atomic(config.output, rows)
-    out = Path(config.output)
-    write_json_atomic(
-        out.with_name(out.stem + ".merge_summary.json"), {**stats, "inputs": config.inputs, "rows_out": n}
-    )
+    config_path, summary_path = contract_paths(config.output)  # the stage contract, as every stage
+    save_resolved_config(config_path, config)
+    problems = [{"reason": r} for r in stats["bad_lines"]]
+    dropped = Counter(reason_class(r.split(": ", 1)[-1]) for r in stats["bad_lines"])
+    if stats["duplicates"]:
+        dropped["duplicate (id, side, sample_index)"] = stats["duplicates"]
+    summary = stage_summary("merge", stats["rows_in"] + len(problems), n, time.time() - t0, dropped=dropped,
+                            problems=problems, inputs=config.inputs, duplicates=stats["duplicates"])  # fmt: skip
+    write_json_atomic(summary_path, summary)
     print(f"merge: {len(config.inputs)} files, {stats['rows_in']} rows -> {n} rows ({stats['duplicates']} duplicates, "
           f"{len(stats['bad_lines'])} bad lines) -> {config.output}")  # fmt: skip
     return 0
