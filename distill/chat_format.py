@@ -79,10 +79,10 @@ def load_videos(paths: list[str], image_root: str, num_frames: int, min_pixels: 
     """Each video as the student sees it: `num_frames` frames sampled uniformly (`distill.video`, as the teacher's
     request had them), each resized to the per-frame pixel budget. Raises `ImageError`/`VideoError` naming the file."""
     from distill.images import resize_to_budget
-    from distill.video import open_frame, sample_frames
+    from distill.video import open_frames, sample_frames
 
-    return [[resize_to_budget(open_frame(image_root, ref), min_pixels, max_pixels)
-             for ref in sample_frames(image_root, rel, num_frames)] for rel in paths]  # fmt: skip
+    return [[resize_to_budget(f, min_pixels, max_pixels) for f in open_frames(image_root, sample_frames(
+        image_root, rel, num_frames))] for rel in paths]  # fmt: skip
 
 
 def multimodal_messages(messages: list[dict], images: list, videos: list | None = None) -> list[dict]:

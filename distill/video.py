@@ -120,6 +120,27 @@ def open_frame(image_root: str | Path, ref: str):
     return frames[0]
 
 
+def open_frames(image_root: str | Path, refs: list[str]) -> list:
+    """The frames `refs` name, in order; each video file is decoded once for all of its refs (not once per frame)."""
+    wanted: dict[Path, set[int]] = {}
+    for ref in refs:
+        path, index = frame_file(image_root, ref)
+        if index is not None:
+            wanted.setdefault(path, set()).add(index)
+    decoded = {}
+    for path, indices in wanted.items():
+        order = sorted(indices)
+        frames = _decode(path, order)
+        if len(frames) != len(order):
+            raise VideoError(path, f"{len(frames)} of {len(order)} sampled frames decodable")
+        decoded.update({(path, i): f for i, f in zip(order, frames, strict=True)})
+    out = []
+    for ref in refs:
+        path, index = frame_file(image_root, ref)
+        out.append(open_image(path) if index is None else decoded[(path, index)].copy())
+    return out
+
+
 def frame_size(image_root: str | Path, ref: str) -> tuple[int, int]:
     """(height, width) of a frame without decoding pixels where the format allows it."""
     path, index = frame_file(image_root, ref)

@@ -17,8 +17,9 @@ from distill.data.mmeb import load_examples
 from distill.data.mmeb_video import from_video_row
 from distill.export import ExportConfig, export
 from distill.io import read_jsonl, write_jsonl_atomic
+from distill.teacher.prompts import ImageStore
 from distill.testing.traces import kept_demo_rows
-from distill.video import VideoError, open_frame, sample_frames, uniform_indices
+from distill.video import VideoError, open_frame, open_frames, sample_frames, uniform_indices
 from distill.video_processing import PilQwen2VLVideoProcessor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +42,11 @@ def test_folder_and_file_give_eight_ordered_frames(rel):
     assert {f.size for f in frames} == {(56, 56)}
     # the shape moves: the first and last sampled frames differ
     assert frames[0].tobytes() != frames[-1].tobytes()
+    # one decoding pass for all frames gives the same pixels, and so does the teacher's image cache
+    assert [f.tobytes() for f in open_frames(DEMO, refs)] == [f.tobytes() for f in frames]
+    store = ImageStore(DEMO, 3136, 50176)
+    assert store.side_images({"images": [], "video": rel}) == refs
+    assert len({store.data_url(r) for r in reversed(refs)}) == 8 and store.encoded == 8 and not store._decoded
 
 
 @pytest.fixture

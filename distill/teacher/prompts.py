@@ -45,6 +45,7 @@ from distill.video import (
     frame_size,
     is_frame,
     open_frame,
+    open_frames,
     sample_frames,
 )
 
@@ -169,6 +170,8 @@ class ImageStore:
         # video frames (`frame:` refs, distill.video) get their own, smaller budget: 8 of them share one prompt
         self.num_frames, self.frame_pixels = num_frames, (frame_min_pixels, frame_max_pixels)
         self._frames: dict[str, list[str]] = {}
+        self._siblings: dict[str, list[str]] = {}  # a video file's frame ref -> all sampled refs of that video
+        self._decoded: dict = {}  # frames decoded along with a sibling, waiting for their own encoding
         self._file_sha: dict[Path, str] = {}
         self._digests: dict[str, str] = {}
         self._urls: OrderedDict[str, str] = OrderedDict()
@@ -186,6 +189,9 @@ class ImageStore:
         video = side.get("video")
         if video and video not in self._frames:
             self._frames[video] = sample_frames(self.root, video, self.num_frames)
+            for ref in self._frames[video]:
+                if "#" in ref:  # frames of a video file: decoded together in one pass (`_open`)
+                    self._siblings[ref] = self._frames[video]
         return [*(self._frames[video] if video else []), *side["images"]]
 
     def digest(self, rel: str) -> str:
@@ -212,7 +218,7 @@ class ImageStore:
             with self._lock:
                 if rel in self._urls:
                     return self._urls[rel]
-            img = resize_to_budget(open_frame(self.root, rel), *self.budget(rel))
+            img = resize_to_budget(self._open(rel), *self.budget(rel))
             url = data_url(encode_image(img))
             with self._lock:
                 self.encoded += 1
@@ -222,6 +228,21 @@ class ImageStore:
                     self._bytes -= len(self._urls.popitem(last=False)[1])
                 self._encoding.pop(rel, None)
         return url
+
+    def _open(self, rel: str):
+        """The image or frame; a video file's sampled frames are decoded in one pass and kept until encoded."""
+        siblings = self._siblings.get(rel)
+        if siblings is None:
+            return open_frame(self.root, rel)
+        with self._lock:
+            img = self._decoded.pop(rel, None)
+        if img is None:
+            frames = open_frames(self.root, siblings)
+            with self._lock:
+                pending = {r: f for r, f in zip(siblings, frames, strict=True) if r != rel and r not in self._urls}
+                self._decoded.update(pending)
+            img = frames[siblings.index(rel)]
+        return img
 
     def approx_tokens(self, rel: str) -> int:
         """Vision tokens Qwen2-VL would spend on this image after resizing (one token per 28x28 patch group)."""
