@@ -102,3 +102,14 @@ def test_retrieval_conditions_ties_indistinguishable_and_visdoc_metric():
     assert out["by_task"]["vqa"]["scores"]["teacher"] == 0.0
     assert set(out["by_modality"]) == {"image", "visdoc"}
     assert {q["condition"] for q in out["per_query"]} == {NO_TRACE, "teacher", "student"}
+
+
+@pytest.mark.parametrize(
+    "task, dataset, meta",
+    [("vqa", "OK-VQA", "vqa"), ("video", "DemoVideoCLS", "video classification"),
+     ("video", "MSR-VTT", "video retrieval"), ("video", "QVHighlight", "video moment"), ("video", "NewSet", "video")],
+)  # fmt: skip
+def test_meta_task_splits_video_like_mmeb_v2(task, dataset, meta):
+    from distill.eval.retrieval import meta_task
+
+    assert meta_task(task, dataset) == meta

@@ -127,13 +127,16 @@ def _retrieval_md(ret: dict) -> list[str]:
     for name, d in ret["datasets"].items():
         md.append(f"| {name} | {d['task']} | {d['metric']} | {d['queries']} | "
                   + " | ".join(_pct(d["scores"][c]) for c in conds) + " |")  # fmt: skip
-    for kind in ("by_task", "by_modality"):
+    for kind, label in (("by_task", "task"), ("by_modality", "modality")):
         for key, g in ret[kind].items():
-            md.append(f"| *mean {key}* | | | {g['datasets']} datasets | "
+            md.append(f"| *mean, {label} {key}* | | | {g['datasets']} datasets | "
                       + " | ".join(_pct(g["scores"][c]) for c in conds) + " |")  # fmt: skip
     g = ret["overall"]
     md.append(f"| **overall** | | | {g['datasets']} datasets | "
               + " | ".join(f"**{_pct(g['scores'][c])}**" for c in conds) + " |")  # fmt: skip
+    if ret.get("eval_rows_left_out"):
+        md += ["", f"{ret['eval_rows_left_out']} eval row(s) left out: some trace set has no trace for them "
+               "(--on_missing intersect)."]  # fmt: skip
     skipped = {n: d["indistinguishable"] for n, d in ret["datasets"].items() if d["indistinguishable"]}
     if skipped:
         md += ["", "Rows left out because every candidate is the same item for this embedder (e.g. image-only "

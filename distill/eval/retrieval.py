@@ -7,8 +7,9 @@ For each row the query is embedded alone (condition `no_trace`) and with each tr
 items and embedders as `embedding_gain`: candidates carry MMEB's `tgt_inst`, the trace is embedded as `trace_part`
 says, `full` = as exported); candidates are the row's list, positive first, scored by cosine. Metrics as
 MMEB reports them: Hit@1 (ir-measures `Success@1`) for image and video tasks, NDCG@5 (`nDCG@5`) for visual documents;
-a dataset's score is the mean over its queries, a task's or modality's the mean over its datasets, overall the mean
-over all datasets (MMEB's "Overall").
+a dataset's score is the mean over its queries, a meta-task's (the task type; video split into classification, qa,
+retrieval and moment as MMEB-V2 does) or modality's the mean over its datasets, overall the mean over all datasets
+(MMEB's "Overall").
 
 Ties: trec_eval orders equal scores by document id, descending; pytrec_eval and ir-measures inherit that. Candidates
 are named c0000000 (the positive), c0000001, ... so a negative that ties with the positive ranks above it: ties count
@@ -41,6 +42,18 @@ def metric_for(task: str) -> str:
 
 def modality(task: str) -> str:
     return task if task in ("video", "visdoc") else "image"
+
+
+def meta_task(task: str, dataset: str) -> str:
+    """MMEB's meta-task: the task type, and for video its kind (MMEB-V2 averages video CLS / QA / RET / MRET apart)."""
+    if task != "video":
+        return task
+    from distill.data.mmeb_video import video_kind
+
+    try:
+        return f"video {video_kind(dataset)}"
+    except ValueError:  # a video set outside MMEB-V2's table
+        return "video"
 
 
 def doc_id(i: int) -> str:
@@ -125,7 +138,7 @@ def _dataset(rows: list, traces: dict, embedder, conditions: list[str]) -> tuple
     for i in ranked:
         rel = rows[i].example.get("relevance") or [1] + [0] * (len(plans[i][0]) - 1)
         qrels[f"{i}"] = dict(zip(doc_ids(len(rel)), map(int, rel), strict=True))
-    entry = {"task": task, "modality": modality(task), "metric": metric, "rows": len(rows), "queries": len(ranked),
+    entry = {"task": task, "meta_task": meta_task(task, ds), "modality": modality(task), "metric": metric, "rows": len(rows), "queries": len(ranked),
              "indistinguishable": len(rows) - len(ranked),
              "no_relevant": sum(not any(v > 0 for v in q.values()) for q in qrels.values()),
              "candidates_mean": _mean([len(cands) for cands, _ in plans]),
@@ -157,7 +170,7 @@ def _averages(datasets: dict, conditions: list[str]) -> dict:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for d in datasets.values():
         if d["queries"]:
-            groups[("by_task", d["task"])].append(d)
+            groups[("by_task", d["meta_task"])].append(d)
             groups[("by_modality", d["modality"])].append(d)
             groups[("overall", "")].append(d)
     out: dict = {"by_task": {}, "by_modality": {}, "overall": {"datasets": 0, "scores": dict.fromkeys(conditions)}}
