@@ -128,3 +128,51 @@ def test_interleaved_query_keeps_its_order_to_teacher_and_student(fake_teacher, 
     ids = list(tokenize_messages(proc, prompt.messages, [Image.new("RGB", (56, 56))] * 2)["input_ids"][0])
     vs = [i for i, t in enumerate(ids) if t == proc.tokenizer.convert_tokens_to_ids("<|vision_start|>")]
     assert len(vs) == 2 and vs[1] - vs[0] > 6  # text tokens sit between the two images
+
+
+def test_visdoc_rows_export_collate_and_reason(tmp_path, tiny_vlm):
+    """Query rows (text) and page rows (the page image) become training rows, collate, and the student answers both."""
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from distill.export import ExportConfig, export
+    from distill.processing import load_processor
+    from distill.testing.traces import kept_demo_rows
+    from distill.train.collator import DistillVisionCollator
+    from distill.train.data import load_export
+
+    kept = kept_demo_rows(str(DOCS))
+    assert len(kept) == 10
+    write_jsonl_atomic(tmp_path / "kept.jsonl", kept)
+    summary = export(ExportConfig(input=str(tmp_path / "kept.jsonl"), output=str(tmp_path / "export"),
+                                  image_root=str(DEMO), max_pixels=28 * 28 * 16))  # fmt: skip
+    assert summary["rows_out"] == 10
+    ds = load_export(str(tmp_path / "export"))
+    assert [len(r["images"]) for r in ds] == [0] * 4 + [1] * 6  # text queries, then one page image per page row
+    proc = load_processor(tiny_vlm, 3136, 28 * 28 * 16)
+    batch = DistillVisionCollator.like(DataCollatorForVisionLanguageModeling(processor=proc))([ds[0], ds[4]])
+    assert batch["image_grid_thw"].shape[0] == 1 and (batch["labels"] != -100).any()
+    out = tmp_path / "reason.jsonl"
+    assert cli_main(["reason", "--backend", "hf", "--model", str(tiny_vlm), "--input", str(DOCS), "--image_root",
+                     str(DEMO), "--output", str(out), "--max_new_tokens", "4", "--progress", "false"]) == 0  # fmt: skip
+    assert len(read_jsonl(out)) == 10
+
+
+def test_interleaved_row_collates_with_text_between_its_images(tiny_vlm):
+    from PIL import Image
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from distill.processing import load_processor
+    from distill.train.collator import DistillVisionCollator
+
+    proc = load_processor(tiny_vlm)
+    row = {"images": [Image.new("RGB", (56, 56))] * 2, "videos": [],
+           "messages": [{"role": "user", "content": "Is <|image_1|> the same scene as <|image_2|>?"},
+                        {"role": "assistant", "content": "<think>no</think>\nNo."}]}  # fmt: skip
+    batch = DistillVisionCollator.like(
+        DataCollatorForVisionLanguageModeling(processor=proc, assistant_only_loss=False)
+    )([row])
+    ids = batch["input_ids"][0].tolist()
+    starts = [i for i, t in enumerate(ids) if t == proc.tokenizer.convert_tokens_to_ids("<|vision_start|>")]
+    assert len(starts) == 2 and batch["image_grid_thw"].shape[0] == 2
+    between = proc.tokenizer.decode(ids[starts[0] : starts[1]])
+    assert "the same scene as" in between and "<|image_1|>" not in proc.tokenizer.decode(ids)
