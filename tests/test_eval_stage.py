@@ -131,6 +131,8 @@ def _bad_cases(tmp_path, demo_dir, vqa):
                                       "eval_rows": [_eval_dir(tmp_path / "d", demo_dir)]},
          ["ShapesVQA.jsonl:5:", f"id {first_id!r} has no trace in teacher"]),
         ("missing file", {"traces": {"teacher": str(tmp_path / "nope.jsonl")}}, ["nope.jsonl: no such file"]),
+        ("bad length tokenizer", {"traces": full, "length_tokenizer": str(tmp_path / "no-tokenizer")},
+         ["cannot count lengths with --length_tokenizer", "no-tokenizer"]),
         ("our rows, no positive", {"traces": full, "eval_rows": [str(ours)]}, ["ours.jsonl:1: missing field 'positive'"]),
     ]  # fmt: skip
 

@@ -35,6 +35,10 @@ TIE_POLICY = ("trec_eval's: equal scores are ordered by candidate id, descending
               "tie counts against it")  # fmt: skip
 
 
+class EmbedError(RuntimeError):
+    """The embedder returned no vector for some item (it logged why); `distill eval` reports it in one line."""
+
+
 def metric_for(task: str) -> str:
     """MMEB's metric for a task type: NDCG@5 for visual documents, Hit@1 otherwise."""
     return "NDCG@5" if task == "visdoc" else "Hit@1"
@@ -149,7 +153,7 @@ def _dataset(rows: list, traces: dict, embedder, conditions: list[str]) -> tuple
         return entry, []
     emb = embedder.embed(items)
     if np.isnan(emb).any():  # check_images ran before, so only an embedder-side failure gets here
-        raise RuntimeError(f"{ds}: the embedder could not embed some items (see the log above)")
+        raise EmbedError(f"{ds}: the embedder could not embed some items (see the log above)")
     per_query = []
     for cond in conditions:
         run = {}

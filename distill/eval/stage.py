@@ -179,16 +179,25 @@ def main(config: EvalConfig) -> int:
         return 2
     result = {"config": asdict(config), "trace_sets": {n: s.path for n, s in sets.items()},
               "reference": config.reference, "ids_left_out": left_out}  # fmt: skip
-    result["quality"] = quality(sets, config.reference, config.require_think, config.length_tokenizer)
+    try:
+        result["quality"] = quality(sets, config.reference, config.require_think, config.length_tokenizer)
+    except (OSError, ValueError) as e:  # a --length_tokenizer that does not load
+        print(f"distill eval: cannot count lengths with --length_tokenizer {config.length_tokenizer!r}: {e}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if rows:
-        from distill.eval.retrieval import retrieval
+        from distill.eval.retrieval import EmbedError, retrieval
 
         try:
             embedder = _embedder(config)
         except (OSError, ValueError, ImportError) as e:
             print(f"distill eval: cannot load the embedder {config.embedder_model!r}: {e}", file=sys.stderr)
             return 2
-        ret = retrieval(rows, _traces_by_id(sets, config.trace_part), embedder)
+        try:
+            ret = retrieval(rows, _traces_by_id(sets, config.trace_part), embedder)
+        except EmbedError as e:
+            print(f"distill eval: {e}", file=sys.stderr)
+            return 1
         ret = {"eval_rows_left_out": n_rows - len(rows), **ret}  # rows some set has no trace for (intersect)
         write_jsonl_atomic(out / "retrieval_per_query.jsonl", ret.pop("per_query"))
         result["retrieval"] = {"embedder": {"kind": config.embedder, "model": config.embedder_model},
