@@ -151,7 +151,11 @@ def _check_eval_ids(rows, sets: dict, on_missing: str) -> list:
                          + (f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else "")
                          + "\n  (--on_missing intersect ranks only rows every set has a trace for)")  # fmt: skip
     lacking = {id(r) for r, _ in missing}
-    return [r for r in rows if id(r) not in lacking]
+    kept = [r for r in rows if id(r) not in lacking]
+    if not kept:
+        raise InputError(f"none of the {len(rows)} eval rows has a trace in every set ({', '.join(sets)}): "
+                         "were the traces written for these eval rows?")  # fmt: skip
+    return kept
 
 
 def main(config: EvalConfig) -> int:
