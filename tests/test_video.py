@@ -244,3 +244,14 @@ def test_generate_fails_only_the_broken_video_row_with_its_reason(fake_teacher, 
     assert [r["status"] for r in rows] == ["ok", "failed"] and len(fake.seen_keys) == 1
     assert "videos/gone.mp4" in rows[1]["error"] and "video not found" in rows[1]["error"]
     assert rows[1]["id"] in caplog.text
+
+
+def test_eval_ranks_every_demo_video_kind_with_hit1(tmp_path, tiny_vlm):
+    write_jsonl_atomic(tmp_path / "teacher.jsonl", kept_demo_rows(str(DEMO / "video")))
+    assert cli_main(["eval", "--output_dir", str(tmp_path / "eval"), "--traces", f"teacher={tmp_path / 'teacher.jsonl'}",
+                     "--eval_rows", str(DEMO / "video"), "--image_root", str(DEMO), "--embedder", "vlm",
+                     "--embedder_model", str(tiny_vlm), "--require_think", "false", "--max_pixels", "12544"]) == 0  # fmt: skip
+    datasets = json.loads((tmp_path / "eval" / "eval.json").read_text())["retrieval"]["datasets"]
+    assert {k: (v["metric"], v["queries"]) for k, v in datasets.items()} == {
+        "DemoVideoCLS": ("Hit@1", 4), "DemoVideoQA": ("Hit@1", 3), "DemoVideoRet": ("Hit@1", 3),
+        "DemoVideoMoment": ("Hit@1", 2)}  # fmt: skip
