@@ -161,7 +161,8 @@ def check_mapping(config_classes: tuple[type, ...], mapping: dict, where: str) -
     ConfigErrors; returns the values as the fields' types want them (ints widened to floats and the like)."""
     fields: dict[str, tuple] = {}
     for cls in config_classes:
-        hints = _hints(cls)
+        # `__yaml_types__`: a field whose YAML may take another shape than its CLI flag (a mapping for NAME=PATH pairs)
+        hints = {**_hints(cls), **getattr(cls, "__yaml_types__", {})}
         for f in dataclasses.fields(cls):
             if f.init:
                 fields.setdefault(f.name, (hints.get(f.name, typing.Any), f))

@@ -71,7 +71,7 @@ class ReasonConfig:
     batch_size: int = _f(16, "hf: rows per batched generate call.")
     device: str = _f("auto", "hf: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
     dtype: str = _f("auto", "hf: auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32.")
-    base_url: list[str] = field(default_factory=lambda: ["http://127.0.0.1:8000/v1"],
+    base_url: list[str] | str = field(default_factory=lambda: ["http://127.0.0.1:8000/v1"],
                                 metadata={"help": "openai: base URL(s) incl. /v1; several = load-balanced."})  # fmt: skip
     api_key_env: str | None = _f(None, "openai: name of the env var holding the API key; None = no key sent.")
     max_concurrency: int = _f(64, "openai: requests in flight at most.")

@@ -84,3 +84,13 @@ def test_no_recipe_calls_a_filter_threshold_tte_s_criterion():
     # TTE reports no trace filtering: a threshold is our choice, never "TTE's criterion"
     offenders = [p for p in REPO.glob("recipes/**/*.yaml") if "tte's criterion" in p.read_text().lower()]
     assert offenders == []
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_pipeline_passes_the_up_front_check(path, monkeypatch):
+    """What `distill run` checks before its first stage: every stage recipe + overrides typed and accepted."""
+    from distill.run import check_stage_configs
+
+    monkeypatch.chdir(REPO)
+    (cfg,) = parse_configs((RunConfig,), ["--config", str(path)])
+    assert list(check_stage_configs(cfg)) == cfg.stages

@@ -57,6 +57,8 @@ def parse_traces(value) -> dict[str, str]:
 
 @dataclass
 class EvalConfig:
+    __yaml_types__ = {"traces": list[str] | dict[str, str] | None}  # YAML may give the NAME=PATH pairs as a mapping
+
     output_dir: str = field(metadata={"help": "Where eval.json, report.md and plots/ go."})
     traces: list[str] | None = field(
         default=None,
