@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from distill.configs import ConfigError, typed
-from distill.io import read_rows_reporting_bad, write_json_atomic, write_jsonl_atomic
+from distill.io import BadLine, checked_rows, write_json_atomic, write_jsonl_atomic
 from distill.records import scored_problems
 from distill.stage import EXIT_DATA, all_failed_reason, contract_paths, reason_class
 from distill.stage import summary as stage_summary
@@ -208,6 +208,26 @@ def select(rows: list[dict], reasons: list[list[str]], config: FilterConfig) -> 
                 reasons[i].append(f"best_of_n: {path} below the best {n} of {len(order)} samples of this id")
 
 
+SLIM_KEYS = ("id", "side", "sample_index", "task", "dataset", "status", "scores")
+
+
+def _report_candidates(reasons: list[list[str]], k: int) -> set[int]:
+    """Rows the report may quote: the first k kept, and the first k rejected by each check (a superset of its pick)."""
+    from distill.report import check_of
+
+    out, per_check, kept = set(), Counter(), 0
+    limit = k * (len({check_of(x) for why in reasons for x in why}) + 1)  # the report skips rows shown before
+    for i, why in enumerate(reasons):
+        if not why and kept < k:
+            out.add(i)
+            kept += 1
+        for check in {check_of(x) for x in why}:
+            if per_check[check] < limit:
+                per_check[check] += 1
+                out.add(i)
+    return out
+
+
 def check_paths(rows: list[dict], config: FilterConfig) -> None:
     """Fail clearly when the recipe names a score no row has (a typo, or a scorer `score` did not run)."""
     paths = list(config.thresholds)
@@ -224,11 +244,18 @@ def main(config: FilterConfig) -> int:
     from distill.report import check_of, write_report
 
     t0 = time.time()
-    try:  # the scored-row schema, as every stage checks it: a row without `scores` is reported, never kept
-        rows, bad = read_rows_reporting_bad(config.input, config.strict, check=scored_problems)
-    except ValueError as e:
-        print(f"distill filter: {e}", file=sys.stderr)
-        return 1
+    # Pass 1 keeps a slim view of each row (ids, status, scores: what the checks, selection and report read); the
+    # outputs are then streamed from the input in passes 2 and 3, so memory does not hold the traces and examples.
+    rows, bad = [], []
+    for line, item in checked_rows(config.input, scored_problems):  # a row without `scores` is reported, never kept
+        if isinstance(item, BadLine):
+            if config.strict:
+                print(f"distill filter: {item} (--strict: stopping, nothing written)", file=sys.stderr)
+                return 1
+            log.warning("%s (not passed on)", item)
+            bad.append({"line": line, "reason": item.reason})
+            continue
+        rows.append({k: item[k] for k in SLIM_KEYS if k in item})
     try:
         check_paths(rows, config)
     except ValueError as e:
@@ -236,26 +263,38 @@ def main(config: FilterConfig) -> int:
         return 2
     reasons = [row_reasons(r, config) for r in rows]
     select(rows, reasons, config)
-    # A stale `rejected_by` (re-filtering an earlier rejected file) must not ride along on a kept row.
-    kept = [
-        {k: v for k, v in r.items() if k != "rejected_by"} for r, why in zip(rows, reasons, strict=False) if not why
-    ]
-    rejected = [{**r, "rejected_by": why} for r, why in zip(rows, reasons, strict=False) if why]
-    write_jsonl_atomic(config.kept, kept)
-    write_jsonl_atomic(config.rejected, rejected)
+    shown = _report_candidates(reasons, config.report_examples)
+    full: dict[int, dict] = {}
+
+    def out_rows(keep: bool):
+        for i, row in enumerate(
+            r for _, r in checked_rows(config.input, scored_problems) if not isinstance(r, BadLine)
+        ):
+            if i in shown:
+                full[i] = row
+            if (not reasons[i]) == keep:
+                # A stale `rejected_by` (re-filtering an earlier rejected file) must not ride along on a kept row.
+                yield (
+                    {k: v for k, v in row.items() if k != "rejected_by"} if keep else {**row, "rejected_by": reasons[i]}
+                )
+
+    n_kept = write_jsonl_atomic(config.kept, out_rows(True))
+    n_rejected = write_jsonl_atomic(config.rejected, out_rows(False))
+    for i, row in full.items():  # the report quotes these rows' traces
+        rows[i] = row
     report_dir = Path(config.report_dir or Path(config.kept).parent)
     config_path, summary_path = contract_paths(config.kept)
     save_resolved_config(config_path, config)
     report = write_report(report_dir, rows, reasons, config, bad, time.time() - t0)
     by_check = Counter(check_of(x) for why in reasons for x in why)
     dropped = Counter(reason_class(b["reason"]) for b in bad) + by_check
-    summary = stage_summary("filter", len(rows) + len(bad), len(kept), time.time() - t0, dropped=dropped,
+    summary = stage_summary("filter", len(rows) + len(bad), n_kept, time.time() - t0, dropped=dropped,
                             problems=bad, **{k: v for k, v in report.items() if k not in ("rows_in", "seconds")})  # fmt: skip
     write_json_atomic(summary_path, summary)
-    print(f"{config.input}: {len(rows)} rows -> {len(kept)} kept, {len(rejected)} rejected; report: {report_dir}")
+    print(f"{config.input}: {len(rows)} rows -> {n_kept} kept, {n_rejected} rejected; report: {report_dir}")
     for reason, n in summary["rejections_by_check"].items():
         print(f"  {n:6d}  {reason}")
-    if reason := all_failed_reason(len(rows) + len(bad), len(kept), dropped):
+    if reason := all_failed_reason(len(rows) + len(bad), n_kept, dropped):
         print(f"distill filter: every row was dropped for one reason: {reason}", file=sys.stderr)
         return EXIT_DATA
     return 0
