@@ -96,6 +96,9 @@ def test_lineage_and_model_card(sequential_runs):
         assert pid in card and all(sha in card for sha in shas)
     assert "keep_rate: 0.5" in card and "learning_rate: 0.003" in card  # resolved config inside the card
     assert (base / "config.yaml").exists() and lineage["result"]["global_step"] == 12
+    assert all(len(shas) == 1 for shas in prompts.values())  # one template hash per prompt, not one per row
+    assert lineage["result"]["global_batch_size"] == 5  # logged: 5 per device x 1 accumulation x 1 process
+    assert "global batch 5 = 5 per device x 1 gradient accumulation x 1 processes" in card
 
 
 def test_deepspeed_zero123_match_plain_and_zero3_handles_mixed_batches(sequential_runs):

@@ -85,6 +85,7 @@ def model_card(lineage: dict) -> str:
               f"- pre-flight: {pf.get('rows_in')} rows, {pf.get('rows_kept')} kept, "
               f"{pf.get('dropped_over_max_length')} dropped over max_length={pf.get('max_length')}",
               f"- label audit: supervised fraction per role {au.get('supervised_fraction_per_role')}",
+              f"- {res.get('global_batch') or 'global batch: not recorded'}",
               f"- lr {cfg.get('learning_rate')}, epochs {cfg.get('num_train_epochs')}, per-device batch "
               f"{cfg.get('per_device_train_batch_size')} x grad accum {cfg.get('gradient_accumulation_steps')}, "
               f"vision tower frozen: {cfg.get('freeze_vision_tower')}, projector frozen: {cfg.get('freeze_projector')},"

@@ -72,12 +72,26 @@ class TrainConfig(SFTConfig):
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "Checkpoint dir, or 'last' for the newest in output_dir (none: fresh start)."}
     )
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Target global batch (TTE: 128): gradient_accumulation_steps = it / (per-device batch x processes "
+            "at launch); fails when they do not divide. None: gradient_accumulation_steps as given."
+        },
+    )
 
     def __post_init__(self):
         if self.deepspeed and "RANK" not in os.environ and "LOCAL_RANK" not in os.environ:
             _single_process_deepspeed_env()
         if self.bf16 is None and not self.fp16:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if self.global_batch_size is not None:  # before TrainingArguments resolves DeepSpeed's "auto" from it
+            from distill.train.batch import accumulation_steps, launch_world_size
+
+            self.gradient_accumulation_steps = accumulation_steps(
+                self.global_batch_size, self.per_device_train_batch_size, launch_world_size(),
+                self.gradient_accumulation_steps,
+            )  # fmt: skip
         super().__post_init__()
         if not self.dataset_path:
             raise ValueError("dataset_path is required (an export dir from `distill export`)")
@@ -181,11 +195,19 @@ def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict:
     from distill.stage import contract_paths
     from distill.stage import summary as stage_summary
     from distill.train.audit import audit
+    from distill.train.batch import describe
     from distill.train.lineage import build_lineage, write_lineage
 
     t0 = time.time()
     if not model_args.model_name_or_path:
         raise ValueError("model_name_or_path is required")
+    # the world size accelerate actually set up: the one the global batch was derived from must match it
+    batch = describe(config.per_device_train_batch_size, config.gradient_accumulation_steps, config.world_size)
+    global_batch = config.per_device_train_batch_size * config.gradient_accumulation_steps * config.world_size
+    if config.global_batch_size is not None and global_batch != config.global_batch_size:
+        raise ValueError(f"{batch}, not global_batch_size {config.global_batch_size}: WORLD_SIZE at launch differs "
+                         "from the processes training")  # fmt: skip
+    log.info("%s", batch)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     resolved = config_dict(config, model_args)
@@ -213,6 +235,8 @@ def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict:
         "batch_kinds": trainer.batch_kinds,
         "text_only_batches_guarded": trainer.padding["guarded_batches"],
         "train_seconds": round(train_seconds, 2),
+        "global_batch_size": global_batch,
+        "global_batch": batch,
     }
     if trainer.is_world_process_zero():
         processor.save_pretrained(config.output_dir)
