@@ -11,6 +11,9 @@ student trained by `distill train` and asked by `distill reason` sees the same p
 Format (TRL's conversational vision-language rows):
     [system: system_prompt]                                  only when one is configured
     user:      instruction + "\\n" + text of the side        images: the side's images, placed before the text
+The side (`distill.records.SIDES`) is the one the trace is about: `query` (the task instruction and the query) or
+`target` (the target instruction, MMEB eval's `tgt_inst` where the data has one, and the positive: its text and
+images), so a target-side trace is trained on the positive it describes, never on the query.
     assistant: "<think>" + think + "</think>\\n" + final       only with a trace (training rows)
 Content is a string, as TRL's dataset format has it. `multimodal_messages` (used by `tokenize_messages`, the train
 collator, pre-flight and the label audit) turns it into structured content: the side's video first (one
@@ -24,9 +27,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# The part of a row the student reasons about. "query": the query side (instruction + query). Other sides (the
-# target / positive side of a retrieval pair) are added here, so export, audit and reason pick them up together.
-SIDES = ("query",)
+from distill.records import SIDE_FIELDS, side_instruction
+from distill.records import SIDES as RECORD_SIDES
+
+# The part of a row the student reasons about: "query" (instruction + query) or "target" (target instruction +
+# positive). Defined once in distill.records, so export, audit, reason and the scorers agree.
+SIDES = RECORD_SIDES
 
 
 @dataclass
@@ -41,7 +47,8 @@ class StudentPrompt:
 def user_text(row: dict, side: str = "query") -> str:
     """The student's user-turn text: the instruction, then the side's text (either may be empty)."""
     _check_side(side)
-    return "\n".join(p for p in ((row.get("instruction") or "").strip(), (row[side].get("text") or "").strip()) if p)
+    text = (row[SIDE_FIELDS[side]].get("text") or "").strip()
+    return "\n".join(p for p in (side_instruction(row, side), text) if p)
 
 
 def assistant_text(trace: dict) -> str:
@@ -59,8 +66,9 @@ def student_prompt(
     messages.append({"role": "user", "content": user_text(row, side)})
     if trace is not None:
         messages.append({"role": "assistant", "content": assistant_text(trace)})
-    video = row[side].get("video")
-    return StudentPrompt(messages, list(row[side].get("images") or []), [video] if video else [])
+    subject = row[SIDE_FIELDS[side]]
+    video = subject.get("video")
+    return StudentPrompt(messages, list(subject.get("images") or []), [video] if video else [])
 
 
 def load_images(paths: list[str], image_root: str, min_pixels: int, max_pixels: int) -> list:

@@ -2,9 +2,10 @@
 
     distill export --input runs/demo/kept.jsonl --output runs/demo/export --image_root data/demo
 
-Each kept row (see `distill.records`: example + `trace`, `teacher`, `status`) becomes one training row:
-    images    [PIL image, ...]   the query images, resized with `distill.images` to the teacher's pixel budget
-    messages  [{"role": "user", "content": instruction + "\n" + query text},
+Each kept row (see `distill.records`: example + `trace`, `teacher`, `status`) becomes one training row, built from the
+side the trace is about (`side`: the query, or for target-side traces the positive and its target instruction):
+    images    [PIL image, ...]   that side's images, resized with `distill.images` to the teacher's pixel budget
+    messages  [{"role": "user", "content": instruction + "\n" + text of that side},
                {"role": "assistant", "content": "<think>" + think + "</think>\n" + final}]
               built by `distill.chat_format.student_prompt`, the format `distill reason` asks the student with
     id, task, dataset, sample_index   (metadata; TRL drops unused columns)
@@ -41,7 +42,7 @@ from tqdm import tqdm
 from distill.chat_format import assistant_text, load_images, load_videos, student_prompt, user_text  # noqa: F401 (re-exported: older callers)
 from distill.images import ImageError
 from distill.io import BadLine, iter_jsonl, write_json_atomic, write_jsonl_atomic
-from distill.records import trace_problems
+from distill.records import trace_problems, trace_side
 from distill.stage import EXIT_DATA, contract_paths, reason_class
 from distill.stage import summary as stage_summary
 from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
@@ -108,7 +109,9 @@ def row_problem(row: dict, require_think: bool = True) -> str | None:
 
 def to_training_row(row: dict, config: ExportConfig) -> tuple[dict, dict]:
     """(dataset row with PIL images, JSONL row with relative image paths); raises ImageError/ValueError."""
-    prompt = student_prompt(row, trace=row["trace"], system_prompt=config.system_prompt)  # the one chat format
+    # the one chat format, on the side the trace is about: a target-side trace gets the positive as its user turn
+    side = trace_side(row)
+    prompt = student_prompt(row, side=side, trace=row["trace"], system_prompt=config.system_prompt)
     images = load_images(prompt.images, config.image_root, config.min_pixels, config.max_pixels)
     # a video becomes its sampled frames (the frames the teacher saw), trained as one video by the student
     videos = load_videos(prompt.videos, config.image_root, config.num_frames, config.frame_min_pixels,
@@ -117,7 +120,7 @@ def to_training_row(row: dict, config: ExportConfig) -> tuple[dict, dict]:
     meta = {"id": row["id"], "task": row.get("task"), "dataset": row.get("dataset"),
             "sample_index": int(row.get("sample_index", 0))}  # fmt: skip
     return {**meta, "images": images, "videos": videos, "messages": messages}, {
-        **meta, "images": prompt.images, "videos": prompt.videos, "messages": messages}  # fmt: skip
+        **meta, "side": side, "images": prompt.images, "videos": prompt.videos, "messages": messages}  # fmt: skip
 
 
 def _features():
@@ -221,6 +224,7 @@ def export(config: ExportConfig) -> dict:
         "rows_in": rows_in,
         "rows_out": len(jsonl_rows),
         "tasks": dict(Counter(r.get("task") for r in source_rows)),
+        "sides": dict(Counter(trace_side(r) for r in source_rows)),
         "datasets": dict(Counter(r.get("dataset") for r in source_rows)),
         "teacher": _teacher_manifest(source_rows),
         "filter_summary_path": filter_path,

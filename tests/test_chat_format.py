@@ -17,6 +17,20 @@ PIXELS = {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 16}
 ROW = {"instruction": " Represent the image: ", "query": {"text": "What color?\n", "images": ["a.png", "b.png"]}}
 
 
+# A target-side trace describes the positive: the user turn is the target instruction + the positive, never the query.
+DOC = {"instruction": "Find the page:", "query": {"text": "2019 revenue?", "images": []},
+       "target_instruction": "Represent the page:", "positive": {"text": "", "images": ["page.png"]}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "side, user, images",
+    [("query", "Find the page:\n2019 revenue?", []), ("target", "Represent the page:", ["page.png"])],
+)
+def test_student_prompt_by_side(side, user, images):
+    got = student_prompt(DOC, side=side)
+    assert (got.messages, got.images) == ([{"role": "user", "content": user}], images)
+
+
 @pytest.mark.parametrize(
     "row, kw, messages, images",
     [

@@ -116,3 +116,35 @@ def test_export_cli(tmp_path, demo_dir, kept_rows, capsys):
     assert rc == 0 and "3 rows in, 3 exported, 0 quarantined" in capsys.readouterr().out
     assert (out / "config.yaml").exists() and json.loads((out / "summary.json").read_text())["rows_out"] == 3
     assert main(["export", "--input", "k.jsonl", "--output", str(out), "--bogus", "1"]) != 0
+
+
+def _visdoc_trace(side, demo_dir):
+    """A ViDoRe-style row: a text query, a page image as the positive; the trace is about `side`."""
+    return {"id": f"doc-{side}", "task": "visdoc", "dataset": "ViDoRe_docvqa", "instruction": "Find the page:",
+            "query": {"text": "How many circles?", "images": []}, "target_instruction": "Represent the page:",
+            "positive": {"text": "", "images": ["images/t2i_00.png"]}, "negatives": [], "answer": None,
+            "sample_index": 0, "side": side, "status": "ok",
+            "trace": {"raw": "<think>p</think>A page.", "think": "p", "final": "A page."},
+            "teacher": {"model": "t", "prompt_id": "x@v1", "prompt_sha": "s", "mode": "blind"}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "side, user, images",
+    [
+        ("query", "Find the page:\nHow many circles?", []),  # the query side: text query, no page
+        ("target", "Represent the page:", ["images/t2i_00.png"]),  # the page it describes, never the query
+    ],
+)
+def test_export_builds_the_user_turn_from_the_trace_side(tmp_path, demo_dir, side, user, images):
+    _, summary = _export(tmp_path, demo_dir, [_visdoc_trace(side, demo_dir)])
+    assert summary["rows_out"] == 1
+    (row,) = [json.loads(x) for x in (tmp_path / "export" / "train.jsonl").read_text().splitlines()]
+    assert (row["side"], row["messages"][0]["content"], row["images"]) == (side, user, images)
+    assert "How many circles?" not in row["messages"][0]["content"] or side == "query"
+    assert len(load_from_disk(str(tmp_path / "export" / "dataset"))[0]["images"]) == len(images)
+    assert json.loads((tmp_path / "export" / "manifest.json").read_text())["sides"] == {side: 1}
+
+
+def test_export_quarantines_a_row_of_unknown_side(tmp_path, demo_dir, kept_rows):
+    _, summary = _export(tmp_path, demo_dir, [kept_rows[0], {**_visdoc_trace("query", demo_dir), "side": "page"}])
+    assert summary["rows_out"] == 1 and "unknown side 'page'" in summary["problems"][0]["reason"]
