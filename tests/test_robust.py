@@ -205,14 +205,31 @@ def test_every_row_failing_for_one_reason_is_a_failed_stage(tmp_path, rows, fake
 # --- run: every stage checked first; shared values; complete fingerprints -------------------------------------------
 
 
-def test_a_pipeline_typo_fails_before_generate(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "stage, change, message",
+    [
+        (
+            "train",
+            {"lerning_rate": 1e-4},
+            "pipeline stage train: unknown key 'lerning_rate' (did you mean 'learning_rate'?)",
+        ),
+        (
+            "train",
+            {"recipe": "recipes/demo/no_such_train.yaml"},
+            "config file recipes/demo/no_such_train.yaml: not found",
+        ),
+        ("score", {"scorers": {"repetition": {"n": 2.5}}}, "scorer 'repetition': n: expected an integer, got 2.5"),
+        ("filter", {"best_of_n": {"score": "x", "n": "two"}}, "best_of_n: n: expected an integer, got 'two'"),
+    ],
+)
+def test_a_pipeline_typo_fails_before_generate(stage, change, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     pipeline = yaml.safe_load((REPO / "recipes/demo/pipeline.yaml").read_text())
     pipeline.update(runs_root=str(tmp_path / "runs"), tiny_vlm=None, serve=None)
-    pipeline["train"]["lerning_rate"] = 1e-4
+    pipeline[stage].update(change)
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(pipeline))
     rc, err = run_cli(["run", "--config", tmp_path / "p.yaml"], capsys)
-    assert rc == 2 and "pipeline stage train: unknown key 'lerning_rate' (did you mean 'learning_rate'?)" in err
+    assert rc == 2 and message in err
     assert not (tmp_path / "runs" / "demo" / "generate").exists()
 
 
