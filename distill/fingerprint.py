@@ -95,7 +95,7 @@ def read_paths(resolved: dict, skip_under: list[Path]) -> list[Path]:
 
 
 def referenced_images(input_path: str | None, image_root: str | None, subset: str | None = None) -> list[Path]:
-    """Every image the rows of `input_path` reference (query, positive, negatives), resolved under `image_root`."""
+    """Every image (and video) the rows of `input_path` reference (query, positive, negatives), under `image_root`."""
     if not input_path or not Path(input_path).exists():
         return []
     from distill.data.mmeb import load_examples
@@ -108,4 +108,7 @@ def referenced_images(input_path: str | None, image_root: str | None, subset: st
             for rel in (side or {}).get("images") or [] if isinstance(side, dict) else []:
                 if isinstance(rel, str):
                     seen.setdefault(rel, None)
+            video = side.get("video") if isinstance(side, dict) else None
+            if isinstance(video, str) and video:  # a video file, or a frame folder (its listing's mtime)
+                seen.setdefault(video, None)
     return [root / rel for rel in seen]
