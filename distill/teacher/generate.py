@@ -15,6 +15,7 @@ and `<stem>.config.yaml`. The API key is read from the env var named by `api_key
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -152,25 +153,71 @@ def in_shard(example_id: str, shard_index: int, num_shards: int) -> bool:
     return int(hashlib.sha256(example_id.encode()).hexdigest()[:16], 16) % num_shards == shard_index
 
 
-def load_shard(config: GenerateConfig) -> tuple[list[dict], list[dict]]:
-    """(this shard's examples, problems [{line, id, reason}]); duplicate ids are problems, first one kept."""
-    examples, problems, seen = [], [], {}
+def iter_shard(config: GenerateConfig, problems: list | None = None):
+    """This shard's examples, streamed in input order; bad rows and duplicate ids (first one kept) go to `problems`
+    (when given). Holds only the ids seen, so the input is never in memory at once."""
+    seen: dict[str, int] = {}
+    n = 0
     for line, item in load_examples(config.input, config.subset, config.side):
         if isinstance(item, Problem):
-            problems.append(item.as_dict())
+            if problems is not None:
+                problems.append(item.as_dict())
         elif in_shard(item["id"], config.shard_index, config.num_shards):
             if item["id"] in seen:
-                problems.append(
-                    {"line": line, "id": item["id"], "reason": f"duplicate id (first on line {seen[item['id']]})"}
-                )
+                if problems is not None:
+                    problems.append(
+                        {"line": line, "id": item["id"], "reason": f"duplicate id (first on line {seen[item['id']]})"}
+                    )
                 continue
             seen[item["id"]] = line
-            examples.append(item)
+            if config.max_examples is None or n < config.max_examples:
+                n += 1
+                yield item
         if config.strict and problems:
-            break
-    if config.max_examples is not None:
-        examples = examples[: config.max_examples]
+            return
+
+
+def load_shard(config: GenerateConfig) -> tuple[list[dict], list[dict]]:
+    """(this shard's examples, problems [{line, id, reason}]); duplicate ids are problems, first one kept."""
+    problems: list[dict] = []
+    examples = list(iter_shard(config, problems))
     return examples, problems
+
+
+def _chunked(items, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+PLAN_CHUNK = 16384  # examples rendered, sent and journaled at a time: bounds the prompts held in memory
+
+
+def _slim(entry: dict) -> dict:
+    """What the output row needs of a plan entry once its request is journaled: no example, body or messages."""
+    out = {k: v for k, v in entry.items() if k not in ("example", "body")}
+    if "rendered" in out:
+        out["rendered"] = dataclasses.replace(out["rendered"], messages=[], images=[])
+    return out
+
+
+def send_streamed(config: GenerateConfig, store: ImageStore, templates: TemplateSet, journal: Journal):
+    """Render, send and journal the shard a chunk of examples at a time; returns (slim entries in order, failures,
+    summed request stats). Only one chunk's prompts are in memory; rows are written later from the journal."""
+    slim, failures, stats = [], {}, Counter()
+    for chunk in _chunked(iter_shard(config), PLAN_CHUNK):
+        entries = plan(config, chunk, store, templates)
+        items = [(e["key"], e["body"]) for e in entries if "key" in e]
+        fails, st = drive(config.client(), journal, items, desc="generate")
+        failures.update(fails)
+        stats.update(st)
+        slim += [_slim(e) for e in entries]
+    return slim, failures, dict(stats)
 
 
 def _body(model: str, messages: list[dict], images: list[str], sampling: dict, store: ImageStore) -> dict:
@@ -262,7 +309,11 @@ def reason_class(error: str) -> str:
 
 def main(config: GenerateConfig) -> int:
     paths, start = config.paths(), time.monotonic()
-    examples, problems = load_shard(config)
+    problems: list[dict] = []
+    tasks, n_examples = set(), 0
+    for ex in iter_shard(config, problems):  # pass 1: ids, tasks and bad rows only (examples are not kept)
+        tasks.add(ex["task"])
+        n_examples += 1
     for p in problems:
         log.warning("%s:%s: %s", config.input, p["line"], p["reason"])
     if config.strict and problems:
@@ -273,8 +324,9 @@ def main(config: GenerateConfig) -> int:
                        frame_min_pixels=config.frame_min_pixels, frame_max_pixels=config.frame_max_pixels)  # fmt: skip
     templates = TemplateSet(config.prompts_dir)
     try:  # every template this shard needs, before any request: a broken directory is a config error (exit 2)
-        templates.check((ex["task"] for ex in examples), config.side)
-        entries = plan(config, examples, store, templates)
+        templates.check(tasks, config.side)
+        # dry runs and batch files need every request at once; a normal run renders and sends chunk by chunk
+        entries = plan(config, list(iter_shard(config)), store, templates) if config.dry_run or config.batch else None
     except ValueError as e:  # a broken prompt template: a config error, not a row error
         print(f"distill generate: {e}", file=sys.stderr)
         return 2
@@ -298,7 +350,12 @@ def main(config: GenerateConfig) -> int:
     failed_reasons: Counter = Counter()
 
     def rows(journal: Journal, failures: dict):  # streamed into the atomic writer: no list of all rows in memory
+        examples = iter_shard(config)
+        example = None
         for e in entries:
+            if e["sample_index"] == 0 or "example" in e:  # slim entries: the examples are read again, in order
+                example = e.get("example") or next(examples)
+            e = {**e, "example": example}
             err = e.get("error") or failures.get(e.get("key"), {}).get("error")
             row = trace_row(e, config, journal.get(e["key"]) if "key" in e else None, err)
             totals.update({row["status"]: 1, **row["usage"]})
@@ -313,8 +370,8 @@ def main(config: GenerateConfig) -> int:
         return 2
     with journal:
         save_resolved_config(paths["config"], config)  # provenance only once the lock is held
-        items = [(e["key"], e["body"]) for e in entries if "key" in e]
         if config.batch:
+            items = [(e["key"], e["body"]) for e in entries if "key" in e]
             import openai
 
             try:
@@ -326,7 +383,10 @@ def main(config: GenerateConfig) -> int:
                 return 0
         else:
             try:
-                failures, stats = drive(config.client(), journal, items, desc="generate")
+                entries, failures, stats = send_streamed(config, store, templates, journal)
+            except ValueError as e:  # a template that renders badly for some example: a config error
+                print(f"distill generate: {e}", file=sys.stderr)
+                return 2
             except TeacherUnreachable as e:  # answers received so far are journaled: a rerun resumes from them
                 print(f"distill generate: {e}", file=sys.stderr)
                 return 2
@@ -334,15 +394,15 @@ def main(config: GenerateConfig) -> int:
     dropped = Counter(f"bad input: {p['reason'].split(':')[0]}" for p in problems)
     dropped.update({f"failed: {r}": n for r, n in failed_reasons.items()})
     summary = stage_summary(
-        "generate", len(examples) + len(problems), n_rows, time.monotonic() - start, dropped=dropped,
+        "generate", n_examples + len(problems), n_rows, time.monotonic() - start, dropped=dropped,
         tokens={"prompt": totals["prompt_tokens"], "completion": totals["completion_tokens"]}, problems=problems,
-        input=config.input, output=config.output, examples=len(examples), bad_input_rows=len(problems),
+        input=config.input, output=config.output, examples=n_examples, bad_input_rows=len(problems),
         ok=totals["ok"], truncated=totals["truncated"], failed=totals["failed"], failed_reasons=dict(failed_reasons),
         prompt_tokens=totals["prompt_tokens"], completion_tokens=totals["completion_tokens"],
         requests={**stats, "images_encoded": store.encoded}, config=config_dict(config),
     )  # fmt: skip
     write_json_atomic(paths["summary"], summary)
-    print(f"generate: {len(examples)} examples -> {n_rows} rows: {totals['ok']} ok, {totals['truncated']} truncated, "
+    print(f"generate: {n_examples} examples -> {n_rows} rows: {totals['ok']} ok, {totals['truncated']} truncated, "
           f"{totals['failed']} failed{f' {dict(failed_reasons)}' if failed_reasons else ''}; "
           f"sent {stats['to_send']} requests "
           f"({stats['journaled_before']} answers from the journal, {stats['same_content']} same-content); "
