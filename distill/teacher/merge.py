@@ -9,12 +9,15 @@ skipped (exit 1 with --strict). The output is written atomically; `<stem>.summar
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from distill.configs import save_resolved_config
 from distill.io import BadLine, iter_jsonl, write_json_atomic, write_jsonl_atomic
@@ -38,36 +41,71 @@ class MergeConfig:
             raise ValueError("--output must not be one of --inputs")
 
 
-def merge(inputs: list[str], strict: bool = False) -> tuple[list[dict], dict]:
-    """(merged rows, stats)."""
-    rows: dict[tuple, dict] = {}
-    stats = {"rows_in": 0, "duplicates": 0, "bad_lines": []}
-    for path in inputs:
+def _key(row: dict) -> bytes:
+    """16-byte digest of (id, side, sample_index): query- and target-side traces are different rows."""
+    return hashlib.blake2b(orjson.dumps([row["id"], row.get("side"), row["sample_index"]]), digest_size=16).digest()
+
+
+def _good_rows(inputs: list[str], stats: dict | None, strict: bool):
+    """(file index, line, row) of every row with an id and sample_index; bad lines are logged into `stats`."""
+    for f, path in enumerate(inputs):
         for line, row in iter_jsonl(path):
             if isinstance(row, BadLine) or "id" not in row or "sample_index" not in row:
-                reason = str(row) if isinstance(row, BadLine) else f"{path}:{line}: row without id/sample_index"
-                stats["bad_lines"].append(reason)
-                log.warning("%s", reason)
-                if strict:
-                    return [], stats
+                if stats is not None:
+                    reason = str(row) if isinstance(row, BadLine) else f"{path}:{line}: row without id/sample_index"
+                    stats["bad_lines"].append(reason)
+                    log.warning("%s", reason)
+                    if strict:
+                        return
                 continue
-            stats["rows_in"] += 1
-            k = (row["id"], row.get("side"), row["sample_index"])  # query- and target-side traces are different rows
-            if k in rows:
-                stats["duplicates"] += 1
-                if RANK.get(row.get("status"), 3) >= RANK.get(rows[k].get("status"), 3):
-                    continue
-            rows[k] = row
-    return list(rows.values()), stats
+            yield f, line, row
+
+
+def plan_merge(inputs: list[str], strict: bool = False) -> tuple[dict, dict]:
+    """Pass 1: key -> [first (file, line), best rank, best (file, line)] in order of first appearance, and stats.
+    Holds ~100 bytes per distinct row, never the rows."""
+    keys: dict[bytes, list] = {}
+    stats = {"rows_in": 0, "duplicates": 0, "bad_lines": []}
+    for f, line, row in _good_rows(inputs, stats, strict):
+        stats["rows_in"] += 1
+        k, rank = _key(row), RANK.get(row.get("status"), 3)
+        if k not in keys:
+            keys[k] = [(f, line), rank, (f, line)]
+            continue
+        stats["duplicates"] += 1
+        if rank < keys[k][1]:  # a better status replaces the kept row; equal keeps the first
+            keys[k][1:] = [rank, (f, line)]
+    return keys, stats
+
+
+def merged_rows(inputs: list[str], keys: dict):
+    """Pass 2: the merged rows in order of first appearance; a row replaced by a later, better one is read ahead."""
+    first = {v[0]: k for k, v in keys.items()}
+    moved = {v[2]: k for k, v in keys.items() if v[2] != v[0]}  # winners found after their key's first row: few
+    later = (
+        {moved[(f, line)]: row for f, line, row in _good_rows(inputs, None, False) if (f, line) in moved}
+        if moved
+        else {}
+    )
+    for f, line, row in _good_rows(inputs, None, False):
+        k = first.get((f, line))
+        if k is not None:
+            yield later.pop(k, row)
+
+
+def merge(inputs: list[str], strict: bool = False) -> tuple[list[dict], dict]:
+    """(merged rows, stats), in memory (small inputs and tests; `main` streams)."""
+    keys, stats = plan_merge(inputs, strict)
+    return ([] if strict and stats["bad_lines"] else list(merged_rows(inputs, keys))), stats
 
 
 def main(config: MergeConfig) -> int:
     t0 = time.time()
-    rows, stats = merge(config.inputs, config.strict)
+    keys, stats = plan_merge(config.inputs, config.strict)
     if config.strict and stats["bad_lines"]:
         print(f"distill merge: {stats['bad_lines'][0]}", file=sys.stderr)
         return 1
-    n = write_jsonl_atomic(config.output, rows)
+    n = write_jsonl_atomic(config.output, merged_rows(config.inputs, keys))
     config_path, summary_path = contract_paths(config.output)  # the stage contract, as every stage
     save_resolved_config(config_path, config)
     problems = [{"reason": r} for r in stats["bad_lines"]]
