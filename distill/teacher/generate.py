@@ -77,7 +77,9 @@ class GenerateConfig:
     max_concurrency: int = _f(64, "Requests in flight at most (AIMD window shrinks on 429 and recovers).")
     timeout_s: float = _f(600.0, "Per-attempt request timeout, seconds.")
     connect_timeout_s: float = _f(10.0, "TCP connect timeout, seconds (separate from timeout_s).")
-    breaker_failures: int = _f(8, "Stop the run after this many consecutive requests get no HTTP answer; 0 = never.")
+    breaker_failures: int = _f(
+        8, "Stop the run after this many connection failures in a row (refused, DNS, reset); 0 = never."
+    )
     max_retries: int = _f(6, "Retries per request after the first attempt.")
     backoff_base_s: float = _f(1.0, "First retry waits up to this many seconds, doubling per retry (with jitter).")
     num_samples: int = _f(1, "Traces per example (sample_index 0..num_samples-1).")
