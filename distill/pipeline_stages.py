@@ -24,6 +24,7 @@ class StageSpec:
     report: str | None = None  # the stage's own human report, relative to its stage dir (None: its summary)
     teacher_field: str | None = None  # config field that takes a local teacher's base URL
     needs_teacher: Callable[[dict], bool] = lambda cfg: False
+    optional: bool = False  # runs only when the pipeline recipe has its section (or lists it in `stages`)
 
 
 def _p(run_dir: Path, *parts: str) -> str:
@@ -39,6 +40,17 @@ STAGES: list[StageSpec] = [
         output_field="output",
         teacher_field="base_url",
         needs_teacher=lambda c: not c.get("dry_run", False),
+    ),
+    # The teacher on held-out rows, for eval (optional): next to generate, so the local teacher stops before training.
+    StageSpec(
+        "generate_eval",
+        "generate",
+        wire=lambda d: {"output": _p(d, "generate_eval", "traces.jsonl")},
+        inputs=lambda c: [c["input"]],
+        output_field="output",
+        teacher_field="base_url",
+        needs_teacher=lambda c: not c.get("dry_run", False),
+        optional=True,
     ),
     StageSpec(
         "score",
@@ -83,12 +95,48 @@ STAGES: list[StageSpec] = [
         output_field="output_dir",
         report="model/README.md",
     ),
+    # Closing the loop (optional): the untrained and the trained student on the held-out rows, and the report that
+    # puts them beside the teacher's traces.
+    StageSpec(
+        "reason_base",
+        "reason",
+        wire=lambda d: {"output": _p(d, "reason_base", "traces.jsonl")},
+        inputs=lambda c: [c["input"]],
+        output_field="output",
+        optional=True,
+    ),
+    StageSpec(
+        "reason",
+        "reason",
+        wire=lambda d: {"output": _p(d, "reason", "traces.jsonl"), "model": _p(d, "train", "model")},
+        inputs=lambda c: [c["input"], c["model"]],
+        output_field="output",
+        optional=True,
+    ),
+    StageSpec(
+        "eval",
+        "eval",
+        # the report's columns: teacher, untrained student, trained student (in this order)
+        wire=lambda d: {
+            "output_dir": _p(d, "eval"),
+            "traces": [f"{name}={_p(d, stage, 'traces.jsonl')}" for name, stage in EVAL_SETS],
+        },
+        inputs=lambda c: [t.split("=", 1)[1] for t in c["traces"]],
+        output_field="output_dir",
+        report="report.md",
+        optional=True,
+    ),
 ]
+
+# eval's trace sets: (name in the report, the stage that wrote them)
+EVAL_SETS = (("teacher", "generate_eval"), ("student_untrained", "reason_base"), ("student_trained", "reason"))
 
 
 def stage_summary(spec: StageSpec, config: dict) -> dict:
     """The finished stage's summary (`distill.stage.summary` schema), read from beside its main output."""
     path = contract_paths(config[spec.output_field])[1]
+    if not path.exists():  # a verb that writes no summary (eval: its report is eval.json + report.md)
+        return {"rows_in": None, "rows_out": None, "dropped": {}, "seconds": None, "tokens": None, "summary": None}
     s = orjson.loads(path.read_bytes())
     tokens = s.get("tokens") or {}
     return {"rows_in": s.get("rows_in"), "rows_out": s.get("rows_out"), "dropped": s.get("dropped", {}),

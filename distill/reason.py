@@ -36,7 +36,8 @@ from distill.data.mmeb import Problem, load_examples
 from distill.export import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from distill.images import ImageError, check_image, resolve_image
 from distill.io import write_json_atomic, write_jsonl_atomic
-from distill.teacher.generate import in_shard, reason_class
+from distill.stage import summary as stage_summary
+from distill.teacher.generate import all_failed_exit, in_shard, reason_class
 from distill.teacher.parse import parse_trace
 from distill.teacher.prompts import ImageStore
 
@@ -311,19 +312,21 @@ def main(config: ReasonConfig) -> int:
     except (OSError, ValueError, RuntimeError) as e:  # an unloadable checkpoint, a journal in use by another run
         print(f"distill reason: {e}", file=sys.stderr)
         return 1
-    summary = {
-        "input": config.input, "output": config.output, "examples": len(rows), "bad_input_rows": len(problems),
-        "problems": problems[:200], "rows_out": n_rows, "ok": totals["ok"], "truncated": totals["truncated"],
-        "failed": totals["failed"], "failed_reasons": dict(failed_reasons), "writer": writer,
-        "prompt_tokens": totals["prompt_tokens"], "completion_tokens": totals["completion_tokens"],
-        "run": stats, "elapsed_s": round(time.monotonic() - start, 3), "config": config_dict(config),
-    }  # fmt: skip
+    dropped = Counter(f"bad input: {p['reason'].split(':')[0]}" for p in problems)
+    dropped.update({f"failed: {r}": n for r, n in failed_reasons.items()})
+    summary = stage_summary(
+        "reason", len(rows) + len(problems), n_rows, time.monotonic() - start, dropped=dropped,
+        tokens={"prompt": totals["prompt_tokens"], "completion": totals["completion_tokens"]}, problems=problems,
+        input=config.input, output=config.output, examples=len(rows), bad_input_rows=len(problems), ok=totals["ok"],
+        truncated=totals["truncated"], failed=totals["failed"], failed_reasons=dict(failed_reasons), writer=writer,
+        run=stats, config=config_dict(config),
+    )  # fmt: skip
     write_json_atomic(paths["summary"], summary)
     print(f"reason ({config.backend}, {writer['model']}): {len(rows)} examples -> {n_rows} rows: {totals['ok']} ok, "
           f"{totals['truncated']} truncated, {totals['failed']} failed"
           f"{f' {dict(failed_reasons)}' if failed_reasons else ''}; generated {stats['to_send']} "
           f"({stats['journaled_before']} from the journal); {len(problems)} bad input rows -> {config.output}")  # fmt: skip
-    return 0
+    return all_failed_exit("reason", n_rows, totals["failed"], failed_reasons)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,14 @@ example (what `validate` checks and `generate` reads)
     target_instruction  str, optional: the target side's instruction (MMEB eval `tgt_inst`), absent or "" if none
     Image paths are relative to an `image_root` and may never escape it.
 
-trace = example + (written by `generate`)
+trace = example + (written by `generate`, and by `reason` for the student)
     sample_index int, 0..num_samples-1
     side         query | target: the side the trace is about (`trace_side` reads it; target = the positive)
     trace        {"raw": str, "think": str, "final": str}
     teacher      {"model", "prompt_id" (id@vN), "prompt_version", "prompt_sha" (sha256 of the template: the same for
                  every row of one template), "request_sha" (sha256 of this rendered request), "mode" (blind | hinted),
-                 "sampling": {...}}
+                 "sampling": {...}}; on `reason` rows the student: "role": "student", "backend", "model" (its name),
+                 "checkpoint" / "base_model" / "fingerprint" (hf), "prompt_id": "student_chat_format:<side>"
     usage        {"prompt_tokens": int, "completion_tokens": int}
     status       ok | truncated | failed;  error: str when status != ok
 

@@ -1,4 +1,5 @@
-"""`distill run`: the whole chain (generate -> score -> filter -> export -> train) from one pipeline recipe.
+"""`distill run`: the whole chain (generate -> score -> filter -> export -> train, then optionally the student's
+traces on held-out rows and the eval report) from one pipeline recipe.
 
     distill run --config recipes/demo/pipeline.yaml
 
@@ -59,10 +60,12 @@ SHARED_FIELDS = ("image_root", "min_pixels", "max_pixels")
 class RunConfig:
     name: str = field(default="demo", metadata={"help": "Run name; outputs go to <runs_root>/<name>/<stage>/."})
     runs_root: str = field(default="runs", metadata={"help": "Directory holding run directories."})
-    stages: list[str] = field(
-        default_factory=lambda: [s.name for s in STAGES],
-        metadata={"help": "Stages to run, in pipeline order (a subset runs only those; earlier outputs must exist)."},
-    )
+    stages: list[str] | None = field(
+        default=None,
+        metadata={"help": "Stages to run, in pipeline order (a subset runs only those; earlier outputs must exist); "
+                  "None: generate..train, plus each optional stage (generate_eval, reason_base, reason, eval) whose "
+                  "section the recipe has."},
+    )  # fmt: skip
     force: list[str] = field(default_factory=list, metadata={"help": "Stages to rerun even when up to date."})
     tiny_vlm: str | None = field(
         default=None, metadata={"help": "Demo only: build the kit's tiny random VLM at this path if it is missing."}
@@ -84,6 +87,18 @@ class RunConfig:
     filter: dict | None = field(default=None, metadata={"help": "{recipe: filter.yaml, <overrides>}"})
     export: dict | None = field(default=None, metadata={"help": "{recipe: export.yaml (optional), <overrides>}"})
     train: dict | None = field(default=None, metadata={"help": "{recipe: train.yaml, <overrides>}"})
+    generate_eval: dict | None = field(
+        default=None, metadata={"help": "The teacher on held-out rows (for eval): {recipe: generate.yaml, input: ...}"}
+    )
+    reason_base: dict | None = field(
+        default=None, metadata={"help": "The untrained student on held-out rows: {input: ..., model: base checkpoint}"}
+    )
+    reason: dict | None = field(
+        default=None, metadata={"help": "The trained student (train/model, wired) on held-out rows: {input: ...}"}
+    )
+    eval: dict | None = field(
+        default=None, metadata={"help": "{recipe: eval.yaml, <overrides>}: teacher vs untrained vs trained student"}
+    )
     train_launcher: list[str] | None = field(
         default=None,
         metadata={
@@ -96,6 +111,8 @@ class RunConfig:
         if self.serve is not None:
             self.serve = typed(ServeSection, self.serve, "serve")
         known = [s.name for s in STAGES]
+        if self.stages is None:
+            self.stages = [s.name for s in STAGES if not s.optional or getattr(self, s.name) is not None]
         for name in [*self.stages, *self.force]:
             if name not in known:
                 raise ValueError(f"unknown stage {name!r} (stages: {', '.join(known)})")

@@ -174,6 +174,9 @@ def _stage_io(verb: str, configs: tuple) -> dict:
         return {"input_files": [c.input], "output_files": [c.kept, c.rejected], "output_dirs": [c.report_dir]}
     if verb == "export":
         return {"input_files": [c.input, c.filter_summary], "inputs": [c.image_root], "output_dirs": [c.output]}
+    if verb == "reason":
+        outs = [c.output, *c.paths().values()]
+        return {"inputs": [c.input, c.image_root, c.model if c.backend == "hf" else None], "output_files": outs}
     if verb == "train":
         return {"inputs": [c.dataset_path], "output_dirs": [c.output_dir]}
     return {}

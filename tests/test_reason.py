@@ -53,7 +53,7 @@ def test_hf_full_checkpoint_rows_batches_and_score(tiny_vlm, examples, demo_dir,
         t = r["teacher"]
         assert (t["role"], t["backend"], t["checkpoint"], t["base_model"]) == ("student", "hf", str(tiny_vlm), None)
         assert t["sampling"] == {"temperature": 0.0, "max_tokens": 6} and len(t["fingerprint"]) == 16
-    assert summary["run"]["batches"] == 3 and summary["rows_out"] == len(src)
+    assert summary["run"]["batches"] == 3 and (summary["stage"], summary["rows_out"]) == ("reason", len(src))
     # batched + left-padded greedy decoding writes what one row at a time writes
     one, _ = _run(tmp_path, path, demo_dir, model=str(tiny_vlm), batch_size=1, out="one.jsonl")
     assert [r["trace"]["raw"] for r in one] == [r["trace"]["raw"] for r in rows]
@@ -164,8 +164,8 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(backend, tiny_vlm, fake
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--input", "nope.jsonl"], "distill reason: --input nope.jsonl"),
-        (["--model", "no/such/dir"], "--model no/such/dir: no such checkpoint directory"),
+        (["--input", "nope.jsonl"], "distill reason: error: input nope.jsonl: not found"),
+        (["--model", "no/such/dir"], "input no/such/dir: not found"),
         (["--num_samples", "2"], "num_samples > 1 with greedy decoding"),
         (["--backend", "openai", "--api_key_env", "DISTILL_TEST_UNSET_KEY"], "DISTILL_TEST_UNSET_KEY"),
     ],

@@ -116,17 +116,21 @@ def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
         (tmp_path / name).symlink_to(REPO / name)
     pipeline = yaml.safe_load((REPO / "recipes/demo/pipeline.yaml").read_text())
     pipeline["generate"].update(num_samples=1, max_tokens=64)
+    pipeline["generate_eval"].update(max_tokens=64)
     pipeline["train"]["num_train_epochs"] = 1
+    for stage in ("reason_base", "reason"):
+        pipeline[stage]["max_new_tokens"] = 24
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "distill", "run", "--config", "pipeline.yaml"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=500)  # fmt: skip
+                          env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = tmp_path / "runs" / "demo"
-    assert _statuses(run_dir) == dict.fromkeys(STAGES, "ran")
+    closing = ["generate_eval", "reason_base", "reason", "eval"]  # the demo's held-out rows and its eval table
+    assert _statuses(run_dir) == dict.fromkeys(STAGES + closing, "ran")
     for path in ["generate/traces.jsonl", "score/scored.jsonl", "filter/kept.jsonl", "filter/report.md",
                  "filter/kept.summary.json", "export/data/dataset", "export/data/manifest.json", "train/model/README.md",
-                 "report.md", "serve.log"]:  # fmt: skip
+                 "report.md", "serve.log", "eval/report.md"]:  # fmt: skip
         assert (run_dir / path).exists(), path
     traces = read_jsonl(run_dir / "generate" / "traces.jsonl")
     assert len(traces) == 60
@@ -138,6 +142,17 @@ def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
     kept = read_jsonl(run_dir / "filter" / "kept.jsonl")
     assert kept and all(r["status"] == "ok" for r in kept)
     assert "listening on http://127.0.0.1:" in (run_dir / "serve.log").read_text()
+    # the untrained and the trained student on the 40 held-out rows, side by side with the teacher in eval
+    untrained, trained = (read_jsonl(run_dir / stage / "traces.jsonl") for stage in ("reason_base", "reason"))
+    teacher = read_jsonl(run_dir / "generate_eval" / "traces.jsonl")
+    assert [r["id"] for r in untrained] == [r["id"] for r in trained] == [r["id"] for r in teacher] and len(
+        teacher
+    ) == 40
+    assert trained[0]["teacher"]["checkpoint"] == str((run_dir / "train" / "model").resolve())
+    assert trained[0]["teacher"]["fingerprint"] != untrained[0]["teacher"]["fingerprint"]
+    quality = json.loads((run_dir / "eval" / "eval.json").read_text())["quality"]
+    assert list(quality) == ["teacher", "student_untrained", "student_trained"]
+    assert quality["student_trained"]["writers"] != quality["student_untrained"]["writers"]
 
 
 @pytest.mark.slow

@@ -139,3 +139,38 @@ def test_target_side_uses_the_target_instruction(store):
     ex = {**vqa(), "target_instruction": "Represent the answer:"}
     text = render(ex, TemplateSet(), store, side="target").messages[1]["content"]
     assert "Represent the answer:" in text and "Represent the image with the question:" not in text
+
+
+@pytest.mark.parametrize(
+    "examples, error",
+    [
+        ("  - {user: 'q1', assistant: 'a1'}\n  - {user: 'q2', assistant: 'a2'}\n", None),
+        ("  - {user: 'q1'}\n", "examples must be a list of"),
+        ("  - {user: 'q1', assistant: ''}\n", "examples must be a list of"),
+    ],
+)
+def test_few_shot_examples_are_literal_turns_before_the_query(store, tmp_path, examples, error):
+    (tmp_path / "p").mkdir()
+    for name in set(TASK_TEMPLATES.values()):
+        (tmp_path / "p" / name).write_text((PROMPTS / name).read_text())
+    plain = load_template(tmp_path / "p" / "vqa.yaml")
+    path = tmp_path / "p" / "vqa.yaml"
+    path.write_text(path.read_text() + "examples:\n" + examples)
+    if error:
+        with pytest.raises(ValueError, match=error):
+            load_template(path)
+        return
+    assert load_template(path).sha != plain.sha and plain.sha == load_template(PROMPTS / "vqa.yaml").sha
+    r = render(vqa(), TemplateSet(tmp_path / "p"), store)
+    assert [m["role"] for m in r.messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert [m["content"] for m in r.messages[1:5]] == ["q1", "a1", "q2", "a2"] and isinstance(
+        r.messages[5]["content"], list
+    )
+
+
+def test_demo_prompts_load_for_the_demo_tasks():
+    demo = TemplateSet(Path(__file__).resolve().parents[1] / "recipes" / "demo" / "prompts")
+    for task in ("vqa", "classification", "retrieval", "grounding"):
+        tpl = demo.for_example(task, "query")
+        assert tpl.version >= 1
+    assert "<think>" in demo.for_example("retrieval", "query").examples[0][1]

@@ -5,7 +5,8 @@ The templates are package data, so `pip install` users get them: `prompts_dir=No
 template a run needs up front, so a missing or broken directory is a configuration error before any request.
 
 A template file holds `id`, `version`, `system`, `user` and `hint` (str.format fields: {instruction} {text} {answer}
-{target} {num_images}). Mode `blind` shows the query only; `hinted` adds the hint with the gold answer / target text and
+{target} {num_images}), and optionally `examples`: few-shot turns `[{user, assistant}, ...]` sent as literal chat turns
+between the system message and the query (small teachers follow a shown format far better than a described one). Mode `blind` shows the query only; `hinted` adds the hint with the gold answer / target text and
 appends the target's images. Side `query` renders the example's query; side `target` renders its positive (the
 candidate) with its side's template and, when hinted, the query text as context. Templates by (task, side):
 TASK_TEMPLATES on the query side, TARGET_TEMPLATES on the target side: visual documents describe the page on the target
@@ -97,6 +98,7 @@ class PromptTemplate:
     user: str
     hint: str
     path: str
+    examples: tuple = ()  # ((user, assistant), ...): few-shot turns, literal text
 
     @property
     def prompt_id(self) -> str:
@@ -106,6 +108,8 @@ class PromptTemplate:
     def sha(self) -> str:
         """sha256 of what the teacher is told (id, version, system, user, hint); comments and file layout excluded."""
         body = {"id": self.id, "version": self.version, "system": self.system, "user": self.user, "hint": self.hint}
+        if self.examples:  # only then: the shas of templates without examples stay what they were
+            body["examples"] = [list(e) for e in self.examples]
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -118,15 +122,21 @@ def load_template(path: str | Path) -> PromptTemplate:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a prompt template must be a YAML mapping")
     missing = [k for k in ("id", "version", "system", "user") if not data.get(k)]
-    unknown = set(data) - {"id", "version", "system", "user", "hint"}
+    unknown = set(data) - {"id", "version", "system", "user", "hint", "examples"}
     if missing or unknown:
         raise ValueError(f"{path}: missing keys {missing}, unknown keys {sorted(unknown)}")
     for key in ("system", "user", "hint"):
         used = {f for _, f, _, _ in string.Formatter().parse(data.get(key) or "") if f is not None}
         if used - FIELDS:
             raise ValueError(f"{path}: {key} uses unknown fields {sorted(used - FIELDS)} (allowed: {sorted(FIELDS)})")
+    examples = data.get("examples") or []
+    if not isinstance(examples, list) or not all(
+        isinstance(e, dict) and set(e) == {"user", "assistant"} and all(isinstance(v, str) and v for v in e.values())
+        for e in examples
+    ):
+        raise ValueError(f"{path}: examples must be a list of {{user: text, assistant: text}} turns")
     return PromptTemplate(str(data["id"]), int(data["version"]), data["system"], data["user"], data.get("hint") or "",
-                          str(path))  # fmt: skip
+                          str(path), tuple((e["user"], e["assistant"]) for e in examples))  # fmt: skip
 
 
 class TemplateSet:
@@ -305,7 +315,8 @@ def render(
             *({"type": "text", "text": v} if kind == "text" else _image_parts([v], store)[0] for kind, v in parts),
             *_image_parts(hint_images, store),
         ]
-    messages = [{"role": "system", "content": _fill(tpl.system, fields)}, {"role": "user", "content": user}]
+    shots = [{"role": r, "content": t} for u, a in tpl.examples for r, t in (("user", u), ("assistant", a))]
+    messages = [{"role": "system", "content": _fill(tpl.system, fields)}, *shots, {"role": "user", "content": user}]
     sha = hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return Rendered(messages, images, tpl.prompt_id, tpl.version, tpl.sha, sha)
 
