@@ -9,7 +9,8 @@ that row's `torch.Generator` (seeded from the request's `seed` and the choice in
 score row, so greedy decoding picks exactly that token: any mix of greedy, sampled and seeded requests shares a batch.
 `RowStop` ends a row at eos (unless it asked for `ignore_eos`), at its own `max_tokens`, or when its request was cancelled (the client went away), reports
 each finished request at once (small requests in a batch with a long one do not wait for it), and pauses the whole
-batch when `should_pause()` says others are waiting, so one long request cannot hold the worker.
+batch when `should_pause()` says a much cheaper request is waiting (the batcher decides), so one long request cannot
+hold the worker.
 """
 
 from __future__ import annotations
