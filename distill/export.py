@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from distill.chat_format import assistant_text, load_images, load_videos, student_prompt, user_text  # noqa: F401 (re-exported: older callers)
 from distill.images import ImageError
-from distill.io import BadLine, iter_jsonl, write_json_atomic, write_jsonl_atomic
+from distill.io import BadLine, dumps, iter_jsonl, write_json_atomic, write_jsonl_atomic
 from distill.records import trace_problems, trace_side
 from distill.stage import EXIT_DATA, contract_paths, reason_class
 from distill.stage import summary as stage_summary
@@ -140,15 +140,25 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _teacher_manifest(rows: list[dict]) -> dict:
-    models, modes, prompts = Counter(), Counter(), {}
-    for r in rows:
+class _Tally:
+    """The manifest's counts over exported rows, kept as they stream by (the rows themselves are not kept)."""
+
+    def __init__(self):
+        self.tasks, self.sides, self.datasets = Counter(), Counter(), Counter()
+        self.models, self.modes, self.prompts = Counter(), Counter(), {}
+
+    def add(self, r: dict) -> None:
+        self.tasks[r.get("task")] += 1
+        self.sides[trace_side(r)] += 1
+        self.datasets[r.get("dataset")] += 1
         t = r.get("teacher") or {}
-        models[str(t.get("model"))] += 1
-        modes[str(t.get("mode"))] += 1
-        per_id = prompts.setdefault(str(t.get("prompt_id")), Counter())
-        per_id[str(t.get("prompt_sha"))] += 1
-    return {"models": dict(models), "modes": dict(modes), "prompts": {k: dict(v) for k, v in prompts.items()}}
+        self.models[str(t.get("model"))] += 1
+        self.modes[str(t.get("mode"))] += 1
+        self.prompts.setdefault(str(t.get("prompt_id")), Counter())[str(t.get("prompt_sha"))] += 1
+
+    def teacher(self) -> dict:
+        return {"models": dict(self.models), "modes": dict(self.modes),
+                "prompts": {k: dict(v) for k, v in self.prompts.items()}}  # fmt: skip
 
 
 def _filter_summary(config: ExportConfig) -> tuple[str | None, dict | None]:
@@ -163,17 +173,17 @@ def _filter_summary(config: ExportConfig) -> tuple[str | None, dict | None]:
 
 def export(config: ExportConfig) -> dict:
     """Run the export; returns the summary dict (also written to `<output>/summary.json`)."""
-    from datasets import Dataset
-    from datasets.exceptions import DatasetGenerationError
-
     t0 = time.time()
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    jsonl_rows, source_rows, quarantine, problems = [], [], [], []
-    rows_in = 0
+    quarantine, problems, tally = [], [], _Tally()
+    rows_in = rows_out = 0
+    # train.jsonl is written as rows stream by, into a temp file renamed at the end (atomic like every output)
+    jsonl_fd, jsonl_tmp = tempfile.mkstemp(prefix=".train.jsonl.", suffix=".tmp", dir=out)
+    jsonl_file = os.fdopen(jsonl_fd, "wb")
 
     def train_rows():  # streamed into the dataset writer: decoded images never pile up in memory
-        nonlocal rows_in
+        nonlocal rows_in, rows_out
         for line, row in tqdm(iter_jsonl(config.input), desc="export", unit="row"):
             rows_in += 1
             reason = row.reason if isinstance(row, BadLine) else row_problem(row, config.require_think)
@@ -191,29 +201,48 @@ def export(config: ExportConfig) -> dict:
                 if config.strict:
                     raise ValueError(f"{config.input}:{line}: {reason}")
                 continue
-            jsonl_rows.append(jsonl_row)
-            source_rows.append(row)
+            jsonl_file.write(dumps(jsonl_row))
+            rows_out += 1
+            tally.add(row)
             yield train_row
 
     tmp = out / "dataset.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_dataset(train_rows, out, tmp, config, rows_in_of=lambda: (rows_in, rows_out, problems))
+        jsonl_file.flush()
+        os.fsync(jsonl_file.fileno())
+        jsonl_file.close()
+        os.replace(jsonl_tmp, out / "train.jsonl")
+    finally:
+        jsonl_file.close()
+        Path(jsonl_tmp).unlink(missing_ok=True)
+    write_jsonl_atomic(out / "quarantine.jsonl", quarantine)
+    return _finish(config, out, t0, rows_in, rows_out, problems, tally)
+
+
+def _write_dataset(train_rows, out: Path, tmp: Path, config: ExportConfig, rows_in_of) -> None:
+    from datasets import Dataset
+    from datasets.exceptions import DatasetGenerationError
+
     with tempfile.TemporaryDirectory(dir=out, prefix=".cache-") as cache:  # a fresh cache: never a stale reuse
         try:
             dataset = Dataset.from_generator(train_rows, features=_features(), cache_dir=cache)
         except DatasetGenerationError as e:  # datasets wraps what the generator raised: give back our own error
             raise (e.__cause__ if isinstance(e.__cause__, ValueError) else e) from None
         except ValueError:  # datasets refuses an empty split; say why there is nothing (below)
-            if jsonl_rows:
+            if rows_in_of()[1]:
                 raise
-        if not jsonl_rows:
+        rows_in, rows_out, problems = rows_in_of()
+        if not rows_out:
             raise ValueError(f"{config.input}: no rows to export ({rows_in} rows in, {len(problems)} unusable): "
                              "nothing to train on; check the filter report")  # fmt: skip
         dataset.save_to_disk(str(tmp))
     shutil.rmtree(out / "dataset", ignore_errors=True)
     os.replace(tmp, out / "dataset")  # readers never see a half-written dataset
-    write_jsonl_atomic(out / "train.jsonl", jsonl_rows)
-    write_jsonl_atomic(out / "quarantine.jsonl", quarantine)
 
+
+def _finish(config: ExportConfig, out: Path, t0: float, rows_in: int, rows_out: int, problems: list, tally) -> dict:
     filter_path, filter_summary = _filter_summary(config)
     drops = Counter(reason_class(p["reason"]) for p in problems)
     manifest = {
@@ -222,17 +251,17 @@ def export(config: ExportConfig) -> dict:
         "image_root": os.path.abspath(config.image_root),
         "pixels": {"min": config.min_pixels, "max": config.max_pixels},
         "rows_in": rows_in,
-        "rows_out": len(jsonl_rows),
-        "tasks": dict(Counter(r.get("task") for r in source_rows)),
-        "sides": dict(Counter(trace_side(r) for r in source_rows)),
-        "datasets": dict(Counter(r.get("dataset") for r in source_rows)),
-        "teacher": _teacher_manifest(source_rows),
+        "rows_out": rows_out,
+        "tasks": dict(tally.tasks),
+        "sides": dict(tally.sides),
+        "datasets": dict(tally.datasets),
+        "teacher": tally.teacher(),
         "filter_summary_path": filter_path,
         "filter_summary": filter_summary,
         "format": "TRL conversational vision-language: images + messages (user, assistant)",
     }
     write_json_atomic(out / "manifest.json", manifest)
-    summary = stage_summary("export", rows_in, len(jsonl_rows), time.time() - t0, dropped=drops, problems=problems,
+    summary = stage_summary("export", rows_in, rows_out, time.time() - t0, dropped=drops, problems=problems,
                             quarantined=len(problems))  # fmt: skip
     write_json_atomic(contract_paths(out)[1], summary)
     return summary
