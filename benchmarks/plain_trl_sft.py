@@ -1,7 +1,7 @@
-"""A plain TRL SFT script on an export: only `datasets.load_from_disk` + TRL's SFTTrainer, none of distill's training
+"""A plain TRL SFT script on an export: only `datasets.load_dataset` + TRL's SFTTrainer, none of distill's training
 code. It shows the export is stock TRL data, and it is the baseline of `benchmarks/sft_throughput.py`.
 
-    python benchmarks/plain_trl_sft.py MODEL_DIR EXPORT_DIR/dataset OUT_DIR [--max_steps 2] [--batch_size 2]
+    python benchmarks/plain_trl_sft.py MODEL_DIR EXPORT_DIR OUT_DIR [--max_steps 2] [--batch_size 2]
 
 Prints one JSON line: {"losses": [...], "real_tokens", "pad_fraction", "train_seconds", "tokens_per_second"}.
 The processor: `AutoProcessor`; only where that cannot load (CPU torch without torchvision, see docs/environment.md) the
@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 
-from datasets import load_from_disk
+from datasets import load_dataset
 from transformers import AutoProcessor
 from trl import SFTConfig, SFTTrainer
 
@@ -41,7 +41,7 @@ def main() -> None:
                        per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
                        assistant_only_loss=True, bf16=args.bf16, activation_checkpointing=False, max_length=None,
                        logging_steps=1, save_strategy="no", report_to="none", seed=0)  # fmt: skip
-    trainer = SFTTrainer(model=args.model, args=config, train_dataset=load_from_disk(args.data),
+    trainer = SFTTrainer(model=args.model, args=config, train_dataset=load_dataset(args.data, split="train"),
                          processing_class=processor)  # fmt: skip
     real = total = 0
     collate = trainer.data_collator

@@ -68,7 +68,7 @@ def main() -> None:
                             str(tmp / "ours"), "--num_train_epochs", "1", "--logging_steps", "10", "--max_length", "4096",
                             *common], env)  # fmt: skip
         ours = json.loads((tmp / "ours" / "summary.json").read_text())
-        plain_wall, out = run([sys.executable, "benchmarks/plain_trl_sft.py", str(model), str(data / "dataset"),
+        plain_wall, out = run([sys.executable, "benchmarks/plain_trl_sft.py", str(model), str(data),
                                str(tmp / "plain"), "--max_steps", "-1", "--epochs", "1", "--batch_size",
                                str(args.batch_size), "--learning_rate", "3e-3"], env)  # fmt: skip
         plain = json.loads(out.strip().splitlines()[-1])

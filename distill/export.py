@@ -1,6 +1,8 @@
-"""`distill export`: kept trace rows -> a TRL vision-language conversational SFT dataset.
+"""`distill export`: kept trace rows -> a TRL vision-language conversational SFT dataset, in the Hub's layout.
 
     distill export --input runs/demo/kept.jsonl --output runs/demo/export --image_root data/demo
+    distill export ... --push_to_hub me/demo-sft          # then upload README.md + data/ (private repo)
+    distill export --format traces --input kept.jsonl --extra_inputs rejected.jsonl ...   (see distill.export_hub)
 
 Each kept row (see `distill.records`: example + `trace`, `teacher`, `status`) becomes one training row, built from the
 side the trace is about (`side`: the query, or for target-side traces the positive and its target instruction):
@@ -11,8 +13,10 @@ side the trace is about (`side`: the query, or for target-side traces the positi
     id, task, dataset, sample_index   (metadata; TRL drops unused columns)
 String contents are TRL's conversational format: the collator puts the row's images before the first user text.
 
-Outputs in `--output`:
-    dataset/        `datasets.save_to_disk` (images as an `Image` feature): `trl sft` / `SFTTrainer` load it as is
+Outputs in `--output` (the folder is a Hub dataset: `load_dataset(output)`, `trl sft --dataset_name output`):
+    README.md       dataset card: YAML (configs, features, splits, sizes, task categories, tags, license) and how it
+                    was made (teacher, prompt templates, filter keep rates per check, rows per task and dataset)
+    data/train-0000i-of-0000N.parquet   the rows, images embedded (`datasets.Image`); ~500 MB shards
     train.jsonl     the same rows with image paths relative to `--image_root` (originals, for inspection/other tools)
     manifest.json   input sha256, counts, teacher models, prompt ids/shas, modes, and the filter summary given as
                     `--filter_summary` (`distill run` wires it): `distill train` copies it into its lineage record
@@ -41,9 +45,11 @@ from tqdm import tqdm
 
 from distill.chat_format import assistant_text, load_images, load_videos, student_prompt, user_text  # noqa: F401 (re-exported: older callers)
 from distill.images import ImageError
-from distill.io import BadLine, dumps, iter_jsonl, write_json_atomic, write_jsonl_atomic
+from distill.export_hub import export_traces, sft_card
+from distill.hub import push_folder, write_parquet_shards
+from distill.io import BadLine, dumps, iter_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from distill.records import trace_problems, trace_side
-from distill.stage import EXIT_DATA, contract_paths, reason_class
+from distill.stage import EXIT_DATA, EXIT_USAGE, contract_paths, reason_class
 from distill.stage import summary as stage_summary
 from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
 
@@ -58,7 +64,7 @@ DEFAULT_MAX_PIXELS = 28 * 28 * 1280
 @dataclass
 class ExportConfig:
     input: str = field(metadata={"help": "Kept trace rows (.jsonl) written by `distill filter`."})
-    output: str = field(metadata={"help": "Output directory (dataset/, train.jsonl, manifest.json, ...)."})
+    output: str = field(metadata={"help": "Output directory (README.md, data/, train.jsonl, manifest.json, ...)."})
     image_root: str = field(default=".", metadata={"help": "Directory the rows' image paths are relative to."})
     min_pixels: int = field(default=DEFAULT_MIN_PIXELS, metadata={"help": "Smallest image area after resize (px)."})
     max_pixels: int = field(
@@ -83,11 +89,28 @@ class ExportConfig:
         default=FRAME_MAX_PIXELS, metadata={"help": "Largest video frame area (px); match generate's frame budget."}
     )
 
+    format: str = field(
+        default="sft", metadata={"help": "sft: training rows; traces: the trace rows themselves (one config a file)."}
+    )
+    extra_inputs: list[str] = field(
+        default_factory=list, metadata={"help": "--format traces: more trace files (rejected.jsonl, traces.jsonl)."}
+    )
+    embed_images: bool = field(default=True, metadata={"help": "--format traces: embed the query images."})
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "Hub dataset repo id to upload README.md + data to, once all is written."}
+    )
+    hub_private: bool = field(default=True, metadata={"help": "Create the Hub repo private (if it does not exist)."})
+    license: str | None = field(default=None, metadata={"help": "Dataset card license (e.g. apache-2.0, cc-by-4.0)."})
+    pretty_name: str | None = field(default=None, metadata={"help": "Dataset card title."})
     def __post_init__(self):
         if not self.input or not self.output:
             raise ValueError("--input and --output are required")
         if not 0 < self.min_pixels <= self.max_pixels:
             raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
+        if self.format not in ("sft", "traces"):
+            raise ValueError(f"--format must be sft or traces, got {self.format!r}")
+        if self.extra_inputs and self.format != "traces":
+            raise ValueError("--extra_inputs is for --format traces")
 
 
 def row_problem(row: dict, require_think: bool = True) -> str | None:
@@ -206,10 +229,8 @@ def export(config: ExportConfig) -> dict:
             tally.add(row)
             yield train_row
 
-    tmp = out / "dataset.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_dataset(train_rows, out, tmp, config, rows_in_of=lambda: (rows_in, rows_out, problems))
+        shards = _write_dataset(train_rows, out, config, rows_in_of=lambda: (rows_in, rows_out, problems))
         jsonl_file.flush()
         os.fsync(jsonl_file.fileno())
         jsonl_file.close()
@@ -218,10 +239,11 @@ def export(config: ExportConfig) -> dict:
         jsonl_file.close()
         Path(jsonl_tmp).unlink(missing_ok=True)
     write_jsonl_atomic(out / "quarantine.jsonl", quarantine)
-    return _finish(config, out, t0, rows_in, rows_out, problems, tally)
+    return _finish(config, out, t0, rows_in, rows_out, problems, tally, shards)
 
 
-def _write_dataset(train_rows, out: Path, tmp: Path, config: ExportConfig, rows_in_of) -> None:
+def _write_dataset(train_rows, out: Path, config: ExportConfig, rows_in_of):
+    """The rows as parquet shards under `out/data/` (the Hub layout); returns the `ConfigShards` for the card."""
     from datasets import Dataset
     from datasets.exceptions import DatasetGenerationError
 
@@ -237,12 +259,13 @@ def _write_dataset(train_rows, out: Path, tmp: Path, config: ExportConfig, rows_
         if not rows_out:
             raise ValueError(f"{config.input}: no rows to export ({rows_in} rows in, {len(problems)} unusable): "
                              "nothing to train on; check the filter report")  # fmt: skip
-        dataset.save_to_disk(str(tmp))
-    shutil.rmtree(out / "dataset", ignore_errors=True)
-    os.replace(tmp, out / "dataset")  # readers never see a half-written dataset
+        shards = write_parquet_shards(dataset, out)  # data/ replaced in one rename: never half-written
+    shutil.rmtree(out / "dataset", ignore_errors=True)  # the save_to_disk layout of older versions
+    return shards
 
 
-def _finish(config: ExportConfig, out: Path, t0: float, rows_in: int, rows_out: int, problems: list, tally) -> dict:
+def _finish(config: ExportConfig, out: Path, t0: float, rows_in: int, rows_out: int, problems: list, tally,
+            shards) -> dict:  # fmt: skip
     filter_path, filter_summary = _filter_summary(config)
     drops = Counter(reason_class(p["reason"]) for p in problems)
     manifest = {
@@ -261,6 +284,8 @@ def _finish(config: ExportConfig, out: Path, t0: float, rows_in: int, rows_out: 
         "format": "TRL conversational vision-language: images + messages (user, assistant)",
     }
     write_json_atomic(out / "manifest.json", manifest)
+    card = sft_card(manifest, shards, config.license, config.pretty_name, config.push_to_hub or "path/to/this/folder")
+    write_text_atomic(out / "README.md", str(card))
     summary = stage_summary("export", rows_in, rows_out, time.time() - t0, dropped=drops, problems=problems,
                             quarantined=len(problems))  # fmt: skip
     write_json_atomic(contract_paths(out)[1], summary)
@@ -272,7 +297,7 @@ def main(config: ExportConfig) -> int:
 
     save_resolved_config(contract_paths(config.output)[0], config)
     try:
-        summary = export(config)
+        summary = export_traces(config) if config.format == "traces" else export(config)
     except ValueError as e:  # nothing to export, or --strict on a bad row: the data failed, not the setup
         print(f"distill export: {e}", file=sys.stderr)
         return EXIT_DATA
@@ -280,6 +305,14 @@ def main(config: ExportConfig) -> int:
           f"{summary['quarantined']} quarantined -> {config.output}")  # fmt: skip
     for reason, n in Counter(summary["dropped"]).most_common():
         print(f"  {n:6d}  {reason}")
+    if config.push_to_hub:  # every file is final by now; only the card and the data files go up
+        patterns = ["README.md", *(f"{c}/*" for c in (summary.get("configs") or {"data": None}))]
+        try:
+            url = push_folder(config.output, config.push_to_hub, "dataset", patterns, private=config.hub_private)
+        except Exception as e:  # network, auth, offline mode: one line, the local export stays valid
+            print(f"distill export: push to {config.push_to_hub} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"pushed {config.output} -> {url}")
     return 0
 
 

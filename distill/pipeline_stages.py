@@ -77,7 +77,7 @@ STAGES: list[StageSpec] = [
         # The filter's summary is wired like any path (keep rates for the manifest and model card), never guessed.
         wire=lambda d: {
             "input": _p(d, "filter", "kept.jsonl"),
-            "output": _p(d, "export", "data"),
+            "output": _p(d, "export", "dataset"),
             "filter_summary": _p(d, "filter", "kept.summary.json"),
         },
         inputs=lambda c: [c["input"], c["filter_summary"]],
@@ -86,7 +86,7 @@ STAGES: list[StageSpec] = [
     StageSpec(
         "train",
         "train",
-        wire=lambda d: {"dataset_path": _p(d, "export", "data"), "output_dir": _p(d, "train", "model")},
+        wire=lambda d: {"dataset_path": _p(d, "export", "dataset"), "output_dir": _p(d, "train", "model")},
         # The export's rows and manifest define its dataset: hashing them is enough, and far cheaper than hashing
         # the dataset dir with its encoded images.
         inputs=lambda c: (

@@ -25,6 +25,14 @@ def tiny_vlm(tmp_path_factory) -> Path:
     return build_tiny_vlm(tmp_path_factory.mktemp("tiny") / "qwen2vl")
 
 
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory) -> Path:
+    """A tiny random LLaVA-architecture VLM: its stock processor loads without torchvision (distill.testing.tiny)."""
+    from distill.testing.tiny import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny") / "llava", family="llava")
+
+
 @pytest.fixture
 def fake_teacher():
     """Start fault-injecting OpenAI-compatible servers: `server, base_url = fake_teacher(**FakeOpenAI kwargs)`;

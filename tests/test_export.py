@@ -1,9 +1,9 @@
-"""`distill export`: kept traces -> TRL conversational dataset (+ JSONL, manifest, quarantine)."""
+"""`distill export`: kept traces -> TRL conversational dataset in the Hub layout (+ JSONL, manifest, quarantine)."""
 
 import json
 
 import pytest
-from datasets import load_from_disk
+from datasets import load_dataset
 
 from distill.export import ExportConfig, assistant_text, export, row_problem, user_text
 from distill.io import write_jsonl_atomic
@@ -45,7 +45,7 @@ def test_export_rows_images_manifest_and_quarantine(tmp_path, demo_dir, kept_row
     quarantine = [json.loads(x) for x in (tmp_path / "export" / "quarantine.jsonl").read_text().splitlines()]
     assert [q["id"] for q in quarantine] == [failed["id"], no_think["id"], missing_img["id"]]
 
-    ds = load_from_disk(str(tmp_path / "export" / "dataset"))
+    ds = load_dataset(str(tmp_path / "export"), split="train")  # the Hub layout, read by the stock loader
     assert len(ds) == 10 and {"images", "messages"} <= set(ds.column_names)
     for row, src in zip(ds, good, strict=True):
         assert row["id"] == src["id"]

@@ -129,7 +129,8 @@ def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
     closing = ["generate_eval", "reason_base", "reason", "eval"]  # the demo's held-out rows and its eval table
     assert _statuses(run_dir) == dict.fromkeys(STAGES + closing, "ran")
     for path in ["generate/traces.jsonl", "score/scored.jsonl", "filter/kept.jsonl", "filter/report.md",
-                 "filter/kept.summary.json", "export/data/dataset", "export/data/manifest.json", "train/model/README.md",
+                 "filter/kept.summary.json", "export/dataset/README.md", "export/dataset/data",
+                 "export/dataset/manifest.json", "train/model/README.md",
                  "report.md", "serve.log", "eval/report.md"]:  # fmt: skip
         assert (run_dir / path).exists(), path
     traces = read_jsonl(run_dir / "generate" / "traces.jsonl")

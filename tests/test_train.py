@@ -77,9 +77,9 @@ def test_full_finetune_learns_audits_and_writes_lineage(sequential_runs, export_
     audit = s["label_audit"]
     assert audit["rows"] == 60 and audit["supervised_fraction_per_role"]["assistant"] == 1.0
     assert set(audit["supervised_per_role"]) == {"assistant"}
-    from datasets import load_from_disk
+    from datasets import load_dataset
 
-    turns = {r["id"]: r["messages"][-1]["content"] for r in load_from_disk(str(export_dir / "dataset"))}
+    turns = {r["id"]: r["messages"][-1]["content"] for r in load_dataset(str(export_dir), split="train")}
     for ex in audit["examples"]:
         assert ex["supervised_text"] == turns[ex["id"]] + "<|im_end|>\n"
     assert s["preflight"]["parameters"]["vision"][0] == 0 and s["preflight"]["parameters"]["language"][0] > 0
@@ -161,7 +161,7 @@ def test_lora_under_zero3_saves_adapter_and_merged_model(tiny_vlm, export_dir, t
 
 
 def test_export_trains_with_plain_trl(tiny_vlm, export_dir, tmp_path):
-    proc = subprocess.run([sys.executable, "benchmarks/plain_trl_sft.py", str(tiny_vlm), str(export_dir / "dataset"),
+    proc = subprocess.run([sys.executable, "benchmarks/plain_trl_sft.py", str(tiny_vlm), str(export_dir),
                            str(tmp_path / "plain"), "--max_steps", "2"], cwd=REPO, env=ENV, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,11 +1,17 @@
 """Tiny random-weight Qwen2-VL / Qwen2.5-VL checkpoints built offline, for tests and the CPU demo.
 
-    python -m distill.testing.tiny /tmp/tiny-qwen2vl [--family qwen2_5_vl]
+    python -m distill.testing.tiny /tmp/tiny-qwen2vl [--family qwen2_5_vl | llava]
 
 `build_tiny_vlm(path)` trains a ~400-token byte-level BPE tokenizer in-process (Qwen special tokens included),
 builds a ~190k-parameter model and saves model, tokenizer, image processor and chat template to `path`, so every stage
 loads it with `from_pretrained(path)` (processor: `distill.processing.load_processor(path)`) exactly like a real one.
 A 56x56 image becomes 16 patches -> 4 image tokens (min_pixels=28*28*4, max_pixels=28*28*16).
+
+`--family llava`: a LLaVA-architecture VLM (tiny CLIP vision tower + projector + the same Qwen2 text model and chat
+template). Why a second family: stock `AutoProcessor` for Qwen2-VL needs torchvision (its video processor), which does
+not import beside the CPU torch build, while `LlavaProcessor` loads with the PIL CLIP image processor. So tests that must
+use only stock tools on this machine (`trl sft` CLI, `AutoProcessor` from another directory) use this family. Every
+image becomes 28x28 (resize + centre crop) -> 4 patches -> 4 image tokens.
 """
 
 from __future__ import annotations
@@ -102,13 +108,22 @@ def tiny_config(tokenizer, family: str = "qwen2_vl"):
         vision = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
                       spatial_merge_size=2, temporal_patch_size=2)  # fmt: skip
         return Qwen2VLConfig(text_config=text, vision_config=vision, **common)
+    if family == "llava":
+        from transformers import LlavaConfig
+
+        vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, image_size=28, patch_size=14, projection_dim=32)  # fmt: skip
+        # Qwen2 text model; the image placeholder is Qwen's <|image_pad|>, so the Qwen chat template is used as is
+        return LlavaConfig(vision_config=vision, text_config={**text, "model_type": "qwen2", "rope_parameters": {"rope_type": "default", "rope_theta": 1e4}}, image_seq_length=4,
+                           vision_feature_select_strategy="default", vision_feature_layer=-1,
+                           **{k: v for k, v in common.items() if k in ("image_token_id", "tie_word_embeddings")})  # fmt: skip
     if family == "qwen2_5_vl":
         from transformers import Qwen2_5_VLConfig
 
         vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
                       spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[0])  # fmt: skip
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
-    raise ValueError(f"unknown family {family!r} (qwen2_vl | qwen2_5_vl)")
+    raise ValueError(f"unknown family {family!r} (qwen2_vl | qwen2_5_vl | llava)")
 
 
 def build_tiny_vlm(path: str | Path, family: str = "qwen2_vl", seed: int = 0) -> Path:
@@ -117,7 +132,7 @@ def build_tiny_vlm(path: str | Path, family: str = "qwen2_vl", seed: int = 0) ->
     from transformers import AutoModelForImageTextToText
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from distill.processing import ImageOnlyQwen2VLProcessor
+    from distill.processing import STOCK_CLASSES, ImageOnlyQwen2VLProcessor
 
     path = Path(path)
     tokenizer = build_tokenizer()
@@ -125,8 +140,18 @@ def build_tiny_vlm(path: str | Path, family: str = "qwen2_vl", seed: int = 0) ->
     model = AutoModelForImageTextToText.from_config(tiny_config(tokenizer, family))
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)
-    processor = ImageOnlyQwen2VLProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)
+    if family == "llava":
+        from transformers import CLIPImageProcessor, LlavaProcessor
+
+        image_processor = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+        processor = LlavaProcessor(image_processor, tokenizer, patch_size=14, vision_feature_select_strategy="default",
+                                   image_token="<|image_pad|>", num_additional_image_tokens=1,  # CLIP's CLS token
+                                   chat_template=tokenizer.chat_template)  # fmt: skip
+    else:
+        image_processor = Qwen2VLImageProcessorPil(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)
+        # saved under the stock class names (Qwen2VLProcessor, ...), like a hub checkpoint
+        processor = ImageOnlyQwen2VLProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template,
+                                              stock_class=STOCK_CLASSES[family])  # fmt: skip
     model.save_pretrained(path)
     processor.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -136,7 +161,7 @@ def build_tiny_vlm(path: str | Path, family: str = "qwen2_vl", seed: int = 0) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("path")
-    ap.add_argument("--family", default="qwen2_vl", choices=["qwen2_vl", "qwen2_5_vl"])
+    ap.add_argument("--family", default="qwen2_vl", choices=["qwen2_vl", "qwen2_5_vl", "llava"])
     args = ap.parse_args()
     print(build_tiny_vlm(args.path, args.family))
 

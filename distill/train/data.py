@@ -15,11 +15,19 @@ log = logging.getLogger(__name__)
 
 
 def load_export(path: str):
-    """The training `datasets.Dataset` of an export dir (`<path>/dataset`) or of a `save_to_disk` dir itself."""
-    from datasets import DatasetDict, load_from_disk
+    """The `train` split of an export dir (the Hub layout: README.md + data/*.parquet, read with `load_dataset`, as
+    `trl sft` does), or of a `save_to_disk` dir (`<path>/dataset` of older exports, or the dir itself)."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
 
     p = Path(path)
-    ds = load_from_disk(str(p / "dataset" if (p / "dataset").is_dir() else p))
+    if (p / "dataset").is_dir():
+        ds = load_from_disk(str(p / "dataset"))
+    elif (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
+        ds = load_from_disk(str(p))
+    elif p.is_dir():
+        ds = load_dataset(str(p), split="train")
+    else:
+        raise ValueError(f"{path}: not an export directory (run `distill export` first)")
     if isinstance(ds, DatasetDict):
         ds = ds["train"]
     missing = {"images", "messages"} - set(ds.column_names)
