@@ -58,6 +58,8 @@ def _mean(xs):
 # Subset-ordered rows in batches of 5: image, mixed and text-only (ShapesT2I) batches all occur. Checkpoints every 4
 # steps: the plain run is also the uninterrupted reference of the resume test.
 SEQ = ["--train_sampling_strategy", "sequential", "--save_strategy", "steps", "--save_steps", "4"]
+# The recipe fields the card's YAML takes (a hub id as the base's public name; the weights load from model_name_or_path)
+CARD_FLAGS = ["--base_model", "Qwen/Qwen2-VL-2B-Instruct", "--license", "apache-2.0", "--dataset_hub_id", "me/demo-sft"]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def sequential_runs(tiny_vlm, export_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("seq")
     runs: dict = {"dir": tmp}
     for name in ("plain", "zero1", "zero2", "zero3"):
-        flags = [] if name == "plain" else ["--deepspeed", f"recipes/deepspeed/{name}.json"]
+        flags = CARD_FLAGS if name == "plain" else ["--deepspeed", f"recipes/deepspeed/{name}.json"]
         runs[name] = _summary(_train(tiny_vlm, export_dir, tmp / name, *SEQ, *flags), tmp / name)
     return runs
 
@@ -99,6 +101,41 @@ def test_lineage_and_model_card(sequential_runs):
     assert all(len(shas) == 1 for shas in prompts.values())  # one template hash per prompt, not one per row
     assert lineage["result"]["global_batch_size"] == 5  # logged: 5 per device x 1 accumulation x 1 process
     assert "global batch 5 = 5 per device x 1 gradient accumulation x 1 processes" in card
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(base / "README.md").data.to_dict()
+    assert data["base_model"] == "Qwen/Qwen2-VL-2B-Instruct" and data["datasets"] == ["me/demo-sft"]
+    assert data["pipeline_tag"] == "image-text-to-text" and data["library_name"] == "transformers"
+    assert data["license"] == "apache-2.0" and {"distill", "sft", "trl"} <= set(data["tags"])
+    tmp = str(sequential_runs["dir"].parent)
+    assert tmp not in card and tmp not in (base / "lineage.json").read_text()  # no machine-local paths
+
+
+def test_student_processor_is_saved_under_stock_class_names(sequential_runs):
+    """The torchvision-less fallback processor is a loading detail: the saved configs name the stock classes, so
+    stock AutoProcessor loads the student where torchvision imports, and here fails loudly instead of silently
+    returning a bare tokenizer that would ignore images (what the old own-class config did)."""
+    import importlib.util
+
+    from transformers import AutoProcessor
+
+    base = sequential_runs["dir"] / "plain"
+    proc_cfg = json.loads((base / "processor_config.json").read_text())
+    assert proc_cfg["processor_class"] == "Qwen2VLProcessor"
+    assert proc_cfg["image_processor"]["image_processor_type"] == "Qwen2VLImageProcessor"
+    assert proc_cfg["video_processor"]["video_processor_type"] == "Qwen2VLVideoProcessor"
+    assert json.loads((base / "tokenizer_config.json").read_text())["processor_class"] == "Qwen2VLProcessor"
+    try:
+        import torchvision  # noqa: F401
+
+        has_torchvision = importlib.util.find_spec("torchvision") is not None
+    except Exception:  # the PyPI wheel does not import beside the CPU torch build
+        has_torchvision = False
+    if has_torchvision:
+        assert AutoProcessor.from_pretrained(base).image_processor is not None
+    else:
+        with pytest.raises(ImportError, match="(?i)torchvision"):
+            AutoProcessor.from_pretrained(base)
 
 
 def test_deepspeed_zero123_match_plain_and_zero3_handles_mixed_batches(sequential_runs):
@@ -167,3 +204,84 @@ def test_export_trains_with_plain_trl(tiny_vlm, export_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(result["losses"]) == 2 and all(0 < x < 20 for x in result["losses"])
+
+
+PUSH_RECORDER = """
+import json, sys
+from pathlib import Path
+from huggingface_hub import HfApi
+from distill.configs import parse_configs
+from distill.hub import upload_plan
+from distill.train.sft import ModelConfig, TrainConfig, run
+
+calls = []
+HfApi.create_repo = lambda self, repo_id, **kw: calls.append(["create_repo", repo_id, kw]) or type("R", (), {"repo_id": repo_id})()
+
+def upload_folder(self, **kw):  # what would be sent, and the card as it is at upload time
+    folder = Path(kw["folder_path"])
+    calls.append(["upload_folder", kw, upload_plan(folder, kw["allow_patterns"]), (folder / "README.md").read_text()])
+
+HfApi.upload_folder = upload_folder
+cfg, model_args = parse_configs((TrainConfig, ModelConfig), sys.argv[1:])
+run(cfg, model_args)
+Path(cfg.output_dir, "push_calls.json").write_text(json.dumps(calls))
+"""
+
+# Only stock classes, from another working directory, with no distill code importable: the LLaVA-family student's
+# stock processor loads here (no torchvision needed), so the image path is checked end to end.
+LOAD_STOCK = """
+import json, sys
+from PIL import Image
+from peft import PeftConfig, PeftModel
+from transformers import AutoModelForImageTextToText, AutoProcessor
+adapter, merged = sys.argv[1], sys.argv[2]
+base = AutoModelForImageTextToText.from_pretrained(PeftConfig.from_pretrained(adapter).base_model_name_or_path)
+peft_model = PeftModel.from_pretrained(base, adapter)
+processor = AutoProcessor.from_pretrained(merged)
+model = AutoModelForImageTextToText.from_pretrained(merged)
+msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color is the circle?"}]}]
+text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+with_image = processor(text=[text], images=[Image.new("RGB", (56, 56), "red")], return_tensors="pt")
+text_only = processor(text=[text.replace("<|vision_start|><|image_pad|><|vision_end|>", "")], return_tensors="pt")
+out = model.generate(**with_image, max_new_tokens=2, do_sample=False)
+out_peft = peft_model.generate(**with_image, max_new_tokens=2, do_sample=False)
+assert not any(m.startswith("distill") for m in sys.modules), "stock classes pulled in distill code"
+print(json.dumps({"processor": type(processor).__name__, "with_image": with_image["input_ids"].shape[1],
+                  "text_only": text_only["input_ids"].shape[1], "pixel_values": list(with_image["pixel_values"].shape),
+                  "merged_tokens": out[0].tolist(), "peft_tokens": out_peft[0].tolist()}))
+"""
+
+
+def test_lora_student_loads_with_stock_classes_from_another_dir_and_pushes_last(tiny_llava, export_dir, tmp_path):
+    from huggingface_hub import ModelCard
+
+    out = tmp_path / "student"
+    proc = _train(tiny_llava, export_dir, out, "--use_peft", "--lora_target_modules", "all-linear",
+                  "--merge_lora_on_save", "--max_steps", "3", "--audit_rows", "8", "--license", "apache-2.0",
+                  "--push_to_hub", "me/tiny-student", driver=PUSH_RECORDER)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    adapter_cfg = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_cfg["base_model_name_or_path"] == str(Path(tiny_llava).resolve())  # loads from anywhere
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "peft" and card.data.pipeline_tag == "image-text-to-text"
+    assert card.data.license == "apache-2.0" and card.data.base_model is None  # a local base is not a hub id
+    assert ModelCard.load(out / "merged" / "README.md").data.library_name == "transformers"
+    assert str(tmp_path) not in card.content
+
+    (create, repo, kw), (_, up, files, readme) = json.loads((out / "push_calls.json").read_text())
+    assert repo == "me/tiny-student" and kw == {"repo_type": "model", "private": True, "exist_ok": True}
+    assert Path(up["folder_path"]) == out and readme == (out / "README.md").read_text()  # the final card
+    assert {"README.md", "lineage.json", "adapter_config.json", "adapter_model.safetensors", "processor_config.json",
+            "merged/model.safetensors", "merged/README.md", "merged/processor_config.json"} <= set(files)  # fmt: skip
+    assert not any(f.startswith("checkpoint-") or f in ("config.yaml", "summary.json", "push_calls.json") for f in files)
+
+    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    loaded = subprocess.run([sys.executable, "-c", LOAD_STOCK, str(out), str(out / "merged")], cwd=elsewhere, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    r = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert r["processor"] == "LlavaProcessor" and r["pixel_values"] == [1, 3, 28, 28]
+    assert r["with_image"] == r["text_only"] + 2 + 4  # <|vision_start|>, <|vision_end|> and 4 image tokens
+    assert r["merged_tokens"] == r["peft_tokens"]  # the merged copy is the adapter on its base

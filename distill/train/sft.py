@@ -59,6 +59,20 @@ class TrainConfig(SFTConfig):
     merge_lora_on_save: bool = field(
         default=False, metadata={"help": "With LoRA, also save the merged full model to <output_dir>/merged."}
     )
+    base_model: str | None = field(
+        default=None,
+        metadata={"help": "The base's name in the model card and a LoRA adapter's config: a hub id (Qwen/Qwen2-VL-2B-"
+                  "Instruct) or an absolute path; None: model_name_or_path (made absolute if it is a local dir)."},
+    )  # fmt: skip
+    dataset_hub_id: str | None = field(
+        default=None, metadata={"help": "Hub dataset id for the card's `datasets` (None: the export's push target)."}
+    )
+    license: str | None = field(default=None, metadata={"help": "Model card license (e.g. apache-2.0)."})
+    push_to_hub: str | None = field(
+        default=None,
+        metadata={"help": "Hub model repo id to upload output_dir to once every file (weights, processor, card, "
+                  "lineage, merged/) is final; private unless hub_private_repo is false. The Trainer never pushes."},
+    )  # fmt: skip
     # TRL/transformers keys whose defaults differ for our recipe
     assistant_only_loss: bool = field(default=True, metadata={"help": "Loss on assistant (trace) tokens only."})
     activation_checkpointing: bool | None = field(
@@ -81,6 +95,19 @@ class TrainConfig(SFTConfig):
     )
 
     def __post_init__(self):
+        # We upload ourselves at the very end (`publish`); TRL/transformers would push at every save, before the
+        # final card and lineage exist. TRL-style `push_to_hub: true` + `hub_model_id: X` means the same as X.
+        if self.push_to_hub not in (None, False, "", "false", "False"):
+            repo = self.hub_model_id if self.push_to_hub in (True, "true", "True") else self.push_to_hub
+            if not repo:
+                raise ValueError("push_to_hub: true needs hub_model_id (or pass --push_to_hub REPO)")
+            self.hub_model_id = repo
+        self.hub_repo = (
+            self.hub_model_id
+            if self.push_to_hub not in (None, False, "", "false", "False")
+            else getattr(self, "hub_repo", None)
+        )
+        self.push_to_hub = False
         if self.deepspeed and "RANK" not in os.environ and "LOCAL_RANK" not in os.environ:
             _single_process_deepspeed_env()
         if self.bf16 is None and not self.fp16:
@@ -141,6 +168,35 @@ def _vision_dummy(processor):
     # The smallest image the processor accepts (56x56 -> 4 visual tokens for Qwen2-VL): the guard's cost is ~nil.
     out = processor.image_processor(images=[Image.new("RGB", (56, 56))], return_tensors="pt")
     return {k: v for k, v in out.items() if torch.is_tensor(v)}
+
+
+def base_reference(config: TrainConfig, model_args: ModelConfig) -> str:
+    """How the student names its base (card, adapter config): the recipe's `base_model`, else model_name_or_path,
+    made absolute when it is a local directory (so an adapter loads from any working directory)."""
+    name = config.base_model or model_args.model_name_or_path
+    return str(Path(name).resolve()) if os.path.isdir(name) else name
+
+
+def _point_adapter_at_base(output_dir: str, base: str) -> None:
+    """PEFT writes the base as loaded (often a relative path); name it as `base_reference` says."""
+    import json
+
+    path = Path(output_dir) / "adapter_config.json"
+    if path.is_file():
+        cfg = json.loads(path.read_text())
+        cfg["base_model_name_or_path"] = base
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def publish(config: TrainConfig) -> str:
+    """Upload output_dir (not checkpoints, optimizer state or local configs) to `config.hub_repo`; returns the URL."""
+    from distill.hub import push_folder, upload_plan
+
+    # local records (resolved config and summary hold machine paths; the published lineage.json does not)
+    skip = ("checkpoint-", "runs/", "config.yaml", "summary.json", "training_args.bin", "stage.log")
+    files = [f for f in upload_plan(config.output_dir, ["*"]) if not f.startswith(skip)]
+    private = True if config.hub_private_repo is None else bool(config.hub_private_repo)
+    return push_folder(config.output_dir, config.hub_repo, "model", files, private=private)
 
 
 def _merge_lora(config: TrainConfig, model_args: ModelConfig, processor) -> str:
@@ -210,7 +266,7 @@ def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict:
     log.info("%s", batch)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    resolved = config_dict(config, model_args)
+    resolved = {**config_dict(config, model_args), "base_model": base_reference(config, model_args)}
     trainer, processor, pf, dataset = build(config, model_args, callbacks)
     if trainer.is_world_process_zero():
         save_resolved_config(contract_paths(out)[0], config, model_args)
@@ -239,15 +295,23 @@ def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict:
         "global_batch": batch,
     }
     if trainer.is_world_process_zero():
-        processor.save_pretrained(config.output_dir)
+        processor.save_pretrained(config.output_dir)  # stock class names, also from the torchvision-less fallback
+        if model_args.use_peft:
+            _point_adapter_at_base(config.output_dir, base_reference(config, model_args))
         if model_args.use_peft and config.merge_lora_on_save:
             result["merged_model"] = _merge_lora(config, model_args, processor)
-        write_lineage(config.output_dir, build_lineage(**lineage_args, result=result))
+        write_lineage(config.output_dir, build_lineage(**lineage_args, result=result), result.get("merged_model"))
         dropped = {"over_max_length": pf["dropped_over_max_length"]} if pf["dropped_over_max_length"] else {}
         summary = stage_summary("train", pf["rows_in"], pf["rows_kept"], time.time() - t0, dropped=dropped,
                                 tokens={"trained": result["real_tokens"]}, rows_trained=pf["rows_kept"],
                                 preflight=pf, label_audit=report, **result)  # fmt: skip
         write_json_atomic(contract_paths(out)[1], summary)
+        if config.hub_repo:  # last: every file is final
+            try:
+                result["hub_url"] = publish(config)
+            except Exception as e:  # network, auth, offline mode: one line; the local outputs stay valid
+                raise ValueError(f"push to {config.hub_repo} failed: {type(e).__name__}: {e}") from e
+            log.info("pushed %s -> %s", out, result["hub_url"])
         log.info("trained %d steps, final loss %.4f, pad fraction %.3f -> %s", result["global_step"],
                  result["losses"][-1] if result["losses"] else float("nan"), result["pad_fraction"], out)  # fmt: skip
     return result
