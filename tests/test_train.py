@@ -273,7 +273,9 @@ def test_lora_student_loads_with_stock_classes_from_another_dir_and_pushes_last(
     assert Path(up["folder_path"]) == out and readme == (out / "README.md").read_text()  # the final card
     assert {"README.md", "lineage.json", "adapter_config.json", "adapter_model.safetensors", "processor_config.json",
             "merged/model.safetensors", "merged/README.md", "merged/processor_config.json"} <= set(files)  # fmt: skip
-    assert not any(f.startswith("checkpoint-") or f in ("config.yaml", "summary.json", "push_calls.json") for f in files)
+    assert not any(
+        f.startswith("checkpoint-") or f in ("config.yaml", "summary.json", "push_calls.json") for f in files
+    )
 
     env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
     elsewhere = tmp_path / "elsewhere"
