@@ -20,14 +20,18 @@ def load_export(path: str):
     from datasets import DatasetDict, load_dataset, load_from_disk
 
     p = Path(path)
-    if (p / "dataset").is_dir():
-        ds = load_from_disk(str(p / "dataset"))
-    elif (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
-        ds = load_from_disk(str(p))
-    elif p.is_dir():
-        ds = load_dataset(str(p), split="train")
-    else:
+    if not p.is_dir():
         raise ValueError(f"{path}: not an export directory (run `distill export` first)")
+    ds = None
+    for cand in (p, p / "dataset"):  # the export dir itself, or the folder above it (`dataset/` inside)
+        if (cand / "state.json").is_file() or (cand / "dataset_dict.json").is_file():  # save_to_disk (older exports)
+            ds = load_from_disk(str(cand))
+            break
+        if (cand / "README.md").is_file() and any(cand.glob("data/*.parquet")):
+            ds = load_dataset(str(cand), split="train")
+            break
+    if ds is None:  # any other folder datasets can read (parquet/jsonl files)
+        ds = load_dataset(str(p), split="train")
     if isinstance(ds, DatasetDict):
         ds = ds["train"]
     missing = {"images", "messages"} - set(ds.column_names)

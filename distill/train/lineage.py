@@ -62,7 +62,7 @@ def public(obj, key: str = ""):
 def find_manifest(dataset_path: str) -> tuple[str | None, dict | None]:
     """(path, manifest) of the export that produced `dataset_path`, or (None, None)."""
     p = Path(dataset_path)
-    for cand in (p / "manifest.json", p.parent / "manifest.json"):
+    for cand in (p / "manifest.json", p / "dataset" / "manifest.json", p.parent / "manifest.json"):
         if cand.is_file():
             return str(cand), json.loads(cand.read_text())
     return None, None
