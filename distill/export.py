@@ -99,7 +99,9 @@ class ExportConfig:
     push_to_hub: str | None = field(
         default=None, metadata={"help": "Hub dataset repo id to upload README.md + data to, once all is written."}
     )
-    hub_private: bool = field(default=True, metadata={"help": "Create the Hub repo private (if it does not exist)."})
+    hub_private_repo: bool = field(
+        default=True, metadata={"help": "Create the Hub repo private (if it does not exist)."}
+    )
     license: str | None = field(default=None, metadata={"help": "Dataset card license (e.g. apache-2.0, cc-by-4.0)."})
     pretty_name: str | None = field(default=None, metadata={"help": "Dataset card title."})
     def __post_init__(self):
@@ -308,7 +310,7 @@ def main(config: ExportConfig) -> int:
     if config.push_to_hub:  # every file is final by now; only the card and the data files go up
         patterns = ["README.md", *(f"{c}/*" for c in (summary.get("configs") or {"data": None}))]
         try:
-            url = push_folder(config.output, config.push_to_hub, "dataset", patterns, private=config.hub_private)
+            url = push_folder(config.output, config.push_to_hub, "dataset", patterns, private=config.hub_private_repo)
         except Exception as e:  # network, auth, offline mode: one line, the local export stays valid
             print(f"distill export: push to {config.push_to_hub} failed: {type(e).__name__}: {e}", file=sys.stderr)
             return EXIT_USAGE

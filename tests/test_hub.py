@@ -109,7 +109,7 @@ def test_trace_datasets_one_config_per_file(filtered, demo_dir, tmp_path):
     assert [i["config_name"] for i in card["dataset_info"]] == ["kept", "rejected"]
 
 
-@pytest.mark.parametrize("private_flag, private", [([], True), (["--hub_private", "false"], False)])
+@pytest.mark.parametrize("private_flag, private", [([], True), (["--hub_private_repo", "false"], False)])
 def test_export_push_uploads_only_the_final_card_and_data(filtered, demo_dir, tmp_path, monkeypatch, private_flag,
                                                           private):  # fmt: skip
     """No network here: everything up to `HfApi.upload_folder`, which records what it would send."""
