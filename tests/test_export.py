@@ -141,7 +141,7 @@ def test_export_builds_the_user_turn_from_the_trace_side(tmp_path, demo_dir, sid
     (row,) = [json.loads(x) for x in (tmp_path / "export" / "train.jsonl").read_text().splitlines()]
     assert (row["side"], row["messages"][0]["content"], row["images"]) == (side, user, images)
     assert "How many circles?" not in row["messages"][0]["content"] or side == "query"
-    assert len(load_from_disk(str(tmp_path / "export" / "dataset"))[0]["images"]) == len(images)
+    assert len(load_dataset(str(tmp_path / "export"), split="train")[0]["images"]) == len(images)
     assert json.loads((tmp_path / "export" / "manifest.json").read_text())["sides"] == {side: 1}
 
 
