@@ -44,9 +44,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from distill.chat_format import assistant_text, load_images, load_videos, student_prompt, user_text  # noqa: F401 (re-exported: older callers)
-from distill.images import ImageError
 from distill.export_hub import export_traces, sft_card
 from distill.hub import push_folder, write_parquet_shards
+from distill.images import ImageError
 from distill.io import BadLine, dumps, iter_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from distill.records import trace_problems, trace_side
 from distill.stage import EXIT_DATA, EXIT_USAGE, contract_paths, reason_class
@@ -104,6 +104,7 @@ class ExportConfig:
     )
     license: str | None = field(default=None, metadata={"help": "Dataset card license (e.g. apache-2.0, cc-by-4.0)."})
     pretty_name: str | None = field(default=None, metadata={"help": "Dataset card title."})
+
     def __post_init__(self):
         if not self.input or not self.output:
             raise ValueError("--input and --output are required")
