@@ -150,13 +150,39 @@ def rows_of(stage: str, root: Path, n: int) -> int:
     return n
 
 
+def near_duplicate_only(n: int) -> dict:
+    """near_duplicate alone on n templated traces, in this process: CPU seconds of features and combine."""
+    import resource
+
+    from distill.scoring.dedup import band_params, combine, features
+
+    rng, texts = random.Random(0), []
+    for i in range(n):
+        ex = {"id": f"vqa-{i // 2:08d}", "answer": SHAPES[i % 6], "positive": {"text": ""}}
+        texts.append(trace_text(2 * i + 1, ex, rng))  # odd positions: the templated traces
+    b, r = band_params(0.8, 128)
+    c0 = time.process_time()
+    feats = [features(texts[i : i + 8192], 128, 3, b, r) for i in range(0, n, 8192)]
+    c1 = time.process_time()
+    ids = combine(feats, 0.8, 128)
+    c2 = time.process_time()
+    return {"rows": n, "features_cpu_s": round(c1 - c0, 1), "combine_cpu_s": round(c2 - c1, 1),
+            "clusters": len(set(ids)), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     ap.add_argument("--workdir", default="/tmp/distill-scale")
     ap.add_argument("--json", default=None, help="Also write the results here.")
+    ap.add_argument("--near_duplicate_only", action="store_true", help="Time near_duplicate alone on templated "
+                    "traces (in process; the texts themselves are in memory too) for each --rows.")  # fmt: skip
     args = ap.parse_args()
+    if args.near_duplicate_only:
+        for n in args.rows:
+            print(near_duplicate_only(n), flush=True)
+        return
     print(f"load average before: {os.getloadavg()}, cores: {os.cpu_count()}", flush=True)
     fake, url = start_fake() if "generate" in args.stages else (None, "")
     results = []
