@@ -90,7 +90,7 @@ def preflight(inputs: Iterable = (), input_files: Iterable = (), output_files: I
     for p, must_be_file in [*((p, False) for p in inputs if p), *((p, True) for p in input_files if p)]:
         path = Path(p)
         if not path.exists():
-            raise StageError(f"input {path}: not found")
+            raise StageError(f"input {path}: does not exist")
         if must_be_file and path.is_dir():
             raise StageError(f"input {path}: is a folder, expected a file")
         if not os.access(path, os.R_OK):

@@ -5,6 +5,7 @@ is a configuration error with a non-zero exit (issue 11).
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def test_a_user_prompts_dir_overrides_the_installed_one(fake_teacher, tmp_path):
     d = _broken_dir(tmp_path, "copy")
     for name in TEMPLATES:
         text = (d / name).read_text()
-        (d / name).write_text(text.replace("version: 1", "version: 7", 1))
+        (d / name).write_text(re.sub(r"version: \d+", "version: 7", text, count=1))
     fake, url = fake_teacher()
     assert cli_main(_args(url, tmp_path / "t.jsonl", "--prompts_dir", str(d))) == 0
     assert {r["teacher"]["prompt_id"].split("@")[1] for r in read_jsonl(tmp_path / "t.jsonl")} == {"v7"}

@@ -92,7 +92,7 @@ def _score_argv(inp, out):
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("missing input", "input {d}/nope.jsonl: not found"),
+        ("missing input", "input {d}/nope.jsonl: does not exist"),
         ("folder as input", "input {d}: is a folder, expected a file"),
         ("output under a file", "is a file, not a folder"),
         ("output is a folder", "output {d}/outdir: is a folder, expected a file path"),
@@ -131,7 +131,7 @@ def test_generate_output_folder_is_refused_before_any_request(tmp_path, rows, fa
     assert rc == 2 and "is a folder, expected a file path" in err and not server.seen_keys
 
 
-@pytest.mark.parametrize("flags, message", [(["--dataset_path", "/nonexistent/export"], "input /nonexistent/export: not found"),
+@pytest.mark.parametrize("flags, message", [(["--dataset_path", "/nonexistent/export"], "input /nonexistent/export: does not exist"),
                                             ([], "dataset_path is required")])  # fmt: skip
 def test_train_without_a_dataset_is_one_line(flags, message, tmp_path, capsys):
     recipe = yaml.safe_load((REPO / "recipes/demo/train.yaml").read_text())

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def gen_args(url, out, *extra):
     return ["generate", "--config", str(REPO / "recipes/demo/generate.yaml"), "--input", str(REPO / "data/demo/train"),
-            "--image_root", str(REPO / "data/demo"), "--prompts_dir", str(REPO / "teacher_prompts"), "--base_url", url,
+            "--image_root", str(REPO / "data/demo"), "--base_url", url,
             "--output", str(out), "--timeout_s", "2", "--backoff_base_s", "0.01", "--progress", "false", *extra]  # fmt: skip
 
 
