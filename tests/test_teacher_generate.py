@@ -262,12 +262,14 @@ def test_merge_reports_bad_lines(tmp_path, capsys, caplog, strict, rc, rows_out)
 
 @pytest.mark.parametrize("side", ["query", "target"])
 def test_rows_record_side_and_one_template_sha(fake_teacher, tmp_path, side):
-    from distill.teacher.prompts import TemplateSet
+    from distill.teacher.prompts import TemplateSet, installed_prompts_dir
 
     fake, url = fake_teacher()
     out = tmp_path / "traces.jsonl"
     vqa = str(REPO / "data/demo/train/ShapesVQA.jsonl")
-    assert cli_main([*gen_args(url, out), "--input", vqa, "--side", side]) == 0
+    # the shipped templates (the demo recipe's few-shot folder has no target-side template)
+    args = [*gen_args(url, out), "--input", vqa, "--side", side, "--prompts_dir", str(installed_prompts_dir())]
+    assert cli_main(args) == 0
     rows = read_jsonl(out)
     assert rows and {r["side"] for r in rows} == {side}
     tpl = TemplateSet().for_example("vqa", side)
