@@ -164,8 +164,8 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(backend, tiny_vlm, fake
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--input", "nope.jsonl"], "distill reason: error: input nope.jsonl: not found"),
-        (["--model", "no/such/dir"], "input no/such/dir: not found"),
+        (["--input", "nope.jsonl"], "distill reason: error: input nope.jsonl: does not exist"),
+        (["--model", "no/such/dir"], "input no/such/dir: does not exist"),
         (["--num_samples", "2"], "num_samples > 1 with greedy decoding"),
         (["--backend", "openai", "--api_key_env", "DISTILL_TEST_UNSET_KEY"], "DISTILL_TEST_UNSET_KEY"),
     ],
