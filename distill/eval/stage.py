@@ -12,7 +12,7 @@ ir-measures. Inputs are checked before any model loads; bad input (unreadable li
 rows without candidates, unreadable images) exits 2 with file, line and reason.
 
 Outputs in `output_dir`: eval.json (every figure and the resolved config), report.md, plots/*.png,
-retrieval_per_query.jsonl (one row per query and condition) and eval.config.yaml.
+retrieval_per_query.jsonl (one row per query and condition), config.yaml and summary.json (the stage contract).
 """
 
 from __future__ import annotations
@@ -165,6 +165,7 @@ def main(config: EvalConfig) -> int:
     from distill.eval.quality import quality
     from distill.eval.report import summary_lines, write_report
     from distill.io import write_json_atomic, write_jsonl_atomic
+    from distill.stage import contract_paths, summary
 
     t0 = time.time()
     out = Path(config.output_dir)
@@ -211,7 +212,12 @@ def main(config: EvalConfig) -> int:
     result["seconds"] = round(time.time() - t0, 3)
     result["plots"] = write_report(out, result, config.report_title)
     write_json_atomic(out / "eval.json", result)
-    save_resolved_config(out / "eval.config.yaml", config)
+    # the stage contract (distill.stage): config.yaml + summary.json in the output folder, which `distill run` reads;
+    # rows_in = trace rows compared (all sets), rows_out = eval rows ranked (0 without --eval_rows)
+    config_path, summary_path = contract_paths(out)
+    save_resolved_config(config_path, config)
+    write_json_atomic(summary_path, summary("eval", sum(len(s.rows) for s in sets.values()), len(rows),
+                                            result["seconds"], trace_sets=len(sets)))  # fmt: skip
     print("\n".join(summary_lines(result)))
     print(f"distill eval: {len(sets)} trace set(s)" + (f", {len(rows)} eval rows" if rows else "")
           + f" -> {out / 'report.md'}")  # fmt: skip
