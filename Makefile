@@ -29,7 +29,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	touch $@
 
 # The whole pipeline on the demo data (recipes/demo/pipeline.yaml): validate the input, then generate -> score ->
-# filter -> export -> train with the embedded teacher. Rerunning skips the stages that are up to date.
+# filter -> export -> train with the embedded teacher, then reason (untrained and trained student) -> eval on held-out
+# rows. Rerunning skips the stages that are up to date.
 demo: install
 	$(VENV)/bin/distill validate --input data/demo/train --image_root data/demo --report runs/demo/validate.json
 	$(VENV)/bin/distill run --config recipes/demo/pipeline.yaml
