@@ -67,6 +67,9 @@ class Prompt:
     image_grid_thw: torch.Tensor | None = None
     pixel_values_videos: torch.Tensor | None = None  # a video row's frames, as training collated them
     video_grid_thw: torch.Tensor | None = None
+    # which tokens are image/video tokens: Qwen2-VL's M-RoPE positions need them, and `generate` without them silently
+    # gives image tokens text positions (unlike training, where the collator passes the processor's)
+    mm_token_type_ids: list[int] | None = None
 
 
 class Student:
@@ -120,7 +123,9 @@ class Student:
         out = tokenize_messages(self.processor, messages, images, add_generation_prompt=True, videos=videos)
         t = {k: None if out.get(k) is None else torch.as_tensor(out[k])
              for k in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")}  # fmt: skip
-        return Prompt(list(map(int, out["input_ids"][0])), **t)
+        mm = out.get("mm_token_type_ids")
+        return Prompt(list(map(int, out["input_ids"][0])), **t,
+                      mm_token_type_ids=None if mm is None else list(map(int, mm[0])))  # fmt: skip
 
     def _collate(self, rows: list[Prompt]) -> dict:
         width = max(len(r.input_ids) for r in rows)
@@ -130,6 +135,12 @@ class Student:
             ids[i, width - len(r.input_ids) :] = torch.tensor(r.input_ids, dtype=torch.long)
             mask[i, width - len(r.input_ids) :] = 1
         inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if any(r.mm_token_type_ids is not None for r in rows):
+            mm = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, r in enumerate(rows):
+                if r.mm_token_type_ids is not None:
+                    mm[i, width - len(r.input_ids) :] = torch.tensor(r.mm_token_type_ids, dtype=torch.long)
+            inputs["mm_token_type_ids"] = mm.to(self.device)
         with_images = [r for r in rows if r.pixel_values is not None]
         if with_images:  # Qwen2-VL takes the batch's patches concatenated, in the order of its image tokens
             inputs["pixel_values"] = torch.cat([r.pixel_values for r in with_images]).to(self.device, self.dtype)

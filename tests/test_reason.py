@@ -189,3 +189,26 @@ def test_bad_rows_are_reported_with_their_line_and_failed(tiny_vlm, examples, de
     assert summary["problems"][0]["line"] == 3 and "JSON" in summary["problems"][0]["reason"]
     assert rows[-1]["status"] == "failed" and "image file not found" in rows[-1]["error"]
     assert f"{bad}:4: " in caplog.text
+
+
+def test_hf_batch_keeps_mrope_positions_of_image_tokens(tiny_vlm):
+    """A left-padded batch of an image prompt and a text prompt gives the image row the logits of its own unpadded
+    forward with every processor output (incl. mm_token_type_ids): without them Qwen2-VL's generate silently gives
+    image tokens text positions, unlike training."""
+    import torch
+    from PIL import Image
+
+    from distill.reason_hf import Student
+
+    student = Student(str(tiny_vlm), device="cpu", dtype="float32", **PIXELS)
+    img = Image.new("RGB", (56, 56), "red")
+    with_image = student.encode([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what?"}]}],
+                                [img])  # fmt: skip
+    text_only = student.encode([{"role": "user", "content": "a much longer text-only question " * 3}], [])
+    assert with_image.mm_token_type_ids is not None and any(with_image.mm_token_type_ids)
+    batch = student._collate([with_image, text_only])
+    assert "mm_token_type_ids" in batch
+    with torch.no_grad():
+        batched = student.model(**batch).logits[0, -1]
+        alone = student.model(**student._collate([with_image])).logits[0, -1]
+    torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-4)
