@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from distill.serve.local_engine import resolve_device_dtype  # one rule for 'auto' device/dtype, as serve
+
 log = logging.getLogger(__name__)
 
 # Weight files above this size are fingerprinted by (size, mtime) instead of content (checkpoints of several GB).
@@ -47,15 +49,6 @@ def adapter_base(path: str | Path) -> str | None:
     """The base model an adapter directory names (PEFT's `adapter_config.json`), or None for a full checkpoint."""
     cfg = Path(path) / "adapter_config.json"
     return json.loads(cfg.read_text()).get("base_model_name_or_path") if cfg.exists() else None
-
-
-def resolve_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
-    """'auto': cuda with bfloat16 where there is a GPU, else cpu with float32."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        return device, torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return device, getattr(torch, dtype)
 
 
 @dataclass
