@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from distill.serve.local_engine import resolve_device_dtype  # one rule for 'auto' device/dtype, as serve
+from distill.serve.local_engine import collate_left_padded, resolve_device_dtype  # serve's batching rules
 
 log = logging.getLogger(__name__)
 
@@ -121,30 +121,7 @@ class Student:
                       mm_token_type_ids=None if mm is None else list(map(int, mm[0])))  # fmt: skip
 
     def _collate(self, rows: list[Prompt]) -> dict:
-        width = max(len(r.input_ids) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding: every prompt ends where generation starts
-            ids[i, width - len(r.input_ids) :] = torch.tensor(r.input_ids, dtype=torch.long)
-            mask[i, width - len(r.input_ids) :] = 1
-        inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
-        if any(r.mm_token_type_ids is not None for r in rows):
-            mm = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, r in enumerate(rows):
-                if r.mm_token_type_ids is not None:
-                    mm[i, width - len(r.input_ids) :] = torch.tensor(r.mm_token_type_ids, dtype=torch.long)
-            inputs["mm_token_type_ids"] = mm.to(self.device)
-        with_images = [r for r in rows if r.pixel_values is not None]
-        if with_images:  # Qwen2-VL takes the batch's patches concatenated, in the order of its image tokens
-            inputs["pixel_values"] = torch.cat([r.pixel_values for r in with_images]).to(self.device, self.dtype)
-            inputs["image_grid_thw"] = torch.cat([r.image_grid_thw for r in with_images]).to(self.device)
-        with_videos = [r for r in rows if r.pixel_values_videos is not None]
-        if with_videos:  # the same for video patches, in the order of the video tokens
-            inputs["pixel_values_videos"] = torch.cat([r.pixel_values_videos for r in with_videos]).to(
-                self.device, self.dtype
-            )
-            inputs["video_grid_thw"] = torch.cat([r.video_grid_thw for r in with_videos]).to(self.device)
-        return inputs
+        return collate_left_padded(rows, self.pad_id, self.device, self.dtype)
 
     @torch.inference_mode()
     def generate(self, rows: list[Prompt], sampling: dict) -> list[dict]:

@@ -160,24 +160,7 @@ class LocalModel:
             return Prepared(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _collate(self, rows: list[Prepared]) -> dict:
-        width = max(r.prompt_tokens for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding: every prompt ends where generation starts
-            ids[i, width - r.prompt_tokens :] = torch.tensor(r.input_ids, dtype=torch.long)
-            mask[i, width - r.prompt_tokens :] = 1
-        inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
-        if any(r.mm_token_type_ids is not None for r in rows):
-            mm = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, r in enumerate(rows):
-                if r.mm_token_type_ids is not None:
-                    mm[i, width - r.prompt_tokens :] = torch.tensor(r.mm_token_type_ids, dtype=torch.long)
-            inputs["mm_token_type_ids"] = mm.to(self.device)
-        with_images = [r for r in rows if r.pixel_values is not None]
-        if with_images:
-            inputs["pixel_values"] = torch.cat([r.pixel_values for r in with_images]).to(self.device, self.dtype)
-            inputs["image_grid_thw"] = torch.cat([r.image_grid_thw for r in with_images]).to(self.device)
-        return inputs
+        return collate_left_padded(rows, self.pad_id, self.device, self.dtype)
 
     def begin(self, jobs: list) -> Running:
         """A batch of `jobs` (each has `prepared`, `params`, `rows` to fill), not started yet: one row per choice."""
@@ -260,3 +243,29 @@ class _SimpleJob:
     params: SamplingParams
     cancelled: bool = False
     rows: list = field(default_factory=list)
+
+
+def collate_left_padded(rows: list, pad_id: int, device: str, dtype: torch.dtype) -> dict:
+    """One `generate` batch from unpadded prompts (`input_ids`, optional `mm_token_type_ids`, `pixel_values` +
+    `image_grid_thw`, `pixel_values_videos` + `video_grid_thw`), shared by serve and `distill reason`. Left padding,
+    so every prompt ends where generation starts; Qwen2-VL takes the batch's patches concatenated in the order of
+    its image (video) tokens; `mm_token_type_ids` give image/video tokens their M-RoPE positions, as in training."""
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r.input_ids) :] = torch.tensor(r.input_ids, dtype=torch.long)
+        mask[i, width - len(r.input_ids) :] = 1
+    inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if any(r.mm_token_type_ids is not None for r in rows):
+        mm = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if r.mm_token_type_ids is not None:
+                mm[i, width - len(r.input_ids) :] = torch.tensor(r.mm_token_type_ids, dtype=torch.long)
+        inputs["mm_token_type_ids"] = mm.to(device)
+    for values, grid in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
+        with_media = [r for r in rows if getattr(r, values, None) is not None]
+        if with_media:
+            inputs[values] = torch.cat([getattr(r, values) for r in with_media]).to(device, dtype)
+            inputs[grid] = torch.cat([getattr(r, grid) for r in with_media]).to(device)
+    return inputs
