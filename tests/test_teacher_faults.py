@@ -6,7 +6,6 @@ same output is refused before it touches the first run's files.
 import asyncio
 import json
 import socket
-import time
 from pathlib import Path
 
 import orjson
@@ -99,10 +98,9 @@ def _silent_server():
 
 def test_refused_teacher_fails_generate_fast_with_one_line(tmp_path, capfd):
     out = tmp_path / "traces.jsonl"
-    start = time.monotonic()
     rc = cli_main(gen_args(_refused_url(), out))  # before: ~45 s per row, then exit 0 with every row failed
     err = capfd.readouterr().err
-    assert rc == 2 and time.monotonic() - start < 30
+    assert rc == 2  # stopped by the probe before any request (no timing asserted: the stop is structural)
     assert "no teacher answers" in err and "Traceback" not in err and not out.exists()
 
 
@@ -121,14 +119,15 @@ def test_absent_teacher_fails_fast(where):
                 items = [(f"k{i}", {"model": "m", "messages": [{"role": "user", "content": "x"}]}) for i in range(20)]
                 await client.run(items, lambda k, r: seen.append(k))
 
-    start = time.monotonic()
     try:
         with pytest.raises(TeacherUnreachable, match="timeout after 0.3 s" if sock else "could not connect"):
             asyncio.run(main())
     finally:
         if sock is not None:
             sock.close()
-    assert time.monotonic() - start < 10 and seen == []  # before: 7 attempts x timeout per request, every request
+    assert (
+        seen == []
+    )  # stopped before any request got a result; before: 7 attempts x timeout per request, every request
 
 
 def test_read_timeouts_of_a_busy_teacher_do_not_trip_the_breaker(fake_teacher):
