@@ -15,7 +15,6 @@ and `<stem>.config.yaml`. The API key is read from the env var named by `api_key
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import re
@@ -197,29 +196,30 @@ def _chunked(items, size: int):
         yield chunk
 
 
-PLAN_CHUNK = 16384  # examples rendered, sent and journaled at a time: bounds the prompts held in memory
+PLAN_CHUNK = 16384  # examples rendered, sent, journaled and written at a time: bounds what is held in memory
 
 
-def _slim(entry: dict) -> dict:
-    """What the output row needs of a plan entry once its request is journaled: no example, body or messages."""
-    out = {k: v for k, v in entry.items() if k not in ("example", "body")}
-    if "rendered" in out:
-        out["rendered"] = dataclasses.replace(out["rendered"], messages=[], images=[])
-    return out
-
-
-def send_streamed(config: GenerateConfig, store: ImageStore, templates: TemplateSet, journal: Journal):
-    """Render, send and journal the shard a chunk of examples at a time; returns (slim entries in order, failures,
-    summed request stats). Only one chunk's prompts are in memory; rows are written later from the journal."""
-    slim, failures, stats = [], {}, Counter()
+def streamed_rows(config: GenerateConfig, store: ImageStore, templates: TemplateSet, journal: Journal, tally: dict):
+    """Render, send and journal the shard a chunk of examples at a time, then yield that chunk's rows: only one
+    chunk's prompts and rows are ever in memory (the atomic writer streams them to disk), whatever the shard size or
+    num_samples. Request stats are summed into `tally["requests"]`."""
     for chunk in _chunked(iter_shard(config), PLAN_CHUNK):
         entries = plan(config, chunk, store, templates)
-        items = [(e["key"], e["body"]) for e in entries if "key" in e]
-        fails, st = drive(config.client(), journal, items, desc="generate")
-        failures.update(fails)
-        stats.update(st)
-        slim += [_slim(e) for e in entries]
-    return slim, failures, dict(stats)
+        fails, stats = drive(config.client(), journal, [(e["key"], e["body"]) for e in entries if "key" in e],
+                             desc="generate")  # fmt: skip
+        tally["requests"].update(stats)
+        yield from entry_rows(config, entries, journal, fails, tally)
+
+
+def entry_rows(config: GenerateConfig, entries: list[dict], journal: Journal, failures: dict, tally: dict):
+    """The output rows of planned entries once their answers are journaled (or failed); counts into `tally`."""
+    for e in entries:
+        err = e.get("error") or failures.get(e.get("key"), {}).get("error")
+        row = trace_row(e, config, journal.get(e["key"]) if "key" in e else None, err)
+        tally["totals"].update({row["status"]: 1, **row["usage"]})
+        if row["status"] == "failed":
+            tally["failed_reasons"][reason_class(row["error"])] += 1
+        yield row
 
 
 def _body(model: str, messages: list[dict], images: list[str], sampling: dict, store: ImageStore) -> dict:
@@ -248,31 +248,39 @@ def plan(config: GenerateConfig, examples: list[dict], store: ImageStore, templa
     return out
 
 
-def dry_run(config: GenerateConfig, entries: list[dict], store: ImageStore, journaled: set[str]) -> dict:
-    """Print (and return) what a real run would send; sends nothing and writes nothing."""
-    keyed = [e for e in entries if "key" in e]
-    unique = list({e["key"]: e for e in keyed if e["key"] not in journaled}.values())
-    todo, tokens, unreadable = [], 0, 0
-    for e in unique:  # an image that cannot be read fails its row in a real run, and nothing is sent for it
-        try:
-            tokens += approx_prompt_tokens(e["rendered"], store)
-            todo.append(e)
-        except ImageError as err:
-            log.warning("%s: %s", e["example"]["id"], err)
-            unreadable += 1
-    n_journaled = sum(e["key"] in journaled for e in keyed)
-    info = {"requests": len(todo), "journaled": n_journaled, "same_content": len(keyed) - n_journaled - len(unique),
-            "unreadable_input": len(entries) - len(keyed) + unreadable, "approx_prompt_tokens": tokens}  # fmt: skip
-    print(f"dry run: {len(todo)} requests to send ({n_journaled} already journaled, {info['same_content']} same-content, "
+def dry_run(config: GenerateConfig, chunks, store: ImageStore, journaled: set[str]) -> dict:
+    """Print (and return) what a real run would send; sends nothing and writes nothing. `chunks` yields lists of plan
+    entries, so only one chunk's prompts are in memory (and the distinct keys)."""
+    seen: set[str] = set()
+    n_todo = tokens = unreadable = n_journaled = n_keyed = n_entries = 0
+    for entries in chunks:
+        for e in entries:
+            n_entries += 1
+            if "key" not in e:
+                continue
+            n_keyed += 1
+            if e["key"] in journaled:
+                n_journaled += 1
+            elif e["key"] not in seen:
+                seen.add(e["key"])
+                try:  # an image that cannot be read fails its row in a real run, and nothing is sent for it
+                    tokens += approx_prompt_tokens(e["rendered"], store)
+                    n_todo += 1
+                except ImageError as err:
+                    log.warning("%s: %s", e["example"]["id"], err)
+                    unreadable += 1
+    info = {"requests": n_todo, "journaled": n_journaled, "same_content": n_keyed - n_journaled - len(seen),
+            "unreadable_input": n_entries - n_keyed + unreadable, "approx_prompt_tokens": tokens}  # fmt: skip
+    print(f"dry run: {n_todo} requests to send ({n_journaled} already journaled, {info['same_content']} same-content, "
           f"{info['unreadable_input']} with unreadable images), ~{tokens} prompt tokens, "
-          f"at most {len(todo) * config.max_tokens} completion tokens")  # fmt: skip
+          f"at most {n_todo * config.max_tokens} completion tokens")  # fmt: skip
     if config.price_input_per_mtok is not None:
         discount = config.batch_discount if config.batch else 1.0  # batch APIs bill the same tokens at a discount
         cost = tokens / 1e6 * config.price_input_per_mtok * discount
         info["cost_prompt_usd"] = round(cost, 4)
         line = f"cost: ${cost:.4f} for prompts"
         if config.price_output_per_mtok is not None:
-            worst = cost + len(todo) * config.max_tokens / 1e6 * config.price_output_per_mtok * discount
+            worst = cost + n_todo * config.max_tokens / 1e6 * config.price_output_per_mtok * discount
             info["cost_upper_bound_usd"] = round(worst, 4)
             line += f", at most ${worst:.4f} in all (every completion at max_tokens)"
         if config.batch:
@@ -327,8 +335,8 @@ def main(config: GenerateConfig) -> int:
     templates = TemplateSet(config.prompts_dir)
     try:  # every template this shard needs, before any request: a broken directory is a config error (exit 2)
         templates.check(tasks, config.side)
-        # dry runs and batch files need every request at once; a normal run renders and sends chunk by chunk
-        entries = plan(config, list(iter_shard(config)), store, templates) if config.dry_run or config.batch else None
+        # batch files need every request at once; a normal or dry run renders (and sends) chunk by chunk
+        entries = plan(config, list(iter_shard(config)), store, templates) if config.batch else None
     except ValueError as e:  # a broken prompt template: a config error, not a row error
         print(f"distill generate: {e}", file=sys.stderr)
         return 2
@@ -341,30 +349,19 @@ def main(config: GenerateConfig) -> int:
             except JournalLocked as e:
                 print(f"distill generate: {e}", file=sys.stderr)
                 return 2
-        dry_run(config, entries, store, journaled)
+        chunks = (plan(config, chunk, store, templates) for chunk in _chunked(iter_shard(config), PLAN_CHUNK))
+        try:
+            dry_run(config, chunks, store, journaled)
+        except ValueError as e:  # a template that renders badly for some example: a config error
+            print(f"distill generate: {e}", file=sys.stderr)
+            return 2
         return 0
     try:
         config.client().api_key()  # fail before any work when the named env var is missing
     except ValueError as e:
         print(f"distill generate: {e}", file=sys.stderr)
         return 2
-    totals: Counter = Counter()
-    failed_reasons: Counter = Counter()
-
-    def rows(journal: Journal, failures: dict):  # streamed into the atomic writer: no list of all rows in memory
-        examples = iter_shard(config)
-        example = None
-        for e in entries:
-            if e["sample_index"] == 0 or "example" in e:  # slim entries: the examples are read again, in order
-                example = e.get("example") or next(examples)
-            e = {**e, "example": example}
-            err = e.get("error") or failures.get(e.get("key"), {}).get("error")
-            row = trace_row(e, config, journal.get(e["key"]) if "key" in e else None, err)
-            totals.update({row["status"]: 1, **row["usage"]})
-            if row["status"] == "failed":
-                failed_reasons[reason_class(row["error"])] += 1
-            yield row
-
+    tally = {"totals": Counter(), "failed_reasons": Counter(), "requests": Counter()}
     try:  # the journal's lock says this run owns the output: a second run on it is refused before touching any file
         journal = Journal(paths["journal"])
     except JournalLocked as e:
@@ -383,16 +380,19 @@ def main(config: GenerateConfig) -> int:
                 return 2
             if stats.get("written_only"):  # files for `vllm run-batch`; their answers come back with --batch_results
                 return 0
+            tally["requests"] = stats  # one run_batch call: its stats as they are (they hold a list of batches)
+            rows = entry_rows(config, entries, journal, failures, tally)
         else:
-            try:
-                entries, failures, stats = send_streamed(config, store, templates, journal)
-            except ValueError as e:  # a template that renders badly for some example: a config error
-                print(f"distill generate: {e}", file=sys.stderr)
-                return 2
-            except TeacherUnreachable as e:  # answers received so far are journaled: a rerun resumes from them
-                print(f"distill generate: {e}", file=sys.stderr)
-                return 2
-        n_rows = write_jsonl_atomic(config.output, rows(journal, failures))
+            rows = streamed_rows(config, store, templates, journal, tally)
+        try:  # online, requests are sent while the rows stream out; a stop leaves no output (answers are journaled)
+            n_rows = write_jsonl_atomic(config.output, rows)
+        except ValueError as e:  # a template that renders badly for some example: a config error
+            print(f"distill generate: {e}", file=sys.stderr)
+            return 2
+        except TeacherUnreachable as e:  # answers received so far are journaled: a rerun resumes from them
+            print(f"distill generate: {e}", file=sys.stderr)
+            return 2
+    totals, failed_reasons, stats = tally["totals"], tally["failed_reasons"], dict(tally["requests"])
     dropped = Counter(f"bad input: {p['reason'].split(':')[0]}" for p in problems)
     dropped.update({f"failed: {r}": n for r, n in failed_reasons.items()})
     summary = stage_summary(
@@ -406,8 +406,8 @@ def main(config: GenerateConfig) -> int:
     write_json_atomic(paths["summary"], summary)
     print(f"generate: {n_examples} examples -> {n_rows} rows: {totals['ok']} ok, {totals['truncated']} truncated, "
           f"{totals['failed']} failed{f' {dict(failed_reasons)}' if failed_reasons else ''}; "
-          f"sent {stats['to_send']} requests "
-          f"({stats['journaled_before']} answers from the journal, {stats['same_content']} same-content); "
+          f"sent {stats.get('to_send', 0)} requests "
+          f"({stats.get('journaled_before', 0)} answers from the journal, {stats.get('same_content', 0)} same-content); "
           f"{totals['prompt_tokens']} prompt + {totals['completion_tokens']} completion tokens; "
           f"{len(problems)} bad input rows -> {config.output} (summary {paths['summary']})")  # fmt: skip
     return all_failed_exit("generate", n_rows, totals["failed"], failed_reasons)
