@@ -37,7 +37,7 @@ from distill.export import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from distill.images import ImageError, check_image, resolve_image
 from distill.io import write_json_atomic, write_jsonl_atomic
 from distill.stage import summary as stage_summary
-from distill.teacher.generate import all_failed_exit, in_shard, reason_class
+from distill.teacher.generate import all_failed_exit, chunked, in_shard, reason_class
 from distill.teacher.parse import parse_trace
 from distill.teacher.prompts import ImageStore
 
@@ -120,22 +120,27 @@ class ReasonConfig:
                 "config": Path(f"{stem}.config.yaml")}  # fmt: skip
 
 
-def load_rows(config: ReasonConfig) -> tuple[list[tuple[int, dict]], list[dict]]:
-    """(this shard's (line, example) pairs, problems [{line, id, reason}]); duplicate ids are problems."""
-    rows, problems, seen = [], [], {}
+def iter_rows(config: ReasonConfig, problems: list | None = None):
+    """This shard's (line, example) pairs, streamed in input order; bad rows and duplicate ids (first one kept) go to
+    `problems` (when given). Holds only the ids seen, never the input."""
+    seen: dict[str, int] = {}
+    n = 0
     for line, item in load_examples(config.input, config.subset):
         if isinstance(item, Problem):
-            problems.append(item.as_dict())
+            if problems is not None:
+                problems.append(item.as_dict())
         elif in_shard(item["id"], config.shard_index, config.num_shards):
             if item["id"] in seen:
-                problems.append({"line": line, "id": item["id"], "reason": f"duplicate id (first on line "
-                                 f"{seen[item['id']]})"})  # fmt: skip
+                if problems is not None:
+                    problems.append({"line": line, "id": item["id"], "reason": f"duplicate id (first on line "
+                                     f"{seen[item['id']]})"})  # fmt: skip
                 continue
             seen[item["id"]] = line
-            rows.append((line, item))
+            if config.max_examples is None or n < config.max_examples:
+                n += 1
+                yield line, item
         if config.strict and problems:
-            break
-    return rows[: config.max_examples] if config.max_examples is not None else rows, problems
+            return
 
 
 def writer_block(config: ReasonConfig, fingerprint: str | None) -> dict:
@@ -211,7 +216,9 @@ def run_openai(config: ReasonConfig, entries: list[dict], journal: Journal, stor
     return drive(config.client(), journal, items, desc="reason (openai)")
 
 
-def run_hf(config: ReasonConfig, entries: list[dict], journal: Journal) -> tuple[dict, dict]:
+def run_hf(config: ReasonConfig, entries: list[dict], journal: Journal, loaded: dict) -> tuple[dict, dict]:
+    """Generate what the journal lacks with the checkpoint in-process. `loaded` keeps the student across chunks; it is
+    loaded only when some row needs it, so a rerun with every answer journaled loads nothing."""
     import torch
 
     from distill.chat_format import load_images, load_videos
@@ -223,10 +230,12 @@ def run_hf(config: ReasonConfig, entries: list[dict], journal: Journal) -> tuple
     failures: dict[str, dict] = {}
     if not todo:
         return failures, stats
-    student = Student(config.model, config.base_model, config.device, config.dtype, config.min_pixels,
-                      config.max_pixels)  # fmt: skip
-    if config.seed is not None:
-        torch.manual_seed(config.seed)
+    if "student" not in loaded:
+        loaded["student"] = Student(config.model, config.base_model, config.device, config.dtype, config.min_pixels,
+                                    config.max_pixels)  # fmt: skip
+        if config.seed is not None:  # once per run: a chunked run samples the same stream as one call would
+            torch.manual_seed(config.seed)
+    student = loaded["student"]
 
     def encode(e):
         images = load_images(e["prompt"].images, config.image_root, config.min_pixels, config.max_pixels)
@@ -259,10 +268,34 @@ def trace_row(entry: dict, writer: dict, record: dict | None, error: str | None)
     return row
 
 
+CHUNK_EXAMPLES = 16384  # examples planned, generated, journaled and written at a time: bounds what is in memory
+
+
+def streamed_rows(config: ReasonConfig, writer: dict, store: ImageStore, journal: Journal, tally: dict):
+    """Plan, generate and journal a chunk of examples at a time, then yield its rows: memory stays at one chunk
+    whatever the input size (hf batches are length-sorted within a chunk, which keeps padding as low)."""
+    loaded: dict = {}
+    for chunk in chunked(iter_rows(config), CHUNK_EXAMPLES):
+        entries = plan(config, chunk, store, f"{config.backend}:{writer.get('fingerprint') or config.model}")
+        if config.backend == "hf":
+            failures, stats = run_hf(config, entries, journal, loaded)
+        else:
+            failures, stats = run_openai(config, entries, journal, store)
+        tally["run"].update({k: v for k, v in stats.items() if isinstance(v, int | float)})
+        for e in entries:
+            err = e.get("error") or failures.get(e.get("key"), {}).get("error")
+            row = trace_row(e, writer, journal.get(e["key"]) if "key" in e else None, err)
+            tally["totals"].update({row["status"]: 1, **row["usage"]})
+            if row["status"] == "failed":
+                tally["failed_reasons"][reason_class(row["error"])] += 1
+            yield row
+
+
 def main(config: ReasonConfig) -> int:
     paths, start = config.paths(), time.monotonic()
-    try:
-        rows, problems = load_rows(config)
+    problems: list[dict] = []
+    try:  # pass 1: ids and bad rows only (the examples are read again, a chunk at a time)
+        n_examples = sum(1 for _ in iter_rows(config, problems))
     except (OSError, ValueError) as e:  # a missing or unreadable input file
         print(f"distill reason: --input {config.input}: {e}", file=sys.stderr)
         return 1
@@ -288,44 +321,29 @@ def main(config: ReasonConfig) -> int:
         return 2
     writer = writer_block(config, fingerprint)
     store = ImageStore(config.image_root, config.min_pixels, config.max_pixels)
-    entries = plan(config, rows, store, f"{config.backend}:{fingerprint or config.model}")
     save_resolved_config(paths["config"], config)
-    totals: Counter = Counter()
-    failed_reasons: Counter = Counter()
-
-    def out_rows(journal: Journal, failures: dict):
-        for e in entries:
-            err = e.get("error") or failures.get(e.get("key"), {}).get("error")
-            row = trace_row(e, writer, journal.get(e["key"]) if "key" in e else None, err)
-            totals.update({row["status"]: 1, **row["usage"]})
-            if row["status"] == "failed":
-                failed_reasons[reason_class(row["error"])] += 1
-            yield row
-
+    tally = {"totals": Counter(), "failed_reasons": Counter(), "run": Counter()}
     try:
         with Journal(paths["journal"]) as journal:
-            if config.backend == "hf":
-                failures, stats = run_hf(config, entries, journal)
-            else:
-                failures, stats = run_openai(config, entries, journal, store)
-            n_rows = write_jsonl_atomic(config.output, out_rows(journal, failures))
+            n_rows = write_jsonl_atomic(config.output, streamed_rows(config, writer, store, journal, tally))
     except (OSError, ValueError, RuntimeError) as e:  # an unloadable checkpoint, a journal in use by another run
         print(f"distill reason: {e}", file=sys.stderr)
         return 1
+    totals, failed_reasons, stats = tally["totals"], tally["failed_reasons"], dict(tally["run"])
     dropped = Counter(f"bad input: {p['reason'].split(':')[0]}" for p in problems)
     dropped.update({f"failed: {r}": n for r, n in failed_reasons.items()})
     summary = stage_summary(
-        "reason", len(rows) + len(problems), n_rows, time.monotonic() - start, dropped=dropped,
+        "reason", n_examples + len(problems), n_rows, time.monotonic() - start, dropped=dropped,
         tokens={"prompt": totals["prompt_tokens"], "completion": totals["completion_tokens"]}, problems=problems,
-        input=config.input, output=config.output, examples=len(rows), bad_input_rows=len(problems), ok=totals["ok"],
+        input=config.input, output=config.output, examples=n_examples, bad_input_rows=len(problems), ok=totals["ok"],
         truncated=totals["truncated"], failed=totals["failed"], failed_reasons=dict(failed_reasons), writer=writer,
         run=stats, config=config_dict(config),
     )  # fmt: skip
     write_json_atomic(paths["summary"], summary)
-    print(f"reason ({config.backend}, {writer['model']}): {len(rows)} examples -> {n_rows} rows: {totals['ok']} ok, "
+    print(f"reason ({config.backend}, {writer['model']}): {n_examples} examples -> {n_rows} rows: {totals['ok']} ok, "
           f"{totals['truncated']} truncated, {totals['failed']} failed"
-          f"{f' {dict(failed_reasons)}' if failed_reasons else ''}; generated {stats['to_send']} "
-          f"({stats['journaled_before']} from the journal); {len(problems)} bad input rows -> {config.output}")  # fmt: skip
+          f"{f' {dict(failed_reasons)}' if failed_reasons else ''}; generated {stats.get('to_send', 0)} "
+          f"({stats.get('journaled_before', 0)} from the journal); {len(problems)} bad input rows -> {config.output}")  # fmt: skip
     return all_failed_exit("reason", n_rows, totals["failed"], failed_reasons)
 
 

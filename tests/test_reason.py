@@ -212,3 +212,18 @@ def test_hf_batch_keeps_mrope_positions_of_image_tokens(tiny_vlm):
         batched = student.model(**batch).logits[0, -1]
         alone = student.model(**student._collate([with_image])).logits[0, -1]
     torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_chunked_run_writes_the_same_rows_as_one_chunk(fake_teacher, examples, demo_dir, tmp_path, monkeypatch):
+    """Issue 11: examples are planned, generated and written CHUNK_EXAMPLES at a time (bounded memory); chunks of 3
+    give the very rows of one chunk, and the summary counts every chunk."""
+    import distill.reason as reason_mod
+
+    _, url = fake_teacher()
+    path, src = examples
+    kw = {"backend": "openai", "model": "student", "base_url": [url], "num_samples": 2, "seed": 1, "temperature": 0.7}
+    one, _ = _run(tmp_path, path, demo_dir, out="one.jsonl", **kw)
+    monkeypatch.setattr(reason_mod, "CHUNK_EXAMPLES", 3)
+    many, summary = _run(tmp_path, path, demo_dir, out="many.jsonl", **kw)
+    assert many == one and len(many) == 2 * len(src)
+    assert (summary["run"]["to_send"], summary["run"]["journaled_before"]) == (2 * len(src), 0)  # its own journal

@@ -277,3 +277,26 @@ def test_rows_record_side_and_one_template_sha(fake_teacher, tmp_path, side):
     assert {(r["teacher"]["prompt_id"], r["teacher"]["prompt_sha"]) for r in rows} == {(tpl.prompt_id, tpl.sha)}
     # (target side: positives such as "3" repeat across examples, and so do their requests)
     assert len({r["teacher"]["request_sha"] for r in rows}) > len(rows) // 2
+
+
+def test_chunked_send_writes_the_same_rows_as_one_chunk(fake_teacher, tmp_path, monkeypatch, bad_input):
+    """Issue 11: rows are sent, journaled and written PLAN_CHUNK examples at a time; with chunks of 7 examples (and a
+    bad row and an unreadable image among them) the output and the summary equal a one-chunk run's."""
+    import distill.teacher.generate as gen
+
+    _, url = fake_teacher()
+    one, many = tmp_path / "one/traces.jsonl", tmp_path / "many/traces.jsonl"
+    assert cli_main(gen_args(url, one, "--num_samples", "2")) == 0
+    monkeypatch.setattr(gen, "PLAN_CHUNK", 7)
+    assert cli_main(gen_args(url, many, "--num_samples", "2")) == 0
+    assert many.read_bytes() == one.read_bytes() and len(read_jsonl(many)) == 2 * DEMO_ROWS
+    counts = [json.loads(p.with_name("traces.summary.json").read_text()) for p in (one, many)]
+    sent = [
+        (c["ok"], c["requests"]["to_send"], c["requests"]["same_content"] + c["requests"]["journaled_before"])
+        for c in counts
+    ]  # a same-content request of an earlier chunk is already journaled: never sent twice
+    assert sent[0] == sent[1] and sent[0][1] < 2 * DEMO_ROWS
+    # a chunk with a bad image among good ones: the row fails with its reason, the others are written
+    assert cli_main([*gen_args(url, tmp_path / "bad/traces.jsonl"), "--input", str(bad_input)]) == 0
+    rows = read_jsonl(tmp_path / "bad/traces.jsonl")
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed", "ok"] and "nope.png" in rows[2]["error"]

@@ -185,7 +185,7 @@ def load_shard(config: GenerateConfig) -> tuple[list[dict], list[dict]]:
     return examples, problems
 
 
-def _chunked(items, size: int):
+def chunked(items, size: int):
     chunk = []
     for item in items:
         chunk.append(item)
@@ -203,7 +203,7 @@ def streamed_rows(config: GenerateConfig, store: ImageStore, templates: Template
     """Render, send and journal the shard a chunk of examples at a time, then yield that chunk's rows: only one
     chunk's prompts and rows are ever in memory (the atomic writer streams them to disk), whatever the shard size or
     num_samples. Request stats are summed into `tally["requests"]`."""
-    for chunk in _chunked(iter_shard(config), PLAN_CHUNK):
+    for chunk in chunked(iter_shard(config), PLAN_CHUNK):
         entries = plan(config, chunk, store, templates)
         fails, stats = drive(config.client(), journal, [(e["key"], e["body"]) for e in entries if "key" in e],
                              desc="generate")  # fmt: skip
@@ -349,7 +349,7 @@ def main(config: GenerateConfig) -> int:
             except JournalLocked as e:
                 print(f"distill generate: {e}", file=sys.stderr)
                 return 2
-        chunks = (plan(config, chunk, store, templates) for chunk in _chunked(iter_shard(config), PLAN_CHUNK))
+        chunks = (plan(config, chunk, store, templates) for chunk in chunked(iter_shard(config), PLAN_CHUNK))
         try:
             dry_run(config, chunks, store, journaled)
         except ValueError as e:  # a template that renders badly for some example: a config error
