@@ -9,6 +9,7 @@ template that differs in ids and a few words, half are diverse random prose; eve
 one). Then each stage runs as its own `python -m distill` process, measured by `os.wait4` (wall, user+sys CPU, peak
 RSS of that process):
 - generate: the examples, 2 samples each, against `distill.testing.fake_openai` (no latency) on a loopback port;
+- reason: the same examples through the student's openai backend (same server, 2 samples each);
 - score: format, truncated, repetition, answer_match, self_consistency, near_duplicate on the synthetic traces;
 - filter: thresholds, near-duplicate dedup (global) and best-of-1 per example on the scored rows;
 - merge: the traces split into two shards, joined again;
@@ -36,7 +37,7 @@ from distill.io import write_jsonl_atomic  # noqa: E402
 from distill.records import make_example, side  # noqa: E402
 from distill.testing.traces import trace_row  # noqa: E402
 
-STAGES = ("generate", "score", "filter", "merge", "export")
+STAGES = ("generate", "reason", "score", "filter", "merge", "export")
 COLOURS = "red blue green yellow black white purple orange".split()
 SHAPES = "circle square triangle star hexagon cross".split()
 WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "ne", "po", "ru", "si", "ta", "vu", "ze") for b in range(500)]
@@ -129,6 +130,10 @@ def stage_args(stage: str, root: Path, url: str) -> list[str]:
         "generate": ["generate", "--input", str(root / "examples.jsonl"), "--image_root", str(root), "--output",
                      str(root / "gen/traces.jsonl"), "--base_url", url, "--model", "m", "--num_samples", "2",
                      "--max_concurrency", "256", "--max_tokens", "64", "--progress", "false"],
+        "reason": ["reason", "--backend", "openai", "--input", str(root / "examples.jsonl"), "--image_root", str(root),
+                   "--output", str(root / "reason/traces.jsonl"), "--base_url", url, "--model", "m", "--num_samples",
+                   "2", "--temperature", "0.7", "--max_concurrency", "256", "--max_new_tokens", "64",
+                   "--progress", "false"],
         "score": ["score", "--input", str(root / "traces.jsonl"), "--output", str(root / "score/scored.jsonl"),
                   "--scorers", json.dumps(scorers)],
         "filter": ["filter", "--input", str(root / "score/scored.jsonl"), "--kept", str(root / "filter/kept.jsonl"),
@@ -184,7 +189,7 @@ def main() -> None:
             print(near_duplicate_only(n), flush=True)
         return
     print(f"load average before: {os.getloadavg()}, cores: {os.cpu_count()}", flush=True)
-    fake, url = start_fake() if "generate" in args.stages else (None, "")
+    fake, url = start_fake() if {"generate", "reason"} & set(args.stages) else (None, "")
     results = []
     try:
         for n in args.rows:
