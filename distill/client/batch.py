@@ -40,6 +40,8 @@ ENDPOINT = "/v1/chat/completions"
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1000 * 1000
 FINAL_STATES = ("completed", "failed", "expired", "cancelled")
+Body = dict | Callable[[], dict]
+Items = list[tuple[str, Body]] | Callable[[], Iterable[tuple[str, Body]]]
 
 
 @dataclass
@@ -183,16 +185,22 @@ class Submitter:
 
 
 def run_batch(client_config: ClientConfig, settings: BatchSettings, journal: Journal,
-              items: list[tuple[str, dict | Callable[[], dict]]], sleep=None) -> tuple[dict, dict]:  # fmt: skip
-    """The batch counterpart of `drive`: same arguments and the same (failures {key: result}, stats) return."""
-    todo: dict[str, dict | Callable[[], dict]] = {}
-    journaled = 0
-    for key, body in items:
+              items: Items, sleep=None) -> tuple[dict, dict]:  # fmt: skip
+    """The batch counterpart of `drive`: same arguments and the same (failures {key: result}, stats) return.
+
+    `items` may be a zero-argument callable returning a fresh iterator of (key, body) pairs: it is then read once for
+    the keys and once per batch round for the bodies, and only the keys are held (a million requests stay ~100 MB
+    instead of every rendered prompt)."""
+    source = items if callable(items) else (lambda: iter(items))
+    todo: set[str] = set()
+    journaled = total = 0
+    for key, _ in source():
+        total += 1
         if key in journal:
             journaled += 1
         else:
-            todo.setdefault(key, body)
-    stats = {"to_send": len(todo), "journaled_before": journaled, "same_content": len(items) - len(todo) - journaled,
+            todo.add(key)
+    stats = {"to_send": len(todo), "journaled_before": journaled, "same_content": total - len(todo) - journaled,
              "ok": 0, "truncated": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "retries": 0,
              "concurrency_decreases": 0, "batches": []}  # fmt: skip
     results: dict[str, dict] = {}
@@ -208,9 +216,9 @@ def run_batch(client_config: ClientConfig, settings: BatchSettings, journal: Jou
             results.setdefault(key, failed_result(f"no answer in the batch results ({len(files)} file(s))", 0))
     elif todo:
         submitter = Submitter(client_config, settings, sleep) if settings.submit else None
-        pending = dict(todo)
+        pending = set(todo)
         for round_ in range(settings.rounds):
-            paths, bad = write_files(pending.items(), settings.directory / f"round-{round_}",
+            paths, bad = write_files(_bodies(source, pending), settings.directory / f"round-{round_}",
                                      settings.max_requests, settings.max_bytes)  # fmt: skip
             results.update(bad)
             if submitter is None:
@@ -238,7 +246,7 @@ def run_batch(client_config: ClientConfig, settings: BatchSettings, journal: Jou
             for key in pending:  # a request the batch never answered (expired or cancelled before it ran)
                 if key not in journal:
                     results.setdefault(key, {**failed_result("no answer in the batch output", 1), "retryable": True})
-            pending = {k: b for k, b in pending.items() if k not in journal and results.get(k, {}).get("retryable")}
+            pending = {k for k in pending if k not in journal and results.get(k, {}).get("retryable")}
             if not pending or round_ + 1 == settings.rounds:
                 break
             stats["retries"] += len(pending)
@@ -254,6 +262,15 @@ def run_batch(client_config: ClientConfig, settings: BatchSettings, journal: Jou
             failures[key] = result
     stats["elapsed_s"] = round(time.monotonic() - start, 3)
     return failures, stats
+
+
+def _bodies(source: Callable[[], Iterable], keys: set[str]) -> Iterable[tuple[str, dict | Callable[[], dict]]]:
+    """(key, body) for each key of `keys` once, in the source's order."""
+    seen: set[str] = set()
+    for key, body in source():
+        if key in keys and key not in seen:
+            seen.add(key)
+            yield key, body
 
 
 def _keys_of(path: Path) -> Iterable[tuple[str, None]]:

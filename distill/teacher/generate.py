@@ -335,8 +335,6 @@ def main(config: GenerateConfig) -> int:
     templates = TemplateSet(config.prompts_dir)
     try:  # every template this shard needs, before any request: a broken directory is a config error (exit 2)
         templates.check(tasks, config.side)
-        # batch files need every request at once; a normal or dry run renders (and sends) chunk by chunk
-        entries = plan(config, list(iter_shard(config)), store, templates) if config.batch else None
     except ValueError as e:  # a broken prompt template: a config error, not a row error
         print(f"distill generate: {e}", file=sys.stderr)
         return 2
@@ -370,18 +368,26 @@ def main(config: GenerateConfig) -> int:
     with journal:
         save_resolved_config(paths["config"], config)  # provenance only once the lock is held
         if config.batch:
-            items = [(e["key"], e["body"]) for e in entries if "key" in e]
             import openai
 
+            def planned():  # rendered again on each pass (keys, batch files, rows) rather than held: bounded memory
+                for chunk in chunked(iter_shard(config), PLAN_CHUNK):
+                    yield plan(config, chunk, store, templates)
+
             try:
-                failures, stats = run_batch(config.client(), config.batch_settings(), journal, items)
-            except (FileNotFoundError, openai.OpenAIError) as e:
+                failures, stats = run_batch(config.client(), config.batch_settings(), journal,
+                                            lambda: ((e["key"], e["body"]) for es in planned() for e in es if "key" in e))  # fmt: skip
+            except (
+                FileNotFoundError,
+                openai.OpenAIError,
+                ValueError,
+            ) as e:  # ValueError: a template that renders badly
                 print(f"distill generate --batch: {e}", file=sys.stderr)
                 return 2
             if stats.get("written_only"):  # files for `vllm run-batch`; their answers come back with --batch_results
                 return 0
             tally["requests"] = stats  # one run_batch call: its stats as they are (they hold a list of batches)
-            rows = entry_rows(config, entries, journal, failures, tally)
+            rows = (row for es in planned() for row in entry_rows(config, es, journal, failures, tally))
         else:
             rows = streamed_rows(config, store, templates, journal, tally)
         try:  # online, requests are sent while the rows stream out; a stop leaves no output (answers are journaled)
