@@ -17,7 +17,6 @@ scorer's registry name, or any name with `scorer: <registry name>` among the par
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
@@ -74,9 +73,14 @@ def build_scorers(config: ScoreConfig) -> dict:
     return built
 
 
-# Scorers whose value depends on the row alone: run chunk by chunk. Scorers with `features`/`combine` (near_duplicate,
-# self_consistency) see compact per-row features of every row; any other scorer (embedding_gain: in-batch candidates
-# from the whole dataset) is handed every row at once, the one place rows are held in memory.
+# How each scorer runs (`_kind`), all in bounded memory except the last:
+# - "chunk": the value depends on the row alone (ROW_LOCAL): run chunk by chunk;
+# - "global": `features`/`combine` (near_duplicate, self_consistency): compact per-row features of every row in pass 1,
+#   one `combine` over them, values handed out in pass 2;
+# - "pooled": `pool_features`/`score_chunk` (embedding_gain): pass 1 builds a compact pool (digests, line numbers) of
+#   what a row may need from other rows; pass 2 scores chunk by chunk, reading those rows back from the input;
+# - "whole": any other callable (a third-party scorer registered as a plain function that is not row-local) is
+#   handed every row at once: the one exception that holds rows in memory.
 ROW_LOCAL = frozenset({"format", "truncated", "length", "repetition", "answer_match", "llm_judge"})
 # Expensive scorers whose values are cached by content (distill.scoring.cache) under <output dir>/score_cache/.
 CACHED = frozenset({"embedding_gain", "llm_judge"})
@@ -113,6 +117,8 @@ class _Stats:
 def _kind(config: ScoreConfig, name: str, scorer) -> str:
     if hasattr(scorer, "features") and hasattr(scorer, "combine"):
         return "global"
+    if hasattr(scorer, "pool_features") and hasattr(scorer, "score_chunk"):
+        return "pooled"
     return "chunk" if _registry_name(config, name) in ROW_LOCAL else "whole"
 
 
@@ -148,8 +154,9 @@ class _Bad(Exception):
 
 
 def _chunks(config: ScoreConfig, bad: list | None):
-    """Chunks of good rows in input order; bad lines are logged and collected into `bad` (when given)."""
-    chunk = []
+    """(line numbers, rows) chunks of good rows in input order; bad lines are logged and collected into `bad` (when
+    given)."""
+    lines, chunk = [], []
     for line, item in checked_rows(config.input, trace_problems):  # the trace schema, as every stage checks it
         if isinstance(item, BadLine):
             if bad is not None:
@@ -158,12 +165,13 @@ def _chunks(config: ScoreConfig, bad: list | None):
             if config.strict:
                 raise _Bad(str(item))
             continue
+        lines.append(line)
         chunk.append(item)
         if len(chunk) >= CHUNK_ROWS:
-            yield chunk
-            chunk = []
+            yield lines, chunk
+            lines, chunk = [], []
     if chunk:
-        yield chunk
+        yield lines, chunk
 
 
 def _cached(cache, scorer, rows: list[dict]) -> list:
@@ -182,71 +190,34 @@ def _cached(cache, scorer, rows: list[dict]) -> list:
 def stream_scores(config: ScoreConfig, scorers: dict, bad: list) -> tuple[int, dict, dict]:
     """Score `config.input` into `config.output` in bounded memory; returns (rows, stats, cache stats).
 
-    Pass 1 (only when a scorer needs every row): compact features for global scorers, rows for "whole" scorers.
-    Pass 2: read again chunk by chunk, run the row-local scorers, attach every value and stream the rows out."""
-    from distill.scoring.cache import ScoreCache, row_digest
+    Pass 1 (only when a scorer needs other rows): compact features for global scorers, pools for pooled ones, rows
+    for "whole" ones. Pass 2: read again chunk by chunk, run the chunk and pooled scorers, attach every value and
+    stream the rows out."""
+    from distill.scoring.cache import ScoreCache
 
     kinds = {name: _kind(config, name, s) for name, s in scorers.items()}
     stats = {name: _Stats() for name in scorers}
+    done, pools, reader = _first_pass(config, scorers, kinds, stats)
     cache_dir = Path(config.output).parent / "score_cache"
-    caches = {}
-    cache_stats: dict[str, dict] = {}
-    done: dict[str, list] = {}
-    if any(k != "chunk" for k in kinds.values()):
-        feats = {n: [] for n, k in kinds.items() if k == "global"}
-        whole = [n for n, k in kinds.items() if k == "whole"]
-        rows_all: list[dict] = []
-        context = hashlib.sha256()
-        for chunk in _chunks(config, None):
-            for name in feats:
-                t0 = time.perf_counter()
-                feats[name].append(scorers[name].features(chunk))
-                stats[name].seconds += time.perf_counter() - t0
-            if whole:
-                rows_all += chunk
-                for row in chunk:
-                    context.update(row_digest(row))
-        for name, chunks in feats.items():
-            t0 = time.perf_counter()
-            done[name] = scorers[name].combine(chunks)
-            stats[name].add(done[name], time.perf_counter() - t0)
-        for name in whole:
-            t0 = time.perf_counter()
-            if _registry_name(config, name) in CACHED:  # all or nothing: its values depend on every row
-                params = dict(config.scorers.get(name) or {})
-                with ScoreCache(cache_dir, name, params, context.hexdigest()) as cache:
-                    keys = [cache.key(r) for r in rows_all]
-                    found = [cache.get(k) for k in keys]
-                    if all(hit for hit, _ in found):
-                        done[name] = [v for _, v in found]
-                    else:
-                        done[name] = scorers[name](rows_all)
-                        for k, v in zip(keys, done[name], strict=True):
-                            cache.put(k, v)
-                    cache_stats[name] = {"hits": cache.hits, "misses": cache.misses}
-            else:
-                done[name] = scorers[name](rows_all)
-            if len(done[name]) != len(rows_all):
-                raise RuntimeError(f"scorer {name!r} returned {len(done[name])} values for {len(rows_all)} rows")
-            stats[name].add(done[name], time.perf_counter() - t0)
-        del rows_all
-    for name, kind in kinds.items():
-        if kind == "chunk" and _registry_name(config, name) in CACHED:
-            caches[name] = ScoreCache(cache_dir, name, dict(config.scorers.get(name) or {}))
+    caches = {name: ScoreCache(cache_dir, name, dict(config.scorers.get(name) or {}))
+              for name, kind in kinds.items() if kind in ("chunk", "pooled") and _registry_name(config, name) in CACHED}  # fmt: skip
     position = 0
 
     def scored():
         nonlocal position
-        for chunk in _chunks(config, bad):
+        for _, chunk in _chunks(config, bad):
             for name, scorer in scorers.items():
+                t0 = time.perf_counter()
                 if kinds[name] == "chunk":
-                    t0 = time.perf_counter()
                     values = _cached(caches[name], scorer, chunk) if name in caches else scorer(chunk)
+                elif kinds[name] == "pooled":
+                    values = scorer.score_chunk(chunk, pools[name], caches.get(name))
+                else:
+                    values = done[name][position : position + len(chunk)]
+                if kinds[name] in ("chunk", "pooled"):
                     if len(values) != len(chunk):
                         raise RuntimeError(f"scorer {name!r} returned {len(values)} values for {len(chunk)} rows")
                     stats[name].add(values, time.perf_counter() - t0)
-                else:
-                    values = done[name][position : position + len(chunk)]
                 _attach(chunk, name, values)
             position += len(chunk)
             yield from chunk
@@ -256,8 +227,45 @@ def stream_scores(config: ScoreConfig, scorers: dict, bad: list) -> tuple[int, d
     finally:
         for cache in caches.values():
             cache.close()
-    cache_stats |= {name: {"hits": c.hits, "misses": c.misses} for name, c in caches.items()}
+        if reader is not None:
+            reader.close()
+    cache_stats = {name: {"hits": c.hits, "misses": c.misses} for name, c in caches.items()}
     return n, {name: st.as_dict() for name, st in stats.items()}, cache_stats
+
+
+def _first_pass(config: ScoreConfig, scorers: dict, kinds: dict, stats: dict) -> tuple[dict, dict, object]:
+    """(values of global and whole scorers, pools of pooled scorers, the pools' row reader or None)."""
+    from distill.scoring.pool import PositivePool, RowReader
+
+    done: dict[str, list] = {}
+    if all(k == "chunk" for k in kinds.values()):
+        return done, {}, None
+    feats = {n: [] for n, k in kinds.items() if k == "global"}
+    whole = [n for n, k in kinds.items() if k == "whole"]
+    reader = RowReader(config.input) if "pooled" in kinds.values() else None
+    pools = {n: PositivePool(reader) for n, k in kinds.items() if k == "pooled"}
+    rows_all: list[dict] = []
+    for lines, chunk in _chunks(config, None):
+        for name in [*feats, *pools]:
+            t0 = time.perf_counter()
+            if name in feats:
+                feats[name].append(scorers[name].features(chunk))
+            else:
+                pools[name].add(scorers[name].pool_features(chunk, lines))
+            stats[name].seconds += time.perf_counter() - t0
+        if whole:
+            rows_all += chunk
+    for name, chunks in feats.items():
+        t0 = time.perf_counter()
+        done[name] = scorers[name].combine(chunks)
+        stats[name].add(done[name], time.perf_counter() - t0)
+    for name in whole:
+        t0 = time.perf_counter()
+        done[name] = scorers[name](rows_all)
+        if len(done[name]) != len(rows_all):
+            raise RuntimeError(f"scorer {name!r} returned {len(done[name])} values for {len(rows_all)} rows")
+        stats[name].add(done[name], time.perf_counter() - t0)
+    return done, pools, reader
 
 
 def main(config: ScoreConfig) -> int:

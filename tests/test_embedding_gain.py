@@ -111,8 +111,8 @@ def test_chunks_of_datasets_give_the_same_values(demo_examples):
     rows += [trace_row(e, 0, "<think>x</think>" + e["answer"]) for e in demo_examples["ShapesCLS"]]
     one, many = BagOfWords(), BagOfWords()
     together = embedding_gain(rows, one, "final", 8)
-    assert embedding_gain(rows, many, "final", 8, chunk_rows=1) == together  # a dataset per chunk
-    assert (one.calls, many.calls) == (1, 2)
+    assert embedding_gain(rows, many, "final", 8, chunk_rows=5) == together  # 5 rows per embedding call
+    assert (one.calls, many.calls) == (1, -(-len(rows) // 5))
     # the trace that repeats the positive's words puts it first: rank 1, positive margin, gain over the query alone
     assert all(v["rank_trace"] == 1 and v["margin_trace"] > 0 and v["gain"] > 0 for v in together[:12])
 
@@ -202,3 +202,27 @@ def test_side_routing_and_log_softmax_gain_by_hand(side, conditioned, objective)
 def test_a_row_of_unknown_side_is_not_scored():
     embedder = Table({})
     assert embedding_gain([visdoc_row("both")], embedder, num_candidates=2) == [None] and embedder.items == []
+
+
+def test_hashing_embedder_is_deterministic_unit_norm_and_order_aware():
+    from distill.scoring.embedders import HashingEmbedder
+
+    items = [("a red circle", ()), ("A red, circle!", ()), ("circle red a", ()), ("", ()), ("a red circle", ("x.png",))]
+    vecs = HashingEmbedder().embed(items)
+    assert vecs.shape == (5, 512) and np.array_equal(vecs, HashingEmbedder().embed(items))  # no state, no seed
+    assert np.allclose(np.linalg.norm(vecs[[0, 1, 2]], axis=1), 1.0) and not vecs[3].any()  # empty text: zero vector
+    assert np.array_equal(vecs[0], vecs[1]) and np.array_equal(vecs[0], vecs[4])  # case, punctuation, images ignored
+    assert 0.3 < float(vecs[0] @ vecs[2]) < 0.99  # same words, other bigrams
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"embedder": "sentence-transformers"}, "needs `model`"),
+        ({"embedder": "hashing", "num_candidates": 1}, "num_candidates must be >= 2"),
+        ({"model": "m", "embedder": "nope"}, "unknown embedder 'nope'"),
+    ],
+)
+def test_embedding_gain_factory_errors(params, message):
+    with pytest.raises(ValueError, match=message):
+        build_scorer("embedding_gain", **params)

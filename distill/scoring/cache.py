@@ -3,11 +3,12 @@
     with ScoreCache(Path("runs/x/score/score_cache"), "embedding_gain", params) as cache:
         keys = [cache.key(row) for row in rows]; hits = [cache.get(k) for k in keys]; ...; cache.put(key, value)
 
-Key = sha256 over (registry name, parameters, the content of any file a parameter names, a context digest, the row
-without its `scores`). Adding a scorer to an already scored file changes only `scores`, so every other expensive
-value is a hit; a rerun after a crash finds the values of the chunks that finished. Scorers whose value depends on
-other rows (embedding_gain's in-batch candidates) pass a digest of the whole input as context, so any change of
-the input recomputes them. One append-only file per scorer (`distill.client.journal.Journal`: key -> offset in
+Key = sha256 over (registry name, parameters, the content of any file a parameter names, the row without its
+`scores`, and `extra`: what else the value depends on). Adding a scorer to an already scored file changes only
+`scores`, so every other expensive value is a hit; a rerun after a crash finds the values of the chunks that
+finished. A scorer whose value depends on other rows passes their digests as `extra` (embedding_gain: the pool
+positives among the row's candidates), so a changed row recomputes only itself and the rows that use it as a
+candidate. One append-only file per scorer (`distill.client.journal.Journal`: key -> offset in
 memory, values read back from disk, torn tails cut, one writer).
 """
 
@@ -40,15 +41,15 @@ def row_digest(row: dict) -> bytes:
 
 
 class ScoreCache:
-    def __init__(self, directory: Path, name: str, params: dict, context: str = ""):
-        ident = {"scorer": name, "params": params, "files": {k: _file_digest(v) for k, v in params.items()},
-                 "context": context}  # fmt: skip
+    def __init__(self, directory: Path, name: str, params: dict):
+        ident = {"scorer": name, "params": params, "files": {k: _file_digest(v) for k, v in params.items()}}
         self._prefix = hashlib.sha256(orjson.dumps(ident, option=orjson.OPT_SORT_KEYS, default=str)).digest()
         self._journal = Journal(Path(directory) / f"{name}.jsonl")
         self.hits = self.misses = 0
 
-    def key(self, row: dict) -> str:
-        return hashlib.sha256(self._prefix + row_digest(row)).hexdigest()
+    def key(self, row: dict, extra: bytes = b"") -> str:
+        """The row's key; `extra`: digests of the other inputs its value depends on (none for row-local scorers)."""
+        return hashlib.sha256(self._prefix + row_digest(row) + extra).hexdigest()
 
     def get(self, key: str):
         """(True, value) when cached, else (False, None)."""

@@ -6,11 +6,15 @@
   the backbone's last hidden state at the last real token (last-token pooling), L2-normalised. A video is its 8
   uniformly sampled frames (distill.video, MMEB's sampling) at the per-frame pixel budget, given as images: one
   placeholder per frame (the Qwen2-VL video path merges frame pairs; the image path keeps every frame).
+- `HashingEmbedder` (`embedder: hashing`, no `model`): a model-free hashed bag of word 1- and 2-grams. Lexical
+  overlap only: a smoke test of a recipe, a baseline, and what benchmarks use to measure the scorer, not a model.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import zlib
 from functools import lru_cache
 
 import numpy as np
@@ -142,10 +146,56 @@ class VLMEmbedder:
         return vectors
 
 
-def make_embedder(kind: str, model: str, image_root: str = ".", **kwargs):
-    """An embedder by kind: 'sentence-transformers' (text) or 'vlm' (Qwen2-VL family, images + text)."""
+class _TokenIds(dict):
+    """word -> crc32, computed once per distinct word (a dict hit is ~5x cheaper than hashing again)."""
+
+    def __missing__(self, word: str) -> int:
+        if len(self) > 1_000_000:  # bounded: a long run meets an open vocabulary
+            self.clear()
+        value = self[word] = zlib.crc32(word.encode())
+        return value
+
+
+class HashingEmbedder:
+    """Model-free text embedder: counts of lower-cased word 1- and 2-grams hashed into `dim` buckets (crc32, the same
+    on every machine and run), L2-normalised. Text only (`uses_images = False`); an empty text is the zero vector.
+    Thousands of items per second per core, nothing to download."""
+
+    uses_images = False
+    WORD = re.compile(r"\w+")
+    BLOCK = 4096  # items per bincount: bounds the float64 temporary to BLOCK x dim
+
+    def __init__(self, dim: int = 512):
+        self.dim = dim
+        self._ids = _TokenIds()
+
+    def embed(self, items: list[Item]) -> np.ndarray:
+        out = np.zeros((len(items), self.dim), np.float32)
+        for start in range(0, len(items), self.BLOCK):
+            out[start : start + self.BLOCK] = self._block(items[start : start + self.BLOCK])
+        return out
+
+    def _block(self, items: list[Item]) -> np.ndarray:
+        tokens = [list(map(self._ids.__getitem__, self.WORD.findall(text.lower()))) for text, _ in items]
+        lengths = np.array([len(t) for t in tokens], np.int64)
+        ids = np.array([i for t in tokens for i in t], np.int64)
+        item = np.repeat(np.arange(len(items)), lengths)
+        same = item[1:] == item[:-1] if len(ids) else np.zeros(0, bool)  # bigrams never span two items
+        # A bigram's bucket mixes both words' hashes (order matters: "red circle" != "circle red").
+        buckets = np.concatenate([ids % self.dim, (ids[:-1][same] * 1_000_003 + ids[1:][same]) % self.dim])
+        owners = np.concatenate([item, item[:-1][same]])
+        counts = np.bincount(owners * self.dim + buckets, minlength=len(items) * self.dim).reshape(len(items), -1)
+        norms = np.linalg.norm(counts, axis=1, keepdims=True)
+        return (counts / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def make_embedder(kind: str, model: str | None, image_root: str = ".", **kwargs):
+    """An embedder by kind: 'sentence-transformers' (text), 'vlm' (Qwen2-VL family, images + text) or 'hashing'
+    (model-free word n-grams; `model` unused)."""
+    if kind == "hashing":
+        return HashingEmbedder()
     if kind == "sentence-transformers":
         return SentenceTransformerEmbedder(model, **{k: v for k, v in kwargs.items() if k in ("batch_size", "device")})
     if kind == "vlm":
         return VLMEmbedder(model, image_root=image_root, **kwargs)
-    raise ValueError(f"unknown embedder {kind!r} (sentence-transformers | vlm)")
+    raise ValueError(f"unknown embedder {kind!r} (sentence-transformers | vlm | hashing)")

@@ -7,8 +7,14 @@ a query-side trace is appended to the query (instruction + query text [+ images]
 of the positive, e.g. a document page) is appended to the positive, with the query embedded alone. Candidates carry
 the target instruction (MMEB eval `tgt_inst`) where the data gives one. The trace is embedded as the student writes it
 (`part: full`, the exported `<think>…</think>` + final; or `think` / `final` / `raw`). Every distinct (text, images)
-item is embedded exactly once, in one batched call per chunk of whole datasets (`chunk_rows`). All samples of an
-example get the same candidates, so their gains compare fairly in best-of-n.
+item of a chunk is embedded once, in one batched call per `chunk_rows` rows (the embedders sort by length inside the
+call, so 8k-row calls pad little). All samples of an example get the same candidates, so their gains compare fairly
+in best-of-n.
+
+Bounded memory (`distill score`, `EmbeddingGain`): pass 1 keeps, per dataset, the 16-byte digests and first line
+numbers of its distinct positives (`distill.scoring.pool`); pass 2 scores chunk by chunk and reads a pool positive that
+lives in another chunk (lookahead, wrap-around, repeated samples far apart) back from the input. Values do not depend
+on the chunking. With the score cache, a row's key covers the row and the digests of its pool candidates.
 
 Value per row, without (`_query`) and with (`_trace`) the trace: the positive's rank among the candidates (1 = best;
 ties count against it), its cosine margin (positive's similarity minus the best negative's) and its log-probability
@@ -23,13 +29,14 @@ candidates cannot be read (the embedder logs it; the run goes on).
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
 from distill.chat_format import assistant_text
 from distill.records import trace_side
 from distill.scoring.embedders import VIDEO, Item, make_embedder
+from distill.scoring.pool import PositivePool, item_digest
 from distill.scoring.registry import register, trace_text
 
 log = logging.getLogger(__name__)
@@ -78,53 +85,19 @@ def trace_for_embedding(row: dict, part: str) -> str | None:
     return assistant_text(trace)
 
 
-def _plans(rows: list[dict], uses_images: bool, part: str, num_candidates: int):
-    """Per row (query, query as conditioned, positive, positive as conditioned, negatives) as item indices, or None;
-    and the distinct items in order."""
-    table: dict[Item, int] = {}
+@dataclass
+class _Plan:
+    """A scoreable row: its items (the candidates' pool part as pool positions, resolved only when embedded)."""
 
-    def idx(item: Item) -> int:
-        return table.setdefault(item, len(table))
-
-    def target_item(row: dict, side) -> Item | None:
-        return _item(side, uses_images, (row.get("target_instruction") or "").strip())
-
-    pools: dict[str, list[Item]] = defaultdict(list)
-    pool_pos: dict[tuple, int] = {}
-    for row in rows:
-        pos = target_item(row, row.get("positive"))
-        if pos is not None and (row.get("dataset"), pos) not in pool_pos:
-            pool_pos[(row.get("dataset"), pos)] = len(pools[row.get("dataset")])
-            pools[row.get("dataset")].append(pos)
-
-    plans: list = []
-    for row in rows:
-        trace, pos = trace_for_embedding(row, part), target_item(row, row.get("positive"))
-        try:
-            side = trace_side(row)
-        except ValueError as e:  # never guess which side a trace belongs to
-            log.warning("embedding_gain: row %s: %s", row.get("id"), e)
-            side = None
-        if not trace or not trace.strip() or pos is None or side is None:
-            plans.append(None)
-            continue
-        negs = list(dict.fromkeys(n for n in (target_item(row, s) for s in row.get("negatives") or []) if n))
-        negs = [n for n in negs if n != pos]  # indistinguishable from the positive for this embedder
-        pool = pools[row.get("dataset")]
-        start = pool_pos[(row.get("dataset"), pos)]
-        for k in range(1, len(pool)):
-            if len(negs) + 1 >= num_candidates:
-                break
-            cand = pool[(start + k) % len(pool)]
-            if cand != pos and cand not in negs:
-                negs.append(cand)
-        if not negs:
-            plans.append(None)
-            continue
-        q = _query_item(row, uses_images)
-        q_cond, pos_cond = (_with_trace(q, trace.strip()), pos) if side == "query" else (q, _with_trace(pos, trace))
-        plans.append((idx(q), idx(q_cond), idx(pos), idx(pos_cond), [idx(n) for n in negs]))
-    return plans, list(table)
+    query: Item
+    query_cond: Item  # the query as conditioned (with the trace when it is query-side)
+    pos: Item
+    pos_cond: Item  # the positive as conditioned (with the trace when it is target-side)
+    negs: list[Item]  # the row's own distinct negatives
+    dataset: object
+    pos_digest: bytes
+    pooled: list[int]  # positions in the dataset's pool of the positives that top the candidates up
+    pooled_digests: list[bytes]
 
 
 def rank_and_margin(sims: np.ndarray) -> tuple[int, float]:
@@ -141,77 +114,183 @@ def log_softmax_positive(sims: np.ndarray, temperature: float) -> float:
     return float(logits[0] - top - np.log(np.exp(logits - top).sum()))
 
 
+class EmbeddingGain:
+    """The scorer. `distill score` runs it in two passes over the input (bounded memory): `pool_features` per chunk
+    builds the candidate pools (`distill.scoring.pool`), then `score_chunk` per chunk computes the values, reading
+    pool positives that live outside the chunk back from the input. Called on rows in memory, it does both itself."""
+
+    def __init__(self, embedder, part: str = "full", num_candidates: int = 8, chunk_rows: int = 8192,
+                 temperature: float = 0.02, objective: str = "margin"):  # fmt: skip
+        self.embedder, self.part, self.num_candidates = embedder, part, num_candidates
+        self.chunk_rows, self.temperature, self.objective = max(1, chunk_rows), temperature, objective
+
+    def __call__(self, rows: list[dict]) -> list:
+        pool = PositivePool(rows.__getitem__)
+        pool.add(self.pool_features(rows, range(len(rows))))
+        return self.score_chunk(rows, pool)
+
+    def _target(self, row: dict, side) -> Item | None:
+        """A candidate as the embedder sees it: with the target instruction (MMEB `tgt_inst`) where there is one."""
+        return _item(side, self.embedder.uses_images, (row.get("target_instruction") or "").strip())
+
+    def pool_features(self, rows: list[dict], lines) -> list[tuple]:
+        """(dataset, digest of the positive or None, line) per row: all that the pools keep of a row."""
+        out = []
+        for row, line in zip(rows, lines, strict=True):
+            pos = self._target(row, row.get("positive"))
+            out.append((row.get("dataset"), None if pos is None else item_digest(row.get("dataset"), pos), line))
+        return out
+
+    def score_chunk(self, rows: list[dict], pool: PositivePool, cache=None) -> list:
+        """One value per row. With `cache` (a `ScoreCache`), a row's key covers the row and the digests of the pool
+        positives among its candidates: only rows whose own content or candidates changed are embedded again."""
+        plans = [self._plan(row, pool) for row in rows]
+        out: list = [None] * len(rows)
+        todo = [i for i, plan in enumerate(plans) if plan is not None]
+        keys = []
+        if cache is not None:
+            extras = [b"".join(plan.pooled_digests) if plan else b"" for plan in plans]
+            keys = [cache.key(row, extra) for row, extra in zip(rows, extras, strict=True)]
+            todo = []
+            for i, key in enumerate(keys):
+                hit, value = cache.get(key)
+                if hit:
+                    out[i] = value
+                elif plans[i] is None:
+                    cache.put(key, None)
+                else:
+                    todo.append(i)
+        resolve = self._resolver(plans, pool)
+        for start in range(0, len(todo), self.chunk_rows):  # `chunk_rows` rows per embedding call
+            group = todo[start : start + self.chunk_rows]
+            for i, value in zip(group, self._values([plans[i] for i in group], resolve), strict=True):
+                out[i] = value
+                if cache is not None:
+                    cache.put(keys[i], value)
+        return out
+
+    def _plan(self, row: dict, pool: PositivePool) -> _Plan | None:
+        trace, pos = trace_for_embedding(row, self.part), self._target(row, row.get("positive"))
+        try:
+            side = trace_side(row)
+        except ValueError as e:  # never guess which side a trace belongs to
+            log.warning("embedding_gain: row %s: %s", row.get("id"), e)
+            side = None
+        if not trace or not trace.strip() or pos is None or side is None:
+            return None
+        dataset = row.get("dataset")
+        negs = list(dict.fromkeys(n for n in (self._target(row, s) for s in row.get("negatives") or []) if n))
+        negs = [n for n in negs if n != pos]  # indistinguishable from the positive for this embedder
+        pos_digest = item_digest(dataset, pos)
+        start = pool.position(pos_digest)
+        if start is None:
+            raise RuntimeError(f"embedding_gain: row {row.get('id')!r}: its positive is not in the candidate pool "
+                               "(did the input change while it was scored?)")  # fmt: skip
+        own, size = {item_digest(dataset, n) for n in negs}, pool.size(dataset)
+        pooled, digests = [], []
+        for k in range(1, size):  # the pool's positives after this row's, cyclically (deterministic in-batch negatives)
+            if len(negs) + len(pooled) + 1 >= self.num_candidates:
+                break
+            digest = pool.digest(dataset, (start + k) % size)
+            if digest != pos_digest and digest not in own:
+                pooled.append((start + k) % size)
+                digests.append(digest)
+        if not (negs or pooled):
+            return None
+        q = _query_item(row, self.embedder.uses_images)
+        q_cond, pos_cond = (_with_trace(q, trace.strip()), pos) if side == "query" else (q, _with_trace(pos, trace))
+        return _Plan(q, q_cond, pos, pos_cond, negs, dataset, pos_digest, pooled, digests)
+
+    def _resolver(self, plans: list, pool: PositivePool):
+        """pool position -> item: the chunk's own positives, else read back from the input once per chunk."""
+        known = {plan.pos_digest: plan.pos for plan in plans if plan is not None}
+
+        def resolve(dataset, k: int, digest: bytes) -> Item:
+            if digest not in known:
+                row = pool.row(dataset, k)
+                item = self._target(row, row.get("positive"))
+                if item is None or item_digest(dataset, item) != digest:
+                    raise RuntimeError("embedding_gain: the input changed while it was scored (a pool positive "
+                                       f"differs: row {row.get('id')!r})")  # fmt: skip
+                known[digest] = item
+            return known[digest]
+
+        return resolve
+
+    def _values(self, plans: list[_Plan], resolve) -> list:
+        index_plans, items = _table(plans, resolve)
+        emb = self.embedder.embed(items) if items else np.zeros((0, 1), np.float32)
+        return [_value(emb, plan, self.temperature, self.objective) for plan in index_plans]
+
+
+def _table(plans: list[_Plan], resolve) -> tuple[list, list[Item]]:
+    """Per plan (query, query as conditioned, positive, positive as conditioned, candidates) as indices into the
+    distinct items, in first-use order (every item is embedded once)."""
+    table: dict[Item, int] = {}
+
+    def idx(item: Item) -> int:
+        return table.setdefault(item, len(table))
+
+    out = []
+    for p in plans:
+        negs = p.negs + [resolve(p.dataset, k, d) for k, d in zip(p.pooled, p.pooled_digests, strict=True)]
+        out.append((idx(p.query), idx(p.query_cond), idx(p.pos), idx(p.pos_cond), [idx(n) for n in negs]))
+    return out, list(table)
+
+
+def _plans(rows: list[dict], uses_images: bool, part: str, num_candidates: int) -> tuple[list, list[Item]]:
+    """(index plans of the scoreable rows, distinct items) of rows in memory: what one embedding call embeds."""
+    scorer = EmbeddingGain(type("Embedder", (), {"uses_images": uses_images})(), part, num_candidates)
+    pool = PositivePool(rows.__getitem__)
+    pool.add(scorer.pool_features(rows, range(len(rows))))
+    plans = [p for p in (scorer._plan(row, pool) for row in rows) if p is not None]
+    return _table(plans, scorer._resolver(plans, pool))
+
+
+def _value(emb: np.ndarray, plan: tuple, temperature: float, objective: str) -> dict | None:
+    q, q_cond, pos, pos_cond, negs = plan
+    if np.isnan(emb[[q, q_cond, pos, pos_cond, *negs]]).any():  # an image the embedder could not read (logged)
+        return None
+    sims_q = emb[[pos, *negs]] @ emb[q]  # without the trace
+    sims_t = emb[[pos_cond, *negs]] @ emb[q_cond]  # with it, on the side it is about
+    rank_q, margin_q = rank_and_margin(sims_q)
+    rank_t, margin_t = rank_and_margin(sims_t)
+    logp_q, logp_t = log_softmax_positive(sims_q, temperature), log_softmax_positive(sims_t, temperature)
+    # Rounded so reruns are byte-identical despite last-bit float noise across BLAS batch shapes.
+    value = {
+        "rank_query": rank_q,
+        "rank_trace": rank_t,
+        "margin_query": round(margin_q, 6),
+        "margin_trace": round(margin_t, 6),
+        "logp_query": round(logp_q, 6),
+        "logp_trace": round(logp_t, 6),
+        "logp_gain": round(logp_t - logp_q, 6),
+        "gain": round(margin_t - margin_q, 6),
+        "candidates": len(negs) + 1,
+    }
+    if objective == "log_softmax":
+        value["gain"] = value["logp_gain"]
+    return value
+
+
 def embedding_gain(
     rows: list[dict],
     embedder,
     part: str = "full",
     num_candidates: int = 8,
-    chunk_rows: int = 100_000,
+    chunk_rows: int = 8192,
     temperature: float = 0.02,
     objective: str = "margin",
 ) -> list:
-    """One value per row (see the module docstring) using `embedder` (an object with `uses_images` and `embed`).
-
-    Whole datasets are grouped into chunks of about `chunk_rows` rows (candidates never cross datasets, and a dataset
-    is never split), one embedding call per chunk: memory stays bounded on big runs, and small datasets still share
-    one call (separate small calls cost ~35% more in padding, measured with MiniLM).
-    """
-    by_dataset: dict = defaultdict(list)
-    for i, row in enumerate(rows):
-        by_dataset[row.get("dataset")].append(i)
-    chunks, current = [], []
-    for idx in by_dataset.values():
-        if current and len(current) + len(idx) > chunk_rows:
-            chunks.append(current)
-            current = []
-        current = current + idx
-    chunks += [current] if current else []
-    out: list = [None] * len(rows)
-    for idx in chunks:
-        values = _gain([rows[i] for i in idx], embedder, part, num_candidates, temperature, objective)
-        for i, value in zip(idx, values, strict=True):
-            out[i] = value
-    return out
-
-
-def _gain(rows: list[dict], embedder, part: str, num_candidates: int, temperature: float, objective: str) -> list:
-    plans, items = _plans(rows, embedder.uses_images, part, num_candidates)
-    emb = embedder.embed(items) if items else np.zeros((0, 1), np.float32)
-    out: list = []
-    for plan in plans:
-        if plan is None:
-            out.append(None)
-            continue
-        q, q_cond, pos, pos_cond, negs = plan
-        if np.isnan(emb[[q, q_cond, pos, pos_cond, *negs]]).any():  # an image the embedder could not read (logged)
-            out.append(None)
-            continue
-        sims_q = emb[[pos, *negs]] @ emb[q]  # without the trace
-        sims_t = emb[[pos_cond, *negs]] @ emb[q_cond]  # with it, on the side it is about
-        rank_q, margin_q = rank_and_margin(sims_q)
-        rank_t, margin_t = rank_and_margin(sims_t)
-        logp_q, logp_t = log_softmax_positive(sims_q, temperature), log_softmax_positive(sims_t, temperature)
-        # Rounded so reruns are byte-identical despite last-bit float noise across BLAS batch shapes.
-        value = {
-            "rank_query": rank_q,
-            "rank_trace": rank_t,
-            "margin_query": round(margin_q, 6),
-            "margin_trace": round(margin_t, 6),
-            "logp_query": round(logp_q, 6),
-            "logp_trace": round(logp_t, 6),
-            "logp_gain": round(logp_t - logp_q, 6),
-            "gain": round(margin_t - margin_q, 6),
-            "candidates": len(negs) + 1,
-        }
-        if objective == "log_softmax":
-            value["gain"] = value["logp_gain"]
-        out.append(value)
-    return out
+    """One value per row of `rows` (in memory; see the module docstring) using `embedder` (an object with
+    `uses_images` and `embed`), at most `chunk_rows` rows per embedding call. The same code as `distill score`'s
+    streamed path, with the rows list as the pool's source."""
+    return EmbeddingGain(embedder, part, num_candidates, chunk_rows, temperature, objective)(rows)
 
 
 @register("embedding_gain")
 def make_embedding_gain(
-    model: str,
+    model: str | None = None,
     embedder: str = "sentence-transformers",
     part: str = "full",
     num_candidates: int = 8,
@@ -221,19 +300,22 @@ def make_embedding_gain(
     device: str | None = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
-    chunk_rows: int = 100_000,
+    chunk_rows: int = 8192,
     image_root: str = ".",
-):
-    """embedding_gain with an embedder of kind `embedder` ('sentence-transformers' | 'vlm') loaded from `model`;
-    `part` (full | think | final | raw), `objective` (margin | log_softmax: which one `gain` is) and the InfoNCE
-    `temperature` as in the module docstring."""
+) -> EmbeddingGain:
+    """embedding_gain with an embedder of kind `embedder` ('sentence-transformers' | 'vlm' loaded from `model`, or
+    the model-free 'hashing'); `part` (full | think | final | raw), `objective` (margin | log_softmax: which one `gain`
+    is) and the InfoNCE `temperature` as in the module docstring; at most `chunk_rows` rows per embedding call
+    (`distill score` hands it chunks of `distill.score.CHUNK_ROWS` rows)."""
     if num_candidates < 2:
         raise ValueError("embedding_gain: num_candidates must be >= 2 (the positive and at least one negative)")
     if part not in PARTS or objective not in OBJECTIVES or not temperature > 0:
         raise ValueError(f"embedding_gain: need part in {PARTS}, objective in {OBJECTIVES} and temperature > 0; got "
                          f"{part!r}, {objective!r}, {temperature}")  # fmt: skip
+    if not model and embedder != "hashing":
+        raise ValueError(f"embedding_gain: embedder {embedder!r} needs `model` (a path or package:NAME)")
     extra = {"batch_size": batch_size, "device": device}
     if embedder == "vlm":
         extra |= {"min_pixels": min_pixels, "max_pixels": max_pixels}
     emb = make_embedder(embedder, model, image_root=image_root, **extra)
-    return lambda rows: embedding_gain(rows, emb, part, num_candidates, chunk_rows, temperature, objective)
+    return EmbeddingGain(emb, part, num_candidates, chunk_rows, temperature, objective)

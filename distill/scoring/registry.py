@@ -2,8 +2,10 @@
 
 A scorer is a pure, batched function `scorer(rows: list[dict]) -> list[value]`: one value per row, same order, where a
 value is a float (or int), None when the scorer does not apply to that row (a task without a gold answer, a failed
-teacher row), or a small dict of floats. Scorers never mutate rows. Scorers that need the whole run (self-consistency
-across an example's samples, near-duplicate clusters, in-batch candidates) simply receive every row in one call.
+teacher row), or a small dict of floats. Scorers never mutate rows. Scorers that need the whole run also offer a
+bounded-memory protocol that `distill score` uses: `features`/`combine` (self-consistency across an example's samples,
+near-duplicate clusters) or `pool_features`/`score_chunk` (embedding_gain's in-batch candidates); called on a list,
+they compute the same values in memory. A plain function that is neither row-local nor one of these gets every row.
 
     from distill.scoring import build_scorer
     lengths = build_scorer("length", tokenizer="/ckpt/student")(rows)
