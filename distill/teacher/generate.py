@@ -11,6 +11,7 @@ a rerun of the same command sends only what the journal lacks. At the end the ou
 journal: exactly one trace row per (id, sample_index), in input order (schema: distill/records.py), failed rows
 included with their `error`. Next to it: `<stem>.summary.json` (counts, tokens, truncated, failed, the resolved config)
 and `<stem>.config.yaml`. The API key is read from the env var named by `api_key_env` and is never written anywhere.
+The flags: `distill.teacher.generate_config.GenerateConfig`; `--dry_run`: `distill.teacher.dry_run`.
 """
 
 from __future__ import annotations
@@ -21,132 +22,25 @@ import re
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 from tqdm import tqdm
 
-from distill.client.batch import BatchSettings, run_batch
+from distill.client.batch import run_batch
 from distill.client.driver import drive
-from distill.client.http import ClientConfig, TeacherUnreachable
+from distill.client.http import TeacherUnreachable
 from distill.client.journal import Journal, JournalLocked, request_key
 from distill.configs import config_dict, save_resolved_config
 from distill.data.mmeb import Problem, load_examples
 from distill.images import ImageError
 from distill.io import write_json_atomic, write_jsonl_atomic
-from distill.stage import contract_paths
 from distill.stage import summary as stage_summary
+from distill.teacher.dry_run import dry_run
+from distill.teacher.generate_config import GenerateConfig
 from distill.teacher.parse import parse_trace
-from distill.teacher.prompts import (
-    MODES,
-    SIDES,
-    ImageStore,
-    TemplateSet,
-    approx_prompt_tokens,
-    materialize,
-    render,
-)
-from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
+from distill.teacher.prompts import ImageStore, TemplateSet, materialize, render
 
 log = logging.getLogger(__name__)
-
-
-def _f(default, help_: str, **kw):
-    return field(default=default, metadata={"help": help_}, **kw)
-
-
-@dataclass
-class GenerateConfig:
-    input: str = _f(None, "Examples: .jsonl/.parquet/saved dataset, or a dir of per-subset files (required).")
-    output: str = _f(None, "Trace JSONL to write (required); journal/summary/config are written beside it.")
-    image_root: str = _f(".", "Directory the examples' image paths are relative to.")
-    subset: str | None = _f(None, "MMEB subset name (sets the task type); default: the file stem.")
-    strict: bool = _f(False, "Stop with exit 1 on the first bad input row instead of reporting it.")
-    prompts_dir: str | None = _f(
-        None, "Directory of prompt templates (one YAML per task type); None = the installed ones."
-    )
-    mode: str = _f("blind", "blind: the teacher sees the query only; hinted: also the gold answer/target.")
-    side: str = _f("query", "query: reason about the query; target: describe the positive (retrieval target side).")
-    base_url: list[str] | str = field(default_factory=lambda: ["http://127.0.0.1:8000/v1"],
-                                metadata={"help": "OpenAI-compatible base URL(s) incl. /v1; several = load-balanced."})  # fmt: skip
-    model: str = _f(None, "Model name sent in each request (required).")
-    image_model: str | None = _f(None, "Model name for requests that carry images; None = `model`.")
-    api_key_env: str | None = _f(None, "Name of the env var holding the API key; None = no key sent.")
-    max_concurrency: int = _f(64, "Requests in flight at most (AIMD window shrinks on 429 and recovers).")
-    timeout_s: float = _f(600.0, "Per-attempt request timeout, seconds.")
-    connect_timeout_s: float = _f(10.0, "TCP connect timeout, seconds (separate from timeout_s).")
-    breaker_failures: int = _f(
-        8, "Stop the run after this many connection failures in a row (refused, DNS, reset); 0 = never."
-    )
-    max_retries: int = _f(6, "Retries per request after the first attempt.")
-    backoff_base_s: float = _f(1.0, "First retry waits up to this many seconds, doubling per retry (with jitter).")
-    num_samples: int = _f(1, "Traces per example (sample_index 0..num_samples-1).")
-    temperature: float = _f(0.7, "Sampling temperature.")
-    top_p: float | None = _f(None, "Nucleus sampling; None = server default.")
-    max_tokens: int = _f(1024, "Completion token cap; answers that hit it are status=truncated.")
-    seed: int | None = _f(None, "Base seed; sample i sends seed+i. None = no seed.")
-    min_pixels: int = _f(4 * 28 * 28, "Images are resized (Qwen2-VL smart resize) to at least this many pixels.")
-    max_pixels: int = _f(1280 * 28 * 28, "... and at most this many (Qwen2-VL's default budget).")
-    num_frames: int = _f(NUM_FRAMES, "Frames sampled uniformly from each video (MMEB-V2 uses 8).")
-    frame_min_pixels: int = _f(FRAME_MIN_PIXELS, "Each video frame is resized to at least this many pixels ...")
-    frame_max_pixels: int = _f(FRAME_MAX_PIXELS, "... and at most this many (per frame; keep equal to export's).")
-    shard_index: int = _f(0, "This shard (0-based), for Slurm arrays / Ray tasks.")
-    num_shards: int = _f(1, "Number of shards; examples split by sha256(id) mod num_shards.")
-    max_examples: int | None = _f(None, "Only the first N examples of this shard (smoke runs); None = all.")
-    dry_run: bool = _f(False, "Print request count, approx prompt tokens and cost; send nothing.")
-    price_input_per_mtok: float | None = _f(None, "USD per million prompt tokens (dry-run cost); None = no cost.")
-    price_output_per_mtok: float | None = _f(None, "USD per million completion tokens (dry-run upper bound).")
-    progress: bool = _f(True, "Show a tqdm progress bar.")
-    batch: bool = _f(False, "Send through the OpenAI Batch API (or vllm run-batch files) instead of online requests.")
-    batch_submit: bool = _f(True, "With --batch: false = only write the batch input files (for vllm run-batch).")
-    batch_results: list[str] = field(default_factory=list, metadata={
-        "help": "With --batch: batch output files/globs to ingest (vllm run-batch output) instead of submitting."})  # fmt: skip
-    batch_max_requests: int = _f(50_000, "Requests per batch file at most (the OpenAI Batch API limit).")
-    batch_max_bytes: int = _f(200_000_000, "Bytes per batch file at most (the OpenAI Batch API limit, 200 MB).")
-    batch_poll_s: float = _f(30.0, "Seconds between batch status polls.")
-    batch_rounds: int = _f(2, "Batches per run: the first, then resubmissions of expired/retryable failures.")
-    batch_discount: float = _f(0.5, "Batch price / online price, for the dry-run cost (OpenAI: 50% off).")
-
-    def __post_init__(self):
-        for name in ("input", "output", "model"):
-            if not getattr(self, name):
-                raise ValueError(f"--{name} is required")
-        if self.mode not in MODES or self.side not in SIDES:
-            raise ValueError(f"mode must be one of {MODES}, side one of {SIDES}")
-        if isinstance(self.base_url, str):
-            self.base_url = [self.base_url]
-        if not 0 <= self.shard_index < self.num_shards:
-            raise ValueError(f"need 0 <= shard_index < num_shards, got {self.shard_index}/{self.num_shards}")
-        if self.num_samples < 1 or self.max_tokens < 1 or not 0 < self.min_pixels <= self.max_pixels:
-            raise ValueError("need num_samples >= 1, max_tokens >= 1 and 0 < min_pixels <= max_pixels")
-        self.client()  # validates URLs / concurrency / retries
-        if self.batch_rounds < 1 or self.batch_max_requests < 1 or self.batch_max_bytes < 1024 or self.batch_poll_s < 0:
-            raise ValueError(
-                "need batch_rounds >= 1, batch_max_requests >= 1, batch_max_bytes >= 1024, batch_poll_s >= 0"
-            )
-
-    def client(self) -> ClientConfig:
-        return ClientConfig(base_urls=list(self.base_url), model=self.model, api_key_env=self.api_key_env,
-                            max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
-                            backoff_base_s=self.backoff_base_s, progress=self.progress,
-                            connect_timeout_s=self.connect_timeout_s, breaker_failures=self.breaker_failures)  # fmt: skip
-
-    def sampling(self, sample_index: int) -> dict:
-        s = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
-             "seed": None if self.seed is None else self.seed + sample_index}  # fmt: skip
-        return {k: v for k, v in s.items() if v is not None}
-
-    def paths(self) -> dict[str, Path]:
-        out = Path(self.output)
-        stem = out.parent / (out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name)
-        config, summary = contract_paths(out)  # the stage contract: beside the output, like every stage's
-        return {"journal": Path(f"{stem}.journal.jsonl"), "summary": summary, "config": config,
-                "batch": Path(f"{stem}.batch")}  # fmt: skip
-
-    def batch_settings(self) -> BatchSettings:
-        return BatchSettings(self.paths()["batch"], self.batch_submit, tuple(self.batch_results),
-                             self.batch_max_requests, self.batch_max_bytes, self.batch_poll_s, self.batch_rounds)  # fmt: skip
 
 
 def in_shard(example_id: str, shard_index: int, num_shards: int) -> bool:
@@ -246,48 +140,6 @@ def plan(config: GenerateConfig, examples: list[dict], store: ImageStore, templa
                         "body": partial(_body, model, r.messages, r.images, sampling, store) if r.images
                         else {"model": model, "messages": r.messages, **sampling}})  # fmt: skip
     return out
-
-
-def dry_run(config: GenerateConfig, chunks, store: ImageStore, journaled: set[str]) -> dict:
-    """Print (and return) what a real run would send; sends nothing and writes nothing. `chunks` yields lists of plan
-    entries, so only one chunk's prompts are in memory (and the distinct keys)."""
-    seen: set[str] = set()
-    n_todo = tokens = unreadable = n_journaled = n_keyed = n_entries = 0
-    for entries in chunks:
-        for e in entries:
-            n_entries += 1
-            if "key" not in e:
-                continue
-            n_keyed += 1
-            if e["key"] in journaled:
-                n_journaled += 1
-            elif e["key"] not in seen:
-                seen.add(e["key"])
-                try:  # an image that cannot be read fails its row in a real run, and nothing is sent for it
-                    tokens += approx_prompt_tokens(e["rendered"], store)
-                    n_todo += 1
-                except ImageError as err:
-                    log.warning("%s: %s", e["example"]["id"], err)
-                    unreadable += 1
-    info = {"requests": n_todo, "journaled": n_journaled, "same_content": n_keyed - n_journaled - len(seen),
-            "unreadable_input": n_entries - n_keyed + unreadable, "approx_prompt_tokens": tokens}  # fmt: skip
-    print(f"dry run: {n_todo} requests to send ({n_journaled} already journaled, {info['same_content']} same-content, "
-          f"{info['unreadable_input']} with unreadable images), ~{tokens} prompt tokens, "
-          f"at most {n_todo * config.max_tokens} completion tokens")  # fmt: skip
-    if config.price_input_per_mtok is not None:
-        discount = config.batch_discount if config.batch else 1.0  # batch APIs bill the same tokens at a discount
-        cost = tokens / 1e6 * config.price_input_per_mtok * discount
-        info["cost_prompt_usd"] = round(cost, 4)
-        line = f"cost: ${cost:.4f} for prompts"
-        if config.price_output_per_mtok is not None:
-            worst = cost + n_todo * config.max_tokens / 1e6 * config.price_output_per_mtok * discount
-            info["cost_upper_bound_usd"] = round(worst, 4)
-            line += f", at most ${worst:.4f} in all (every completion at max_tokens)"
-        if config.batch:
-            line += f" at the batch price ({discount:g} x online: ${cost / discount:.4f} for prompts online)"
-            info["batch_discount"] = discount
-        print(line)
-    return info
 
 
 def trace_row(entry: dict, config: GenerateConfig, record: dict | None, error: str | None) -> dict:
