@@ -9,7 +9,8 @@ shared by every stage (`image_root`, `min_pixels`, `max_pixels`: set once in the
 wire it to the previous stage. Every stage's config is resolved and checked before the first stage starts, so a typo in
 `train:` fails in seconds, not after generate. A stage is skipped when it finished before with the same fingerprint
 (`distill.fingerprint`: its config and everything it reads), so a crashed run resumes where it stopped; `generate`
-itself resumes request by request from its journal. When the recipe has a `serve` section, a local teacher (`distill
+itself resumes request by request from its journal. A `generate` or `reason` stage whose rows failed for a reason a
+retry can cure (HTTP 5xx, timeouts) is not marked done, so the next `distill run` retries exactly those rows. When the recipe has a `serve` section, a local teacher (`distill
 serve`) is started on a free loopback port for the stages that need it and stopped afterwards. Each child runs in its
 own process group owned by `run`: SIGTERM / SIGINT stop the running stage's whole group, then the local teacher.
 Writes `runs/<name>/run_summary.json` and `runs/<name>/report.md` from each stage's summary (`distill.stage`).
@@ -262,6 +263,15 @@ def stage_fingerprint(spec: StageSpec, plain: dict, run_dir: Path) -> str:
     return fingerprint(yaml.safe_dump(plain, sort_keys=True), [*wired, *others], images)
 
 
+def retryable_failures(spec: StageSpec, summary: dict) -> int:
+    """Rows a teacher or student stage (generate, reason) wrote as `failed` for a reason a retry can cure (HTTP 5xx,
+    timeouts, a teacher that went away); unreadable input (`bad input`) fails the same way on every try."""
+    if spec.verb not in ("generate", "reason"):
+        return 0
+    return sum(n for k, n in (summary.get("dropped") or {}).items()
+               if k.startswith("failed: ") and not k.startswith("failed: bad input"))  # fmt: skip
+
+
 def main(cfg: RunConfig) -> int:
     from distill.serve.launch import LocalTeacher, build_tiny_vlm_once
 
@@ -296,7 +306,15 @@ def main(cfg: RunConfig) -> int:
             config = stage_config(spec, section, run_dir, url, shared(cfg))
             summary = run_stage(spec, config, run_dir, launcher)
             summaries[spec.name] = {**summary, "status": "ran"}
-            write_json_atomic(done_file, {"fingerprint": fp, "summary": summary})
+            if retry := retryable_failures(spec, summary):
+                # not marked done: the next `distill run` retries these rows (answers already journaled are reused)
+                done_file.unlink(missing_ok=True)
+                summaries[spec.name]["status"] = f"ran, {retry} to retry"
+                log.warning("stage %s: %d row(s) failed (%s); rerun `distill run` to retry them, answers already "
+                            "journaled are not asked again", spec.name, retry,
+                            ", ".join(k for k in summary["dropped"] if k.startswith("failed: ")))  # fmt: skip
+            else:
+                write_json_atomic(done_file, {"fingerprint": fp, "summary": summary})
             if teacher is not None and not any(s.teacher_field and s.name in cfg.stages for s in STAGES[i + 1 :]):
                 teacher.stop()  # free its memory and cores for training
                 teacher = None

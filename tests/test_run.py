@@ -188,3 +188,36 @@ def test_sigterm_stops_every_child_teacher_last_and_leaves_no_process(tmp_path, 
     assert not alive, [c.cmdline() for c in alive]
     stage_log = (tmp_path / "runs" / "t" / "generate" / "stage.log").read_text()
     assert "Traceback" not in stage_log
+
+
+def test_rows_failed_by_the_teacher_are_retried_by_the_next_run(tmp_path):
+    """A generate stage with rows failed for a curable reason (HTTP 500) is not marked done: the next `distill run`
+    runs it again, sends only the failed requests, and only then is the stage done and skipped."""
+    fake = FakeOpenAI(fault_rate=0.3, faults=("500",), seed=1)
+    url = fake.start()
+    try:
+        config = tmp_path / "pipeline.yaml"
+        config.write_text(yaml.safe_dump({
+            "name": "t", "runs_root": str(tmp_path / "runs"), "stages": ["generate"],
+            "generate": {"recipe": "recipes/demo/generate.yaml", "base_url": [url], "model": "fake",
+                         "image_model": None, "max_retries": 0, "max_concurrency": 4, "progress": False}}))  # fmt: skip
+        run_dir = tmp_path / "runs" / "t"
+        proc = _run(config)
+        log = proc.communicate(timeout=120)[0].decode()
+        assert proc.returncode == 0, log
+        failed = [r for r in read_jsonl(run_dir / "generate/traces.jsonl") if r["status"] == "failed"]
+        assert failed and _statuses(run_dir) == {"generate": f"ran, {len(failed)} to retry"}
+        assert not (run_dir / "generate/stage.done.json").exists() and "to retry them" in log
+        fake.fault_rate = 0.0  # the teacher recovers
+        sent = len(fake.seen_keys)
+        proc = _run(config)
+        log = proc.communicate(timeout=120)[0].decode()
+        assert proc.returncode == 0, log
+        assert len(fake.seen_keys) - sent == len(failed)  # exactly the failed rows, nothing journaled asked again
+        assert all(r["status"] == "ok" for r in read_jsonl(run_dir / "generate/traces.jsonl"))
+        assert _statuses(run_dir) == {"generate": "ran"}
+        proc = _run(config)
+        assert proc.communicate(timeout=120)[0] is not None and proc.returncode == 0
+        assert _statuses(run_dir) == {"generate": "skipped (up to date)"}
+    finally:
+        fake.stop()
