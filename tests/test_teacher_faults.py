@@ -145,6 +145,27 @@ def test_read_timeouts_of_a_busy_teacher_do_not_trip_the_breaker(fake_teacher):
     assert len(results) == 4 and all("timeout" in r["error"] for r in results.values())
 
 
+def test_a_teacher_that_hangs_after_the_probe_stops_the_run():
+    """Read timeouts in a row make the client ask `/models` again; a teacher that does not answer that either (hung
+    after the start-of-run probe) stops the run instead of costing timeout x retries for every row."""
+    sock, url = _silent_server()
+    config = ClientConfig(base_urls=[url], model="m", progress=False, timeout_s=0.2, probe_timeout_s=0.2,
+                          backoff_base_s=0.01, max_retries=6, breaker_failures=3, max_concurrency=2)  # fmt: skip
+    results = {}
+
+    async def main():
+        async with TeacherClient(config) as client:  # no probe here: the teacher "was up" when the run started
+            items = [(f"k{i}", {"model": "m", "messages": [{"role": "user", "content": "x"}]}) for i in range(50)]
+            await client.run(items, results.__setitem__)
+
+    try:
+        with pytest.raises(TeacherUnreachable, match="teacher hangs: 3 consecutive requests got no answer"):
+            asyncio.run(main())
+    finally:
+        sock.close()
+    assert results == {}  # stopped inside the first rows' retries; before: 7 attempts x 0.2 s for each of 50 rows
+
+
 def test_breaker_resets_on_any_http_answer(fake_teacher):
     fake, url = fake_teacher(fault_rate=0.4, faults=("drop", "500"), seed=0)
     config = ClientConfig(

@@ -20,8 +20,9 @@ A teacher that is not there fails the run fast instead of failing every row slow
 of every base URL first (connect timeout `connect_timeout_s`, answer within `probe_timeout_s`; any HTTP status
 counts as alive: a host that accepts and never answers fails here), and a circuit breaker stops the run after
 `breaker_failures` consecutive connection failures (refused, reset, DNS, connect timeout) with no HTTP answer in
-between. Read timeouts do not count: a teacher that is slow under load is busy, not gone. Both raise `TeacherUnreachable` (a ConnectionError)
-with one line that names the URLs and the last error.
+between. Read timeouts alone do not trip it: after `breaker_failures` of them in a row, `/models` is asked again, and
+only a teacher that does not answer that either (hung, stopped) stops the run; one that answers is busy, not gone.
+Both raise `TeacherUnreachable` (a ConnectionError) with one line that names the URLs and the last error.
 """
 
 from __future__ import annotations
@@ -167,6 +168,7 @@ class TeacherClient:
         self._turn = 0
         self.retries = 0
         self._streak, self._last_transport_error = 0, ""  # consecutive transport failures (circuit breaker)
+        self._timeouts, self._rechecking = 0, False  # consecutive read timeouts; a /models recheck in flight
         self.tripped: TeacherUnreachable | None = None
         self._sleep = asyncio.sleep  # tests swap in a recorder to check backoff delays without waiting
         self._session: aiohttp.ClientSession | None = None
@@ -231,12 +233,30 @@ class TeacherClient:
                 f"{', '.join(self.config.base_urls)} (last: {error}); stopping the run (answers so far are journaled)"
             )
 
+    async def _recheck(self, error: str) -> None:
+        """After `breaker_failures` read timeouts in a row with no answer in between: busy, or gone? Ask `GET /models`
+        again; a teacher that answers it is busy (the run goes on), one that does not (a hung or stopped process, a
+        host that dropped off after the start) trips the breaker instead of costing timeout x retries per row."""
+        if self._rechecking or self.tripped is not None:
+            return
+        self._rechecking, n = True, self._timeouts
+        try:
+            await self.probe()
+            self._timeouts = 0
+        except TeacherUnreachable as e:
+            self.tripped = TeacherUnreachable(
+                f"teacher hangs: {n} consecutive requests got no answer (last: {error}) and {e}; stopping the run "
+                "(answers so far are journaled)"
+            )
+        finally:
+            self._rechecking = False
+
     async def _attempt(self, url: str, payload: bytes, headers: dict) -> tuple[dict | None, str, float | None, bool]:
         """(result, error, retry_after, retryable) of one POST."""
         try:
             async with self._session.post(url + "/chat/completions", data=payload, headers=headers) as resp:
                 raw = await resp.read()
-                self._streak = 0  # the server answered: whatever the status, it is there
+                self._streak = self._timeouts = 0  # the server answered: whatever the status, it is there
                 if resp.status == 200:
                     result, err = parse_response(raw)
                     return result, err or "", None, True
@@ -250,6 +270,10 @@ class TeacherClient:
             err = self._transport_error(e, self.config.timeout_s)
             if not read_timeout:  # a slow answer is a busy teacher, not an absent one: only connection failures count
                 self._transport_failed(err)
+            else:
+                self._timeouts += 1
+                if self.config.breaker_failures and self._timeouts >= self.config.breaker_failures:
+                    await self._recheck(err)
             return None, err, None, True
         except Exception as e:  # anything else is a bug or a bad request on our side: fail this row, keep the run
             return None, f"client error: {type(e).__name__}: {e}", None, False
