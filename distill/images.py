@@ -59,25 +59,30 @@ def open_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: 
         raise ImageError(path, "zero-byte image file")
     if size > max_bytes:
         raise ImageError(path, f"image file is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit")
+    return _guarded_decode(lambda: Image.open(path), path, max_pixels)
+
+
+def _guarded_decode(opener, where, max_pixels: int) -> Image.Image:
+    """The one guarded decode for files and bytes: the pixel count from the header first (a small file that claims
+    12000x12000 pixels costs a header read, not 1.3 GB), verify, then load, EXIF-transpose and convert to RGB.
+    `opener()` opens the image afresh (verify() leaves it unusable). ImageError (a ValueError) names the reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as probe:
+            with opener() as probe:
                 w, h = probe.size
                 if w * h > max_pixels:
-                    raise ImageError(path, f"{w}x{h} = {w * h} pixels exceeds {max_pixels} (decompression bomb guard)")
+                    raise ImageError(where, f"{w}x{h} = {w * h} pixels exceeds {max_pixels} (decompression bomb guard)")
                 probe.verify()
-            # verify() leaves the file unusable: reopen to decode.
-            with Image.open(path) as im:
+            with opener() as im:
                 im.load()
-                img = ImageOps.exif_transpose(im).convert("RGB")
+                return ImageOps.exif_transpose(im).convert("RGB")
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(path, f"decompression bomb: {e}") from None
+        raise ImageError(where, f"decompression bomb: {e}") from None
     except Exception as e:  # PIL raises many types for corrupt data (OSError, SyntaxError, struct.error, ...)
-        raise ImageError(path, f"corrupt or unreadable image ({type(e).__name__}: {e})") from None
-    return img
+        raise ImageError(where, f"corrupt or unreadable image ({type(e).__name__}: {e})") from None
 
 
 def check_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> None:
@@ -129,18 +134,4 @@ def decode_data_url(url: str, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int
         raw = base64.b64decode(payload, validate=True)
     except ValueError as e:  # binascii.Error is a ValueError
         raise ImageError(where, f"invalid base64 ({e})") from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(raw)) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageError(where, f"{w}x{h} = {w * h} pixels exceeds {max_pixels} (decompression bomb guard)")
-                im.load()
-                return ImageOps.exif_transpose(im).convert("RGB")
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(where, f"decompression bomb: {e}") from None
-    except Exception as e:  # PIL raises many types for corrupt data (OSError, SyntaxError, struct.error, ...)
-        raise ImageError(where, f"corrupt or unreadable image ({type(e).__name__}: {e})") from None
+    return _guarded_decode(lambda: Image.open(io.BytesIO(raw)), where, max_pixels)
