@@ -4,7 +4,8 @@
 
 Reports bad JSON lines, missing or malformed fields, missing / zero-byte / corrupt / oversized images, image paths
 that escape `image_root`, and duplicate ids, each with its 1-based line (row index for parquet / saved datasets).
-Writes `{"rows": N, "ok": K, "problems": [{"line", "id", "reason"}]}` when `--report` is given.
+Writes `{"rows": N, "ok": K, "problems": [{"line", "id", "reason"}]}` when `--report` is given, and beside it the
+stage contract's `<stem>.config.yaml` and `<stem>.summary.json` (rows in, rows ok, problems counted by class).
 Exit status: 0 when every row is fine, 1 otherwise; `--strict` stops at the first problem.
 """
 
@@ -12,13 +13,17 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from distill.configs import save_resolved_config
 from distill.data.mmeb import Problem, load_examples
 from distill.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, check_image, resolve_image
 from distill.io import write_json_atomic
 from distill.records import image_paths, video_paths
+from distill.stage import contract_paths, reason_class
+from distill.stage import summary as stage_summary
 from distill.video import NUM_FRAMES, VideoError, open_frame, sample_frames
 
 log = logging.getLogger(__name__)
@@ -111,13 +116,20 @@ def validate(config: ValidateConfig) -> dict:
 
 
 def main(config: ValidateConfig) -> int:
+    start = time.monotonic()
     report = validate(config)
     by_reason = Counter(_short(p["reason"]) for p in report["problems"])
     print(f"{config.input}: {report['rows']} rows, {report['ok']} ok, {report['rows'] - report['ok']} with problems")
     for reason, n in by_reason.most_common():
         print(f"  {n:6d}  {reason}")
-    if config.report:
+    if config.report:  # the stage contract beside the report: <stem>.config.yaml and <stem>.summary.json
         write_json_atomic(config.report, report)
+        config_path, summary_path = contract_paths(config.report)
+        save_resolved_config(config_path, config)
+        dropped = Counter(reason_class(p["reason"]) for p in report["problems"])
+        write_json_atomic(summary_path, stage_summary("validate", report["rows"], report["ok"], time.monotonic() - start,
+                                                      dropped=dropped, problems=report["problems"], input=config.input,
+                                                      report=config.report))  # fmt: skip
         print(f"report: {config.report}")
     return 0 if report["ok"] == report["rows"] else 1
 

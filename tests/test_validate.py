@@ -81,6 +81,9 @@ def test_report_file_and_exit_code(bad_dataset, tmp_path, capsys):
     report = json.loads(out.read_text())
     assert {p["line"] for p in report["problems"]} == {2, 3, 4, 5, 6, 8, 9, 10}  # 300x300 is under the default limit
     assert "with problems" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "report.summary.json").read_text())  # the stage contract, as every stage's
+    assert (summary["stage"], summary["rows_in"], summary["rows_out"]) == ("validate", report["rows"], report["ok"])
+    assert sum(summary["dropped"].values()) == len(report["problems"]) and (tmp_path / "report.config.yaml").exists()
 
 
 def test_strict_stops_at_first_problem(bad_dataset):
