@@ -175,6 +175,26 @@ def near_duplicate_only(n: int) -> dict:
             "clusters": len(set(ids)), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}  # fmt: skip
 
 
+def embedding_gain_only(n: int, workdir: Path) -> list[dict]:
+    """embedding_gain alone through `python -m distill score` on n synthetic trace rows (as `make_data`: n/2 examples,
+    2 samples each), with the model-free `hashing` embedder, so the pools, streaming and score cache are measured
+    rather than a model. Run twice: cold (every row embedded), then again into the same output directory (every value
+    a cache hit: what a rerun after a crash or after adding a scorer costs)."""
+    root = workdir / f"gain{n}"
+    images, rng = make_images(root), random.Random(0)
+    rows = (trace_row(ex, s, trace_text(2 * i + s, ex, rng)) for i in range(max(1, n // 2))
+            for ex in (example(i, images),) for s in range(2))  # fmt: skip
+    write_jsonl_atomic(root / "traces.jsonl", rows)
+    args = ["score", "--input", str(root / "traces.jsonl"), "--output", str(root / "score/scored.jsonl"),
+            "--scorers", json.dumps({"embedding_gain": {"embedder": "hashing"}})]  # fmt: skip
+    out = []
+    for run in ("cold", "cached"):
+        r = run_stage(args, root / f"gain_{run}.log")
+        summary = json.loads((root / "score/scored.summary.json").read_text()) if r["rc"] == 0 else {}
+        out.append({"rows": n, "run": run, **r, "cache": summary.get("score_cache", {}).get("embedding_gain")})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
@@ -183,7 +203,14 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="Also write the results here.")
     ap.add_argument("--near_duplicate_only", action="store_true", help="Time near_duplicate alone on templated "
                     "traces (in process; the texts themselves are in memory too) for each --rows.")  # fmt: skip
+    ap.add_argument("--embedding_gain_only", action="store_true", help="Time `distill score` with embedding_gain "
+                    "alone (hashing embedder: the pools and cache, not a model), cold then cached, for each --rows.")  # fmt: skip
     args = ap.parse_args()
+    if args.embedding_gain_only:
+        for n in args.rows:
+            for r in embedding_gain_only(n, Path(args.workdir)):
+                print(r, flush=True)
+        return
     if args.near_duplicate_only:
         for n in args.rows:
             print(near_duplicate_only(n), flush=True)
