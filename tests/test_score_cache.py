@@ -182,3 +182,20 @@ def test_a_rerun_after_a_crash_reuses_the_finished_chunks(traces, tmp_path, monk
     assert stats["hits"] >= 100 and stats["hits"] + stats["misses"] == 180
     assert _score(traces, tmp_path / "fresh/scored.jsonl", {"embedding_gain": GAIN}) == 0
     assert (tmp_path / "c/scored.jsonl").read_bytes() == (tmp_path / "fresh/scored.jsonl").read_bytes()
+
+
+def test_a_plain_function_scorer_that_is_not_row_local_gets_every_row_at_once(traces, tmp_path, monkeypatch):
+    """The documented exception: a third-party scorer registered as a plain function is handed all rows in one call."""
+    calls = []
+
+    def factory():
+        def score(rows):
+            calls.append(len(rows))
+            return [len(rows)] * len(rows)
+
+        return score
+
+    monkeypatch.setitem(SCORERS, "whole_run", factory)
+    monkeypatch.setattr(score_mod, "CHUNK_ROWS", 7)
+    assert _score(traces, tmp_path / "w/scored.jsonl", {"whole_run": None, "format": None}) == 0
+    assert calls == [180] and {r["scores"]["whole_run"] for r in read_jsonl(tmp_path / "w/scored.jsonl")} == {180}

@@ -37,6 +37,7 @@ from distill.chat_format import assistant_text
 from distill.records import trace_side
 from distill.scoring.embedders import VIDEO, Item, make_embedder
 from distill.scoring.pool import PositivePool, item_digest
+from distill.scoring.ranking import gain_value, log_softmax_positive, rank_and_margin  # noqa: F401  (API)
 from distill.scoring.registry import register, trace_text
 
 log = logging.getLogger(__name__)
@@ -98,20 +99,6 @@ class _Plan:
     pos_digest: bytes
     pooled: list[int]  # positions in the dataset's pool of the positives that top the candidates up
     pooled_digests: list[bytes]
-
-
-def rank_and_margin(sims: np.ndarray) -> tuple[int, float]:
-    """sims[0] is the positive's similarity, sims[1:] the negatives'. Rank = 1 + negatives scoring >= the positive;
-    margin = positive - best negative. sims [0.9, 0.5, 0.95] -> rank 2, margin 0.9 - 0.95 = -0.05."""
-    pos, negs = sims[0], sims[1:]
-    return 1 + int((negs >= pos).sum()), float(pos - negs.max())
-
-
-def log_softmax_positive(sims: np.ndarray, temperature: float) -> float:
-    """log p(positive) under InfoNCE: sims[0] / t - logsumexp(sims / t). sims [0.8, 0.8], t 0.02 -> -log 2."""
-    logits = np.asarray(sims, np.float64) / temperature
-    top = logits.max()
-    return float(logits[0] - top - np.log(np.exp(logits - top).sum()))
 
 
 class EmbeddingGain:
@@ -220,7 +207,7 @@ class EmbeddingGain:
     def _values(self, plans: list[_Plan], resolve) -> list:
         index_plans, items = _table(plans, resolve)
         emb = self.embedder.embed(items) if items else np.zeros((0, 1), np.float32)
-        return [_value(emb, plan, self.temperature, self.objective) for plan in index_plans]
+        return [gain_value(emb, plan, self.temperature, self.objective) for plan in index_plans]
 
 
 def _table(plans: list[_Plan], resolve) -> tuple[list, list[Item]]:
@@ -245,32 +232,6 @@ def _plans(rows: list[dict], uses_images: bool, part: str, num_candidates: int) 
     pool.add(scorer.pool_features(rows, range(len(rows))))
     plans = [p for p in (scorer._plan(row, pool) for row in rows) if p is not None]
     return _table(plans, scorer._resolver(plans, pool))
-
-
-def _value(emb: np.ndarray, plan: tuple, temperature: float, objective: str) -> dict | None:
-    q, q_cond, pos, pos_cond, negs = plan
-    if np.isnan(emb[[q, q_cond, pos, pos_cond, *negs]]).any():  # an image the embedder could not read (logged)
-        return None
-    sims_q = emb[[pos, *negs]] @ emb[q]  # without the trace
-    sims_t = emb[[pos_cond, *negs]] @ emb[q_cond]  # with it, on the side it is about
-    rank_q, margin_q = rank_and_margin(sims_q)
-    rank_t, margin_t = rank_and_margin(sims_t)
-    logp_q, logp_t = log_softmax_positive(sims_q, temperature), log_softmax_positive(sims_t, temperature)
-    # Rounded so reruns are byte-identical despite last-bit float noise across BLAS batch shapes.
-    value = {
-        "rank_query": rank_q,
-        "rank_trace": rank_t,
-        "margin_query": round(margin_q, 6),
-        "margin_trace": round(margin_t, 6),
-        "logp_query": round(logp_q, 6),
-        "logp_trace": round(logp_t, 6),
-        "logp_gain": round(logp_t - logp_q, 6),
-        "gain": round(margin_t - margin_q, 6),
-        "candidates": len(negs) + 1,
-    }
-    if objective == "log_softmax":
-        value["gain"] = value["logp_gain"]
-    return value
 
 
 def embedding_gain(
