@@ -12,6 +12,7 @@ instead of silently degrading to a bare tokenizer that ignores `images=`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -116,6 +117,7 @@ def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: 
     saved tokenizer and the PIL Qwen2-VL image processor.
     """
     from transformers import AutoProcessor, AutoTokenizer
+    from transformers.image_utils import SizeDict
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     path = Path(path)
@@ -134,10 +136,12 @@ def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: 
         log.info("AutoProcessor unavailable for %s (%s); using the PIL image processor", path, e)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(str(path))
-    for key, value in overrides.items():
-        setattr(image_processor, key, value)
-        if hasattr(image_processor, "size") and isinstance(image_processor.size, dict):
-            image_processor.size["shortest_edge" if key == "min_pixels" else "longest_edge"] = value
+    if overrides:  # the budget goes into `size` (what transformers 5 reads), never as min/max_pixels attributes: those
+        # are passed to every processor call, which warns (deprecated, removed in v5.23) on each image
+        size = image_processor.size
+        size = dataclasses.asdict(size) if dataclasses.is_dataclass(size) else dict(size or {})
+        size |= {"shortest_edge" if k == "min_pixels" else "longest_edge": v for k, v in overrides.items()}
+        image_processor.size = SizeDict(**{k: v for k, v in size.items() if v is not None})
     stock_class, video_config = _stock_names(path)
     processor = ImageOnlyQwen2VLProcessor(image_processor, tokenizer, chat_template=_read_chat_template(path, tokenizer),
                                           stock_class=stock_class, video_config=video_config)  # fmt: skip
