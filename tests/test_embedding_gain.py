@@ -226,3 +226,20 @@ def test_hashing_embedder_is_deterministic_unit_norm_and_order_aware():
 def test_embedding_gain_factory_errors(params, message):
     with pytest.raises(ValueError, match=message):
         build_scorer("embedding_gain", **params)
+
+
+def test_an_input_changed_between_the_passes_is_one_line_not_a_traceback(demo_examples):
+    """The pool (pass 1) names the first row carrying each positive; if that row reads back different (the file was
+    rewritten while `score` ran), the stage stops with a StageError (one line, exit 2 at the CLI boundary)."""
+    from distill.scoring.embedders import HashingEmbedder
+    from distill.scoring.embedding import EmbeddingGain
+    from distill.scoring.pool import PositivePool
+    from distill.stage import StageError
+
+    rows = [trace_row(e, 0, "<think>x</think>" + e["positive"]["text"]) for e in demo_examples["ShapesI2T"]]
+    changed = [{**r, "positive": {**r["positive"], "text": "rewritten"}} for r in rows]
+    scorer = EmbeddingGain(HashingEmbedder(), "final", 8)
+    pool = PositivePool(changed.__getitem__)  # what the file holds now
+    pool.add(scorer.pool_features(rows, range(len(rows))))  # what pass 1 saw
+    with pytest.raises(StageError, match="the input changed while it was scored"):
+        scorer.score_chunk(rows[:1], pool)  # its pool candidates live in rows it must read back

@@ -39,6 +39,7 @@ from distill.scoring.embedders import VIDEO, Item, make_embedder
 from distill.scoring.pool import PositivePool, item_digest
 from distill.scoring.ranking import gain_value, log_softmax_positive, rank_and_margin  # noqa: F401  (API)
 from distill.scoring.registry import register, trace_text
+from distill.stage import StageError
 
 log = logging.getLogger(__name__)
 PARTS = ("full", "think", "final", "raw")
@@ -171,7 +172,7 @@ class EmbeddingGain:
         pos_digest = item_digest(dataset, pos)
         start = pool.position(pos_digest)
         if start is None:
-            raise RuntimeError(f"embedding_gain: row {row.get('id')!r}: its positive is not in the candidate pool "
+            raise StageError(f"embedding_gain: row {row.get('id')!r}: its positive is not in the candidate pool "
                                "(did the input change while it was scored?)")  # fmt: skip
         own, size = {item_digest(dataset, n) for n in negs}, pool.size(dataset)
         pooled, digests = [], []
@@ -197,7 +198,7 @@ class EmbeddingGain:
                 row = pool.row(dataset, k)
                 item = self._target(row, row.get("positive"))
                 if item is None or item_digest(dataset, item) != digest:
-                    raise RuntimeError("embedding_gain: the input changed while it was scored (a pool positive "
+                    raise StageError("embedding_gain: the input changed while it was scored (a pool positive "
                                        f"differs: row {row.get('id')!r})")  # fmt: skip
                 known[digest] = item
             return known[digest]
