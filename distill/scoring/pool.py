@@ -56,9 +56,8 @@ class PositivePool:
         self.fetch = fetch
         # dataset -> (concatenated digests, first line of each): two flat buffers, no object per item
         self._pools: dict = {}
-        self._position: dict[
-            bytes, int
-        ] = {}  # digest -> position in its dataset's pool (the digest covers the dataset)
+        # digest -> position in its dataset's pool (the digest covers the dataset)
+        self._position: dict[bytes, int] = {}
 
     def add(self, features: Iterable[tuple]) -> None:
         """(dataset, digest or None, line) per row, in input order; None (a row without a positive) adds nothing."""
