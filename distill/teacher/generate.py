@@ -7,9 +7,9 @@
 Reads examples (`distill.data.mmeb.load_examples`; bad rows reported by line, fatal only with --strict), keeps this
 shard's ids (sha256 of the id mod num_shards), renders one prompt per example (the templates shipped in
 distill/teacher_prompts/ or --prompts_dir, mode blind|hinted, side query|target) and sends num_samples requests each. Answers go to `<output stem>.journal.jsonl` as they arrive;
-a rerun of the same command sends only what the journal lacks. At the end the output is written atomically from the
-journal: exactly one trace row per (id, sample_index), in input order (schema: distill/records.py), failed rows
-included with their `error`. Next to it: `<stem>.summary.json` (counts, tokens, truncated, failed, the resolved config)
+a rerun of the same command sends only what the journal lacks. The output is written from the journal a chunk of
+examples at a time (`PLAN_CHUNK`; memory stays at one chunk) into one atomic file: exactly one trace row per
+(id, sample_index), in input order (schema: distill/records.py), failed rows included with their `error`. Next to it: `<stem>.summary.json` (counts, tokens, truncated, failed, the resolved config)
 and `<stem>.config.yaml`. The API key is read from the env var named by `api_key_env` and is never written anywhere.
 The flags: `distill.teacher.generate_config.GenerateConfig`; `--dry_run`: `distill.teacher.dry_run`.
 """
@@ -70,13 +70,6 @@ def iter_shard(config: GenerateConfig, problems: list | None = None):
                 yield item
         if config.strict and problems:
             return
-
-
-def load_shard(config: GenerateConfig) -> tuple[list[dict], list[dict]]:
-    """(this shard's examples, problems [{line, id, reason}]); duplicate ids are problems, first one kept."""
-    problems: list[dict] = []
-    examples = list(iter_shard(config, problems))
-    return examples, problems
 
 
 def chunked(items, size: int):

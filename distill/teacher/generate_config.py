@@ -41,7 +41,9 @@ class GenerateConfig:
     timeout_s: float = _f(600.0, "Per-attempt request timeout, seconds.")
     connect_timeout_s: float = _f(10.0, "TCP connect timeout, seconds (separate from timeout_s).")
     breaker_failures: int = _f(
-        8, "Stop the run after this many connection failures in a row (refused, DNS, reset); 0 = never."
+        8,
+        "Stop the run after this many connection failures in a row (refused, DNS, reset), or as many read "
+        "timeouts in a row when GET /models does not answer either; 0 = never.",
     )
     max_retries: int = _f(6, "Retries per request after the first attempt.")
     backoff_base_s: float = _f(1.0, "First retry waits up to this many seconds, doubling per retry (with jitter).")
