@@ -32,12 +32,11 @@ from distill.chat_format import SIDES, StudentPrompt, multimodal_messages, stude
 from distill.client.http import ClientConfig
 from distill.client.journal import Journal
 from distill.configs import config_dict, save_resolved_config
-from distill.data.mmeb import Problem, load_examples
 from distill.export import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from distill.images import ImageError, check_image, resolve_image
 from distill.io import write_json_atomic, write_jsonl_atomic
 from distill.stage import summary as stage_summary
-from distill.teacher.generate import all_failed_exit, chunked, in_shard, reason_class
+from distill.teacher.generate import all_failed_exit, chunked, reason_class, shard_rows
 from distill.teacher.parse import parse_trace
 from distill.teacher.prompts import ImageStore
 
@@ -121,26 +120,9 @@ class ReasonConfig:
 
 
 def iter_rows(config: ReasonConfig, problems: list | None = None):
-    """This shard's (line, example) pairs, streamed in input order; bad rows and duplicate ids (first one kept) go to
-    `problems` (when given). Holds only the ids seen, never the input."""
-    seen: dict[str, int] = {}
-    n = 0
-    for line, item in load_examples(config.input, config.subset):
-        if isinstance(item, Problem):
-            if problems is not None:
-                problems.append(item.as_dict())
-        elif in_shard(item["id"], config.shard_index, config.num_shards):
-            if item["id"] in seen:
-                if problems is not None:
-                    problems.append({"line": line, "id": item["id"], "reason": f"duplicate id (first on line "
-                                     f"{seen[item['id']]})"})  # fmt: skip
-                continue
-            seen[item["id"]] = line
-            if config.max_examples is None or n < config.max_examples:
-                n += 1
-                yield line, item
-        if config.strict and problems:
-            return
+    """This shard's (line, example) pairs, streamed in input order (`generate`'s sharding, duplicate and bad-row
+    rules); bad rows go to `problems` (when given)."""
+    return shard_rows(config, problems)
 
 
 def writer_block(config: ReasonConfig, fingerprint: str | None) -> dict:

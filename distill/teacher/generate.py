@@ -48,12 +48,13 @@ def in_shard(example_id: str, shard_index: int, num_shards: int) -> bool:
     return int(hashlib.sha256(example_id.encode()).hexdigest()[:16], 16) % num_shards == shard_index
 
 
-def iter_shard(config: GenerateConfig, problems: list | None = None):
-    """This shard's examples, streamed in input order; bad rows and duplicate ids (first one kept) go to `problems`
-    (when given). Holds only the ids seen, so the input is never in memory at once."""
+def shard_rows(config, problems: list | None = None, side: str | None = None):
+    """(line, example) of this shard, streamed in input order, for any stage config with `input`, `subset`,
+    `shard_index`, `num_shards`, `max_examples` and `strict` (generate, reason). Bad rows and duplicate ids (first one
+    kept) go to `problems` (when given). Holds only the ids seen, so the input is never in memory at once."""
     seen: dict[str, int] = {}
     n = 0
-    for line, item in load_examples(config.input, config.subset, config.side):
+    for line, item in load_examples(config.input, config.subset, side):
         if isinstance(item, Problem):
             if problems is not None:
                 problems.append(item.as_dict())
@@ -67,9 +68,14 @@ def iter_shard(config: GenerateConfig, problems: list | None = None):
             seen[item["id"]] = line
             if config.max_examples is None or n < config.max_examples:
                 n += 1
-                yield item
+                yield line, item
         if config.strict and problems:
             return
+
+
+def iter_shard(config: GenerateConfig, problems: list | None = None):
+    """This shard's examples (`shard_rows` for the configured side, without line numbers)."""
+    return (item for _, item in shard_rows(config, problems, config.side))
 
 
 def chunked(items, size: int):
