@@ -36,7 +36,7 @@ from distill.export import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from distill.images import ImageError, check_image, resolve_image
 from distill.io import write_json_atomic, write_jsonl_atomic
 from distill.stage import summary as stage_summary
-from distill.teacher.generate import all_failed_exit, chunked, reason_class, shard_rows
+from distill.teacher.generate import all_failed_exit, answered_rows, chunked, shard_rows
 from distill.teacher.parse import parse_trace
 from distill.teacher.prompts import ImageStore
 
@@ -264,13 +264,7 @@ def streamed_rows(config: ReasonConfig, writer: dict, store: ImageStore, journal
         else:
             failures, stats = run_openai(config, entries, journal, store)
         tally["run"].update({k: v for k, v in stats.items() if isinstance(v, int | float)})
-        for e in entries:
-            err = e.get("error") or failures.get(e.get("key"), {}).get("error")
-            row = trace_row(e, writer, journal.get(e["key"]) if "key" in e else None, err)
-            tally["totals"].update({row["status"]: 1, **row["usage"]})
-            if row["status"] == "failed":
-                tally["failed_reasons"][reason_class(row["error"])] += 1
-            yield row
+        yield from answered_rows(entries, journal, failures, tally, lambda e, rec, err: trace_row(e, writer, rec, err))
 
 
 def main(config: ReasonConfig) -> int:

@@ -106,9 +106,15 @@ def streamed_rows(config: GenerateConfig, store: ImageStore, templates: Template
 
 def entry_rows(config: GenerateConfig, entries: list[dict], journal: Journal, failures: dict, tally: dict):
     """The output rows of planned entries once their answers are journaled (or failed); counts into `tally`."""
+    return answered_rows(entries, journal, failures, tally, lambda e, record, err: trace_row(e, config, record, err))
+
+
+def answered_rows(entries: list[dict], journal: Journal, failures: dict, tally: dict, make_row):
+    """`make_row(entry, journaled record or None, error)` per entry, counted into `tally` (totals, failed_reasons):
+    how generate and reason turn a chunk's answers into rows."""
     for e in entries:
         err = e.get("error") or failures.get(e.get("key"), {}).get("error")
-        row = trace_row(e, config, journal.get(e["key"]) if "key" in e else None, err)
+        row = make_row(e, journal.get(e["key"]) if "key" in e else None, err)
         tally["totals"].update({row["status"]: 1, **row["usage"]})
         if row["status"] == "failed":
             tally["failed_reasons"][reason_class(row["error"])] += 1
