@@ -258,6 +258,7 @@ def test_merge_reports_bad_lines(tmp_path, capsys, caplog, strict, rc, rows_out)
         assert f"{a}:4: row without id/sample_index" in caplog.text
         rows = read_jsonl(out)
         assert len(rows) == rows_out and rows[0]["status"] == "ok"  # the better duplicate wins
+        assert [r["id"] for r in rows] == ["x", "y"]  # ... in the place of the key's first row
 
 
 @pytest.mark.parametrize("side", ["query", "target"])

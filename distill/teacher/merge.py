@@ -13,6 +13,7 @@ import hashlib
 import logging
 import sys
 import time
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,36 +62,42 @@ def _good_rows(inputs: list[str], stats: dict | None, strict: bool):
             yield f, line, row
 
 
-def plan_merge(inputs: list[str], strict: bool = False) -> tuple[dict, dict]:
-    """Pass 1: key -> [first (file, line), best rank, best (file, line)] in order of first appearance, and stats.
-    Holds ~100 bytes per distinct row, never the rows."""
-    keys: dict[bytes, list] = {}
+def plan_merge(inputs: list[str], strict: bool = False) -> tuple[array, dict]:
+    """Pass 1: per good input row (numbered in input order), the number of the row written in its place: itself, a
+    later duplicate with a better status, or -1 (a duplicate dropped). Holds a 16-byte key, an index and 17 bytes of
+    arrays per distinct row while reading, then 8 bytes per input row: never the rows (~130 MB at 1M rows, measured
+    451 MB with a tuple-and-list record per row)."""
+    index: dict[bytes, int] = {}
+    first, rank, best = array("q"), array("b"), array("q")
     stats = {"rows_in": 0, "duplicates": 0, "bad_lines": []}
-    for f, line, row in _good_rows(inputs, stats, strict):
+    for i, (_, _, row) in enumerate(_good_rows(inputs, stats, strict)):
         stats["rows_in"] += 1
-        k, rank = _key(row), RANK.get(row.get("status"), 3)
-        if k not in keys:
-            keys[k] = [(f, line), rank, (f, line)]
+        k, r = _key(row), RANK.get(row.get("status"), 3)
+        j = index.setdefault(k, len(first))
+        if j == len(first):
+            first.append(i)
+            rank.append(r)
+            best.append(i)
             continue
         stats["duplicates"] += 1
-        if rank < keys[k][1]:  # a better status replaces the kept row; equal keeps the first
-            keys[k][1:] = [rank, (f, line)]
-    return keys, stats
+        if r < rank[j]:  # a better status replaces the kept row; equal keeps the first
+            rank[j], best[j] = r, i
+    del index
+    emit = array("q", [-1]) * stats["rows_in"]
+    for i, b in zip(first, best, strict=True):
+        emit[i] = b
+    return emit, stats
 
 
-def merged_rows(inputs: list[str], keys: dict):
+def merged_rows(inputs: list[str], emit: array):
     """Pass 2: the merged rows in order of first appearance; a row replaced by a later, better one is read ahead."""
-    first = {v[0]: k for k, v in keys.items()}
-    moved = {v[2]: k for k, v in keys.items() if v[2] != v[0]}  # winners found after their key's first row: few
-    later = (
-        {moved[(f, line)]: row for f, line, row in _good_rows(inputs, None, False) if (f, line) in moved}
-        if moved
-        else {}
-    )
-    for f, line, row in _good_rows(inputs, None, False):
-        k = first.get((f, line))
-        if k is not None:
-            yield later.pop(k, row)
+    moved = {b for i, b in enumerate(emit) if b > i}  # winners found after their key's first row: few
+    later = {i: row for i, (_, _, row) in enumerate(_good_rows(inputs, None, False)) if i in moved} if moved else {}
+    for i, (_, _, row) in enumerate(_good_rows(inputs, None, False)):
+        if emit[i] == i:
+            yield row
+        elif emit[i] > i:
+            yield later.pop(emit[i])
 
 
 def merge(inputs: list[str], strict: bool = False) -> tuple[list[dict], dict]:
