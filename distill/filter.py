@@ -209,6 +209,12 @@ def select(rows: list[dict], reasons: list[list[str]], config: FilterConfig) -> 
 
 
 SLIM_KEYS = ("id", "side", "sample_index", "task", "dataset", "status", "scores")
+SHARED_KEYS = frozenset({"side", "task", "dataset", "status"})  # few distinct values over millions of rows
+
+
+def _shared(key: str, value):
+    """One string object per distinct task / dataset / status / side (sys.intern) instead of one per row."""
+    return sys.intern(value) if key in SHARED_KEYS and isinstance(value, str) else value
 
 
 def _report_candidates(reasons: list[list[str]], k: int) -> set[int]:
@@ -255,7 +261,7 @@ def main(config: FilterConfig) -> int:
             log.warning("%s (not passed on)", item)
             bad.append({"line": line, "reason": item.reason})
             continue
-        rows.append({k: item[k] for k in SLIM_KEYS if k in item})
+        rows.append({k: _shared(k, item[k]) for k in SLIM_KEYS if k in item})
     try:
         check_paths(rows, config)
     except ValueError as e:
