@@ -333,5 +333,5 @@ def main(cfg: RunConfig) -> int:
             signal.signal(sig, handler)
     print(f"run {cfg.name}: {run_dir / 'report.md'}")
     for name, s in summaries.items():
-        print(f"  {name:9s} {s['status']:20s} rows {s.get('rows_in', '-')} -> {s.get('rows_out', '-')}")
+        print(f"  {name:13s} {s['status']:20s} rows {s.get('rows_in', '-')} -> {s.get('rows_out', '-')}")
     return 0
