@@ -49,8 +49,8 @@ def drive(config: ClientConfig, journal: Journal, items: list[tuple[str, dict | 
     seen: set[str] = set()
     todo, journaled = [], 0
     for key, body in items:
-        if key in journal:
-            journaled += 1
+        if key in journal:  # answered by an earlier run, or (same content) by an earlier call of this run
+            journaled += journal.from_before(key)
         elif key not in seen:
             seen.add(key)
             todo.append((key, body))

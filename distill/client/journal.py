@@ -77,6 +77,7 @@ class Journal:
                 elif line.strip():
                     self.skipped += 1
                 self._size += len(line)
+        self.opened_size = self._size  # answers at offsets below this were journaled before this process opened it
         if self.skipped:
             log.warning("%s: skipped %d unusable line(s) (not an answer of the expected shape); their requests are "
                         "sent again", self.path, self.skipped)  # fmt: skip
@@ -89,6 +90,10 @@ class Journal:
 
     def keys(self) -> set[str]:
         return set(self._offsets)
+
+    def from_before(self, key: str) -> bool:
+        """True when `key` was journaled before this journal was opened (by an earlier run), not by this run."""
+        return self._offsets.get(key, self.opened_size) < self.opened_size
 
     def get(self, key: str) -> dict | None:
         offset = self._offsets.get(key)
