@@ -128,8 +128,8 @@ def ingest(lines: Iterable[bytes], journal: Journal, wanted: set[str], results: 
             continue
         if result["status"] == "failed":
             results.setdefault(key, result)
-        else:
-            results[key] = result
+        else:  # the answer itself lives in the journal; only what the run's stats need stays in memory
+            results[key] = {"status": result["status"], "usage": result["usage"]}
             journal.put(key, {k: result[k] for k in ("status", "model", "content", "reasoning_content",
                                                      "finish_reason", "usage")})  # fmt: skip
 
