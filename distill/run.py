@@ -10,8 +10,9 @@ wire it to the previous stage. Every stage's config is resolved and checked befo
 `train:` fails in seconds, not after generate. A stage is skipped when it finished before with the same fingerprint
 (`distill.fingerprint`: its config and everything it reads), so a crashed run resumes where it stopped; `generate`
 itself resumes request by request from its journal. A `generate` or `reason` stage whose rows failed for a reason a
-retry can cure (HTTP 5xx, timeouts) is not marked done, so the next `distill run` retries exactly those rows. When the recipe has a `serve` section, a local teacher (`distill
-serve`) is started on a free loopback port for the stages that need it and stopped afterwards. Each child runs in its
+retry can cure (HTTP 5xx, timeouts) is not marked done, so the next `distill run` retries exactly those rows. When the
+recipe has a `serve` section, a local teacher (`distill serve`) is started on a free loopback port for the stages that
+need it and stopped afterwards. Each child runs in its
 own process group owned by `run`: SIGTERM / SIGINT stop the running stage's whole group, then the local teacher.
 Writes `runs/<name>/run_summary.json` and `runs/<name>/report.md` from each stage's summary (`distill.stage`).
 """
