@@ -22,7 +22,6 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +34,7 @@ from distill.configs import config_dict, save_resolved_config
 from distill.export import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from distill.images import ImageError, check_image, resolve_image
 from distill.io import write_json_atomic, write_jsonl_atomic
-from distill.stage import summary as stage_summary
-from distill.teacher.generate import all_failed_exit, answered_rows, chunked, shard_rows
+from distill.teacher.generate import Tally, all_failed_exit, answered_rows, chunked, shard_rows
 from distill.teacher.parse import parse_trace
 from distill.teacher.prompts import ImageStore
 
@@ -253,7 +251,7 @@ def trace_row(entry: dict, writer: dict, record: dict | None, error: str | None)
 CHUNK_EXAMPLES = 16384  # examples planned, generated, journaled and written at a time: bounds what is in memory
 
 
-def streamed_rows(config: ReasonConfig, writer: dict, store: ImageStore, journal: Journal, tally: dict):
+def streamed_rows(config: ReasonConfig, writer: dict, store: ImageStore, journal: Journal, tally: Tally):
     """Plan, generate and journal a chunk of examples at a time, then yield its rows: memory stays at one chunk
     whatever the input size (hf batches are length-sorted within a chunk, which keeps padding as low)."""
     loaded: dict = {}
@@ -263,7 +261,7 @@ def streamed_rows(config: ReasonConfig, writer: dict, store: ImageStore, journal
             failures, stats = run_hf(config, entries, journal, loaded)
         else:
             failures, stats = run_openai(config, entries, journal, store)
-        tally["run"].update({k: v for k, v in stats.items() if isinstance(v, int | float)})
+        tally.add_requests(stats)
         yield from answered_rows(entries, journal, failures, tally, lambda e, rec, err: trace_row(e, writer, rec, err))
 
 
@@ -298,23 +296,16 @@ def main(config: ReasonConfig) -> int:
     writer = writer_block(config, fingerprint)
     store = ImageStore(config.image_root, config.min_pixels, config.max_pixels)
     save_resolved_config(paths["config"], config)
-    tally = {"totals": Counter(), "failed_reasons": Counter(), "run": Counter()}
+    tally = Tally()
     try:
         with Journal(paths["journal"]) as journal:
             n_rows = write_jsonl_atomic(config.output, streamed_rows(config, writer, store, journal, tally))
     except (OSError, ValueError, RuntimeError) as e:  # an unloadable checkpoint, a journal in use by another run
         print(f"distill reason: {e}", file=sys.stderr)
         return 1
-    totals, failed_reasons, stats = tally["totals"], tally["failed_reasons"], dict(tally["run"])
-    dropped = Counter(f"bad input: {p['reason'].split(':')[0]}" for p in problems)
-    dropped.update({f"failed: {r}": n for r, n in failed_reasons.items()})
-    summary = stage_summary(
-        "reason", n_examples + len(problems), n_rows, time.monotonic() - start, dropped=dropped,
-        tokens={"prompt": totals["prompt_tokens"], "completion": totals["completion_tokens"]}, problems=problems,
-        input=config.input, output=config.output, examples=n_examples, bad_input_rows=len(problems), ok=totals["ok"],
-        truncated=totals["truncated"], failed=totals["failed"], failed_reasons=dict(failed_reasons), writer=writer,
-        run=stats, config=config_dict(config),
-    )  # fmt: skip
+    totals, failed_reasons, stats = tally.totals, tally.failed_reasons, dict(tally.requests)
+    summary = tally.summary("reason", n_examples, n_rows, time.monotonic() - start, problems, input=config.input,
+                            output=config.output, writer=writer, run=stats, config=config_dict(config))  # fmt: skip
     write_json_atomic(paths["summary"], summary)
     print(f"reason ({config.backend}, {writer['model']}): {n_examples} examples -> {n_rows} rows: {totals['ok']} ok, "
           f"{totals['truncated']} truncated, {totals['failed']} failed"

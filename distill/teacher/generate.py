@@ -92,32 +92,57 @@ def chunked(items, size: int):
 PLAN_CHUNK = 16384  # examples rendered, sent, journaled and written at a time: bounds what is held in memory
 
 
-def streamed_rows(config: GenerateConfig, store: ImageStore, templates: TemplateSet, journal: Journal, tally: dict):
+def streamed_rows(config: GenerateConfig, store: ImageStore, templates: TemplateSet, journal: Journal, tally: Tally):
     """Render, send and journal the shard a chunk of examples at a time, then yield that chunk's rows: only one
     chunk's prompts and rows are ever in memory (the atomic writer streams them to disk), whatever the shard size or
-    num_samples. Request stats are summed into `tally["requests"]`."""
+    num_samples. Request stats are summed into `tally.requests`."""
     for chunk in chunked(iter_shard(config), PLAN_CHUNK):
         entries = plan(config, chunk, store, templates)
         fails, stats = drive(config.client(), journal, [(e["key"], e["body"]) for e in entries if "key" in e],
                              desc="generate")  # fmt: skip
-        tally["requests"].update(stats)
+        tally.add_requests(stats)
         yield from entry_rows(config, entries, journal, fails, tally)
 
 
-def entry_rows(config: GenerateConfig, entries: list[dict], journal: Journal, failures: dict, tally: dict):
+def entry_rows(config: GenerateConfig, entries: list[dict], journal: Journal, failures: dict, tally: Tally):
     """The output rows of planned entries once their answers are journaled (or failed); counts into `tally`."""
     return answered_rows(entries, journal, failures, tally, lambda e, record, err: trace_row(e, config, record, err))
 
 
-def answered_rows(entries: list[dict], journal: Journal, failures: dict, tally: dict, make_row):
-    """`make_row(entry, journaled record or None, error)` per entry, counted into `tally` (totals, failed_reasons):
-    how generate and reason turn a chunk's answers into rows."""
+class Tally:
+    """What generate and reason count while their rows stream out: statuses and tokens (`totals`), failure reasons,
+    and the request stats of each chunk (`requests`); `summary` turns them into the stage summary both write."""
+
+    def __init__(self):
+        self.totals, self.failed_reasons, self.requests = Counter(), Counter(), Counter()
+
+    def add_requests(self, stats: dict) -> None:
+        self.requests.update({k: v for k, v in stats.items() if isinstance(v, int | float)})
+
+    def count(self, row: dict) -> None:
+        self.totals.update({row["status"]: 1, **row["usage"]})
+        if row["status"] == "failed":
+            self.failed_reasons[reason_class(row["error"])] += 1
+
+    def summary(self, stage: str, n_examples: int, n_rows: int, seconds: float, problems: list, **extra) -> dict:
+        dropped = Counter(f"bad input: {p['reason'].split(':')[0]}" for p in problems)
+        dropped.update({f"failed: {r}": n for r, n in self.failed_reasons.items()})
+        t = self.totals
+        return stage_summary(
+            stage, n_examples + len(problems), n_rows, seconds, dropped=dropped, problems=problems,
+            tokens={"prompt": t["prompt_tokens"], "completion": t["completion_tokens"]}, examples=n_examples,
+            bad_input_rows=len(problems), ok=t["ok"], truncated=t["truncated"], failed=t["failed"],
+            failed_reasons=dict(self.failed_reasons), **extra,
+        )  # fmt: skip
+
+
+def answered_rows(entries: list[dict], journal: Journal, failures: dict, tally: Tally, make_row):
+    """`make_row(entry, journaled record or None, error)` per entry, counted into `tally`: how generate and reason
+    turn a chunk's answers into rows."""
     for e in entries:
         err = e.get("error") or failures.get(e.get("key"), {}).get("error")
         row = make_row(e, journal.get(e["key"]) if "key" in e else None, err)
-        tally["totals"].update({row["status"]: 1, **row["usage"]})
-        if row["status"] == "failed":
-            tally["failed_reasons"][reason_class(row["error"])] += 1
+        tally.count(row)
         yield row
 
 
@@ -216,7 +241,7 @@ def main(config: GenerateConfig) -> int:
     except ValueError as e:
         print(f"distill generate: {e}", file=sys.stderr)
         return 2
-    tally = {"totals": Counter(), "failed_reasons": Counter(), "requests": Counter()}
+    tally = Tally()
     try:  # the journal's lock says this run owns the output: a second run on it is refused before touching any file
         journal = Journal(paths["journal"])
     except JournalLocked as e:
@@ -243,7 +268,7 @@ def main(config: GenerateConfig) -> int:
                 return 2
             if stats.get("written_only"):  # files for `vllm run-batch`; their answers come back with --batch_results
                 return 0
-            tally["requests"] = stats  # one run_batch call: its stats as they are (they hold a list of batches)
+            tally.requests = stats  # one run_batch call: its stats as they are (they hold a list of batches)
             rows = (row for es in planned() for row in entry_rows(config, es, journal, failures, tally))
         else:
             rows = streamed_rows(config, store, templates, journal, tally)
@@ -255,14 +280,9 @@ def main(config: GenerateConfig) -> int:
         except TeacherUnreachable as e:  # answers received so far are journaled: a rerun resumes from them
             print(f"distill generate: {e}", file=sys.stderr)
             return 2
-    totals, failed_reasons, stats = tally["totals"], tally["failed_reasons"], dict(tally["requests"])
-    dropped = Counter(f"bad input: {p['reason'].split(':')[0]}" for p in problems)
-    dropped.update({f"failed: {r}": n for r, n in failed_reasons.items()})
-    summary = stage_summary(
-        "generate", n_examples + len(problems), n_rows, time.monotonic() - start, dropped=dropped,
-        tokens={"prompt": totals["prompt_tokens"], "completion": totals["completion_tokens"]}, problems=problems,
-        input=config.input, output=config.output, examples=n_examples, bad_input_rows=len(problems),
-        ok=totals["ok"], truncated=totals["truncated"], failed=totals["failed"], failed_reasons=dict(failed_reasons),
+    totals, failed_reasons, stats = tally.totals, tally.failed_reasons, dict(tally.requests)
+    summary = tally.summary(
+        "generate", n_examples, n_rows, time.monotonic() - start, problems, input=config.input, output=config.output,
         prompt_tokens=totals["prompt_tokens"], completion_tokens=totals["completion_tokens"],
         requests={**stats, "images_encoded": store.encoded}, config=config_dict(config),
     )  # fmt: skip
