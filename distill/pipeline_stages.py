@@ -6,7 +6,7 @@ the stage writes its summary (`distill.stage.contract_paths`): `run` reads that 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -31,27 +31,22 @@ def _p(run_dir: Path, *parts: str) -> str:
     return str(run_dir.joinpath(*parts))
 
 
+GENERATE = StageSpec(
+    "generate",
+    "generate",
+    wire=lambda d: {"output": _p(d, "generate", "traces.jsonl")},
+    inputs=lambda c: [c["input"]],
+    output_field="output",
+    teacher_field="base_url",
+    needs_teacher=lambda c: not c.get("dry_run", False),
+)
+
 STAGES: list[StageSpec] = [
-    StageSpec(
-        "generate",
-        "generate",
-        wire=lambda d: {"output": _p(d, "generate", "traces.jsonl")},
-        inputs=lambda c: [c["input"]],
-        output_field="output",
-        teacher_field="base_url",
-        needs_teacher=lambda c: not c.get("dry_run", False),
-    ),
+    GENERATE,
     # The teacher on held-out rows, for eval (optional): next to generate, so the local teacher stops before training.
-    StageSpec(
-        "generate_eval",
-        "generate",
-        wire=lambda d: {"output": _p(d, "generate_eval", "traces.jsonl")},
-        inputs=lambda c: [c["input"]],
-        output_field="output",
-        teacher_field="base_url",
-        needs_teacher=lambda c: not c.get("dry_run", False),
-        optional=True,
-    ),
+    replace(
+        GENERATE, name="generate_eval", optional=True, wire=lambda d: {"output": _p(d, "generate_eval", "traces.jsonl")}
+    ),  # fmt: skip
     StageSpec(
         "score",
         "score",
