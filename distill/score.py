@@ -126,21 +126,6 @@ def _registry_name(config: ScoreConfig, name: str) -> str:
     return (config.scorers.get(name) or {}).get("scorer", name)
 
 
-def score_rows(rows: list[dict], scorers: dict) -> dict:
-    """Add `scores` to every row in place (other fields untouched); returns per-scorer stats for the summary."""
-    stats = {}
-    for name, scorer in scorers.items():
-        t0 = time.perf_counter()
-        values = scorer(rows)
-        if len(values) != len(rows):
-            raise RuntimeError(f"scorer {name!r} returned {len(values)} values for {len(rows)} rows")
-        _attach(rows, name, values)
-        stats[name] = _Stats()
-        stats[name].add(values, time.perf_counter() - t0)
-        stats[name] = stats[name].as_dict()
-    return stats
-
-
 def _attach(rows: list[dict], name: str, values: list) -> None:
     for row, value in zip(rows, values, strict=True):
         scores = row.get("scores")

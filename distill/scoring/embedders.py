@@ -159,7 +159,9 @@ class _TokenIds(dict):
 class HashingEmbedder:
     """Model-free text embedder: counts of lower-cased word 1- and 2-grams hashed into `dim` buckets (crc32, the same
     on every machine and run), L2-normalised. Text only (`uses_images = False`); an empty text is the zero vector.
-    Thousands of items per second per core, nothing to download."""
+    Thousands of items per second per core, nothing to download. Not scikit-learn's HashingVectorizer (installed
+    with sentence-transformers, same idea): on 20k 60-word items it took 1.20 s against 0.83 s here (crc32 once per
+    distinct word, one bincount per block)."""
 
     uses_images = False
     WORD = re.compile(r"\w+")
