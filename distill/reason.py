@@ -11,7 +11,8 @@ assistant turn. Backends: `hf` (the checkpoint or LoRA adapter in-process: `dist
 length-sorted) and `openai` (any endpoint serving the student, `vllm serve` / SGLang / `distill serve`, through the
 shared client and journal). Every answer is journaled (`<output stem>.journal.jsonl`) keyed by the model, the row id,
 its prompt (image file digests included), the sampling and the sample index; a rerun generates only what is missing,
-and the output is rewritten atomically from the journal: one row per (id, sample_index), in input order. Each row
+and the output is written from the journal a chunk of examples at a time (`CHUNK_EXAMPLES`) into one atomic file:
+one row per (id, sample_index), in input order. Each row
 records who wrote it in `teacher` (role `student`, model name, checkpoint and its fingerprint, backend, sampling).
 """
 
