@@ -56,7 +56,7 @@ def synthetic(queries: int, candidates: int, conditions: int, pool: int = 5000):
 
 def numpy_hit1(rows, traces, embedder) -> dict[str, float]:
     """Hit@1 per condition with numpy only, on the same vectors (every distinct item embedded once, as in eval)."""
-    from distill.scoring.embedding import query_item, side_item, with_trace
+    from distill.embed_text import query_item, side_item, with_trace
 
     table: dict = {}
     plans = []

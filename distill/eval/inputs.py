@@ -216,8 +216,8 @@ def _check_visual(image_root: str, entry: str) -> None:
 def check_images(rows: list[EvalRow], image_root: str) -> None:
     """InputError naming file, line and reason for every row referencing an image or video that cannot be opened;
     each distinct image (video) is opened once."""
+    from distill.embed_text import visuals
     from distill.images import ImageError
-    from distill.scoring.embedding import visuals
 
     status: dict[str, str | None] = {}
     problems = []

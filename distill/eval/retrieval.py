@@ -26,7 +26,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from distill.scoring.embedding import query_item, side_item, with_trace
+from distill.embed_text import query_item, target_item, with_trace
 
 log = logging.getLogger(__name__)
 NO_TRACE = "no_trace"
@@ -103,8 +103,7 @@ def _plan(rows, traces: dict[str, dict[str, str | None]], uses_images: bool):
     plans = []
     for row in rows:
         ex = row.example
-        inst = (ex.get("target_instruction") or "").strip()  # MMEB's tgt_inst, as embedding_gain gives candidates
-        cands = [idx(side_item(c, uses_images, inst) or ("", ())) for c in row.candidates]
+        cands = [idx(target_item(ex, c, uses_images) or ("", ())) for c in row.candidates]  # with MMEB's tgt_inst
         q = query_item(ex, uses_images)
         queries = {NO_TRACE: idx(q)}
         for name, by_id in traces.items():

@@ -23,8 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from distill.embed_text import PARTS  # the trace parts an embedder reads
 from distill.eval.inputs import InputError, check_images, check_same_ids, load_eval_rows, load_trace_sets
-from distill.scoring.embedding import PARTS  # the trace parts embedding_gain embeds
 
 log = logging.getLogger(__name__)
 EMBEDDERS = ("sentence-transformers", "vlm", "hashing")
@@ -138,7 +138,7 @@ def _embedder(config: EvalConfig):
 
 
 def _traces_by_id(sets: dict, part: str) -> dict[str, dict[str, str | None]]:
-    from distill.scoring.embedding import trace_for_embedding
+    from distill.embed_text import trace_for_embedding
 
     return {n: {i: trace_for_embedding(s.rows[j], part) for i, j in s.first_per_id().items()} for n, s in sets.items()}
 

@@ -19,9 +19,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from distill.embed_text import VIDEO, Item  # noqa: F401  (API: embedders take Items)
+
 log = logging.getLogger(__name__)
-Item = tuple[str, tuple[str, ...]]  # (text, relative image paths and `video:<path>` entries)
-VIDEO = "video:"  # an item entry naming a video (frame folder or file): the VLM embedder sees its sampled frames
 
 
 def resolve_model_path(model: str) -> str:

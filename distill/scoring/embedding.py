@@ -33,58 +33,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distill.chat_format import assistant_text
+from distill.embed_text import PARTS, query_item, target_item, trace_for_embedding, with_trace
 from distill.records import trace_side
-from distill.scoring.embedders import VIDEO, Item, make_embedder
+from distill.scoring.embedders import Item, make_embedder
 from distill.scoring.pool import PositivePool, item_digest
 from distill.scoring.ranking import gain_value, log_softmax_positive, rank_and_margin  # noqa: F401  (API)
-from distill.scoring.registry import register, trace_text
+from distill.scoring.registry import register
 from distill.stage import StageError
 
 log = logging.getLogger(__name__)
-PARTS = ("full", "think", "final", "raw")
 OBJECTIVES = ("margin", "log_softmax")
-
-
-def visuals(side: dict) -> tuple[str, ...]:
-    """A side's images, then its video as one `video:<path>` entry (the VLM embedder samples the frames)."""
-    return tuple(side.get("images") or ()) + ((VIDEO + side["video"],) if side.get("video") else ())
-
-
-def _item(side, uses_images: bool, instruction: str = "") -> Item | None:
-    if not isinstance(side, dict):
-        return None
-    images = visuals(side) if uses_images else ()
-    text = (side.get("text") or "").strip()
-    if not (text or images):
-        return None
-    return "\n".join(t for t in (instruction, text) if t), images
-
-
-def _query_item(row: dict, uses_images: bool) -> Item:
-    query = row.get("query") or {}
-    text = " ".join(t for t in ((row.get("instruction") or "").strip(), (query.get("text") or "").strip()) if t)
-    return text, visuals(query) if uses_images else ()
-
-
-def _with_trace(item: Item, trace: str) -> Item:
-    return (item[0] + "\n" + trace).strip(), item[1]
-
-
-# `distill eval` ranks MMEB candidates with exactly these items, so its figures and embedding_gain's agree.
-side_item, query_item, with_trace = _item, _query_item, _with_trace
-
-
-def trace_for_embedding(row: dict, part: str) -> str | None:
-    """The trace text the embedder reads: `full` is the exported assistant turn (what the student learns to write)."""
-    if part != "full":
-        return trace_text(row, part)
-    if trace_text(row, "raw") is None:  # failed row or no trace object
-        return None
-    trace = row["trace"]
-    if not (str(trace.get("think") or "").strip() or str(trace.get("final") or "").strip()):
-        return None
-    return assistant_text(trace)
 
 
 @dataclass
@@ -119,7 +77,7 @@ class EmbeddingGain:
 
     def _target(self, row: dict, side) -> Item | None:
         """A candidate as the embedder sees it: with the target instruction (MMEB `tgt_inst`) where there is one."""
-        return _item(side, self.embedder.uses_images, (row.get("target_instruction") or "").strip())
+        return target_item(row, side, self.embedder.uses_images)
 
     def pool_features(self, rows: list[dict], lines) -> list[tuple]:
         """(dataset, digest of the positive or None, line) per row: all that the pools keep of a row."""
@@ -185,8 +143,8 @@ class EmbeddingGain:
                 digests.append(digest)
         if not (negs or pooled):
             return None
-        q = _query_item(row, self.embedder.uses_images)
-        q_cond, pos_cond = (_with_trace(q, trace.strip()), pos) if side == "query" else (q, _with_trace(pos, trace))
+        q = query_item(row, self.embedder.uses_images)
+        q_cond, pos_cond = (with_trace(q, trace.strip()), pos) if side == "query" else (q, with_trace(pos, trace))
         return _Plan(q, q_cond, pos, pos_cond, negs, dataset, pos_digest, pooled, digests)
 
     def _resolver(self, plans: list, pool: PositivePool):
