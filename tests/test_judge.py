@@ -8,7 +8,7 @@ from distill.scoring import build_scorer
 from distill.scoring.judge import parse_score
 from distill.testing.traces import trace_row
 
-RUBRIC = Path(__file__).resolve().parents[1] / "distill" / "teacher_prompts" / "judge" / "ecr_quality.md"
+RUBRIC = Path(__file__).resolve().parents[1] / "teacher_prompts" / "judge" / "ecr_quality.md"
 EX = {"id": "e", "task": "vqa", "dataset": "D", "query": {"text": "What color?", "images": []}, "instruction": "Q:",
       "positive": {"text": "red", "images": []}, "negatives": [], "answer": "red"}  # fmt: skip
 

@@ -44,9 +44,10 @@ def test_the_wheel_carries_the_templates(tmp_path):
     """What `pip install` users get: the built wheel holds every template and the judge rubric."""
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, src / name)
-    shutil.copytree(REPO / "distill", src / "distill", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("distill", "teacher_prompts"):  # the templates' one source is the top-level folder
+        shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                            str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -54,6 +55,17 @@ def test_the_wheel_carries_the_templates(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"distill/teacher_prompts/{t}" for t in TEMPLATES} <= names
     assert "distill/teacher_prompts/judge/ecr_quality.md" in names
+    # installed from the wheel (unpacked, as pip would), run from another directory: the shipped copy is found
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = (
+        "from distill.teacher.prompts import TASK_TEMPLATES, TemplateSet, installed_prompts_dir as d; "
+        "TemplateSet().check(TASK_TEMPLATES, 'query'); TemplateSet().check(TASK_TEMPLATES, 'target'); print(d())"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(site / "distill" / "teacher_prompts")
 
 
 def _broken_dir(tmp_path, how):

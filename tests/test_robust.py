@@ -251,7 +251,7 @@ def test_fingerprints_cover_templates_tokenizers_and_images(tmp_path, rows, monk
     from distill.run import stage_fingerprint
 
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(REPO / "distill" / "teacher_prompts", "prompts")
+    shutil.copytree(REPO / "teacher_prompts", "prompts")
     shutil.copytree(REPO / "data" / "demo" / "images", "img/images")
     (tmp_path / "tok").mkdir()
     (tmp_path / "tok" / "tokenizer.json").write_text("{}")

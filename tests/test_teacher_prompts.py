@@ -19,7 +19,7 @@ from distill.teacher.prompts import (
     render_messages,
 )
 
-PROMPTS = Path(__file__).resolve().parents[1] / "distill" / "teacher_prompts"
+PROMPTS = Path(__file__).resolve().parents[1] / "teacher_prompts"
 
 
 @pytest.mark.parametrize("name", sorted({*TASK_TEMPLATES.values(), TARGET_TEMPLATE, *TARGET_TEMPLATES.values()}))

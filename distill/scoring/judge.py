@@ -1,4 +1,4 @@
-"""`llm_judge`: a rubric prompt (a file, or one shipped under distill/teacher_prompts/judge/) sent through the teacher client; score 1-5.
+"""`llm_judge`: a rubric prompt (a file, or one shipped under teacher_prompts/judge/) sent through the teacher client; score 1-5.
 
 The rubric is plain text with `{task}`, `{instruction}`, `{query}`, `{answer}`, `{positive}`, `{side}` and `{trace}`
 slots (other braces are left alone). The request carries the images the trace is about (the query's for a query-side

@@ -6,7 +6,7 @@
 
 Reads examples (`distill.data.mmeb.load_examples`; bad rows reported by line, fatal only with --strict), keeps this
 shard's ids (sha256 of the id mod num_shards), renders one prompt per example (the templates shipped in
-distill/teacher_prompts/ or --prompts_dir, mode blind|hinted, side query|target) and sends num_samples requests each. Answers go to `<output stem>.journal.jsonl` as they arrive;
+teacher_prompts/ or --prompts_dir, mode blind|hinted, side query|target) and sends num_samples requests each. Answers go to `<output stem>.journal.jsonl` as they arrive;
 a rerun of the same command sends only what the journal lacks. The output is written from the journal a chunk of
 examples at a time (`PLAN_CHUNK`; memory stays at one chunk) into one atomic file: exactly one trace row per
 (id, sample_index), in input order (schema: distill/records.py), failed rows included with their `error`. Next to it: `<stem>.summary.json` (counts, tokens, truncated, failed, the resolved config)

@@ -1,4 +1,4 @@
-"""ECR prompt templates (distill/teacher_prompts/*.yaml, shipped in the package) rendered into OpenAI chat `messages`.
+"""ECR prompt templates (teacher_prompts/*.yaml at the top level, shipped in the wheel) rendered into OpenAI chat `messages`.
 
 The templates are package data, so `pip install` users get them: `prompts_dir=None` means the installed ones
 (`installed_prompts_dir()`), a directory of your own replaces them. `TemplateSet.check(tasks, side)` loads every
@@ -76,8 +76,12 @@ def template_name(task: str, side: str) -> str:
 
 
 def installed_prompts_dir() -> Path:
-    """The templates shipped inside the package (`distill/teacher_prompts/`), wherever distill is installed."""
-    return Path(__file__).resolve().parents[1] / "teacher_prompts"
+    """The shipped templates, wherever distill runs from: `distill/teacher_prompts/` in an installed wheel (setup.py
+    maps the top-level folder there), else `teacher_prompts/` beside the package (a source checkout or an editable
+    install, where the top-level folder is the one source)."""
+    package = Path(__file__).resolve().parents[1]
+    in_wheel = package / "teacher_prompts"
+    return in_wheel if in_wheel.is_dir() else package.parent / "teacher_prompts"
 
 
 def resolve_prompt_file(path: str | Path) -> Path:
