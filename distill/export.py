@@ -205,8 +205,7 @@ def export(config: ExportConfig) -> dict:
     quarantine, problems, tally = [], [], _Tally()
     rows_in = rows_out = 0
     # train.jsonl is written as rows stream by, into a temp file renamed at the end (atomic like every output)
-    jsonl_fd, jsonl_tmp = tempfile.mkstemp(prefix=".train.jsonl.", suffix=".tmp", dir=out)
-    jsonl_file = os.fdopen(jsonl_fd, "wb")
+    jsonl_file, jsonl_tmp = atomic_temp(out / "train.jsonl")
 
     def train_rows():  # streamed into the dataset writer: decoded images never pile up in memory
         nonlocal rows_in, rows_out

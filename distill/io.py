@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark
 
 @dataclass
 class BadLine:
@@ -30,12 +31,14 @@ class BadLine:
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | BadLine]]:
     """Yield (1-based line number, row dict or BadLine) for each non-blank line; never raises on content.
 
-    A final line without a trailing newline is a torn write (a killed appender) when it does not parse; it is
+    A UTF-8 byte-order mark before line 1 is skipped. A final line without a trailing newline is a torn write (a killed appender) when it does not parse; it is
     reported as a BadLine like any other so callers can decide (resume readers skip it, validate reports it).
     """
     path = str(path)
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(BOM):  # editors on Windows save one; orjson refuses it: row 1 was lost
+                raw = raw[len(BOM) :]
             if not raw.strip():
                 continue
             try:
@@ -91,6 +94,34 @@ def dumps(row: dict) -> bytes:
     return orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (`os.umask` sets and restores it, a race
+    with other threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_temp(path: Path, binary: bool = True):
+    """(open file, temp path) beside `path` for an atomic write, with the mode an ordinary `open` would give
+    (0666 minus the umask): `mkstemp` makes files 0600, which another user or a serving container cannot read."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except BaseException:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")), tmp
+
+
 def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> int:
     """Write rows to `path` through a temp file in the same directory + fsync + rename; returns the row count.
 
@@ -98,10 +129,10 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> int:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    file, tmp = atomic_temp(path)
     n = 0
     try:
-        with os.fdopen(fd, "wb") as f:
+        with file as f:
             for row in rows:
                 f.write(dumps(row))
                 n += 1
@@ -118,9 +149,9 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Atomically replace a small text file (reports, manifests, summaries)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    file, tmp = atomic_temp(path, binary=False)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with file as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
