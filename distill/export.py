@@ -47,7 +47,7 @@ from distill.chat_format import assistant_text, load_images, load_videos, studen
 from distill.export_hub import export_traces, sft_card
 from distill.hub import push_folder, write_parquet_shards
 from distill.images import ImageError
-from distill.io import BadLine, dumps, iter_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from distill.io import BadLine, atomic_temp, dumps, iter_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from distill.records import trace_problems, trace_side
 from distill.stage import EXIT_DATA, EXIT_USAGE, contract_paths, reason_class
 from distill.stage import summary as stage_summary

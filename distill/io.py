@@ -16,6 +16,7 @@ import orjson
 
 BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark
 
+
 @dataclass
 class BadLine:
     """A line that could not be read as a JSON object: 1-based `line`, and why."""
