@@ -30,11 +30,12 @@ import orjson
 
 from distill.chat_format import SIDES, StudentPrompt, multimodal_messages, student_prompt
 from distill.client.http import ClientConfig
-from distill.client.journal import Journal
+from distill.client.journal import Journal, JournalLocked
 from distill.configs import config_dict, save_resolved_config
 from distill.export import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from distill.images import ImageError, check_image, resolve_image
 from distill.io import write_json_atomic, write_jsonl_atomic
+from distill.stage import StageError
 from distill.teacher.generate import Tally, all_failed_exit, answered_rows, chunked, shard_rows
 from distill.teacher.parse import parse_trace
 from distill.teacher.prompts import ImageStore
@@ -137,6 +138,26 @@ def writer_block(config: ReasonConfig, fingerprint: str | None) -> dict:
     return block
 
 
+def check_student(config: ReasonConfig) -> str:
+    """The hf student's fingerprint, after checking its checkpoint (and an adapter's base) can load: ValueError, one
+    line naming the file and field, for a damaged, empty or truncated checkpoint or an adapter without a base."""
+    from distill.reason_hf import adapter_base, check_checkpoint, checkpoint_fingerprint
+
+    check_checkpoint(config.model)
+    base = adapter_base(config.model) if config.base_model is None else config.base_model
+    if config.base_model and not (Path(config.model) / "adapter_config.json").is_file():
+        raise ValueError(f"--base_model {config.base_model}: --model {config.model} is a full checkpoint (no "
+                         "adapter_config.json), not a LoRA adapter; drop --base_model")  # fmt: skip
+    if base:
+        what = "--base_model" if config.base_model else f"{config.model}/adapter_config.json: base_model_name_or_path"
+        try:
+            check_checkpoint(base, what)
+        except ValueError as e:
+            hint = "" if config.base_model else " (pass --base_model PATH to use a local copy)"
+            raise ValueError(f"{e}{hint}") from None
+    return checkpoint_fingerprint(*(p for p in (base, config.model) if p))
+
+
 def _adapter_base(path: str) -> str | None:
     from distill.reason_hf import adapter_base
 
@@ -212,8 +233,12 @@ def run_hf(config: ReasonConfig, entries: list[dict], journal: Journal, loaded: 
     if not todo:
         return failures, stats
     if "student" not in loaded:
-        loaded["student"] = Student(config.model, config.base_model, config.device, config.dtype, config.min_pixels,
-                                    config.max_pixels)  # fmt: skip
+        try:
+            loaded["student"] = Student(config.model, config.base_model, config.device, config.dtype,
+                                        config.min_pixels, config.max_pixels)  # fmt: skip
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:  # passed check_student, still refused
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise StageError(f"--model {config.model}: cannot load it: {type(e).__name__}: {first}") from None
         if config.seed is not None:  # once per run: a chunked run samples the same stream as one call would
             torch.manual_seed(config.seed)
     student = loaded["student"]
@@ -221,7 +246,7 @@ def run_hf(config: ReasonConfig, entries: list[dict], journal: Journal, loaded: 
     def encode(e):
         images = load_images(e["prompt"].images, config.image_root, config.min_pixels, config.max_pixels)
         videos = load_videos(e["prompt"].videos, config.image_root, NUM_FRAMES, FRAME_MIN_PIXELS, FRAME_MAX_PIXELS)
-        return student.encode(e["prompt"].messages, images, videos)
+        return student.encode(e["prompt"].messages, images, videos, config.max_new_tokens)
 
     def on_result(key, record):
         if record["status"] == "failed":
@@ -283,25 +308,23 @@ def main(config: ReasonConfig) -> int:
     fingerprint = None
     try:
         if config.backend == "hf":
-            from distill.reason_hf import checkpoint_fingerprint
-
-            if not Path(config.model).is_dir():
-                raise FileNotFoundError(f"--model {config.model}: no such checkpoint directory")
-            base = config.base_model or _adapter_base(config.model)
-            fingerprint = checkpoint_fingerprint(*(p for p in (base, config.model) if p))
+            fingerprint = check_student(config)
         else:
             config.client().api_key()  # fail before any work when the named env var is missing
-    except (OSError, ValueError) as e:
-        print(f"distill reason: {e}", file=sys.stderr)
-        return 2
+    except (OSError, ValueError) as e:  # a damaged or missing checkpoint, a missing key: nothing was written
+        raise StageError(str(e)) from None
     writer = writer_block(config, fingerprint)
     store = ImageStore(config.image_root, config.min_pixels, config.max_pixels)
-    save_resolved_config(paths["config"], config)
     tally = Tally()
+    try:  # the journal's lock says this run owns the output: a second run on it is refused before touching any file
+        journal = Journal(paths["journal"])
+    except JournalLocked as e:
+        raise StageError(f"{e}; refusing to run, its files are left as they are") from None
     try:
-        with Journal(paths["journal"]) as journal:
+        with journal:
+            save_resolved_config(paths["config"], config)  # provenance only once the lock is held
             n_rows = write_jsonl_atomic(config.output, streamed_rows(config, writer, store, journal, tally))
-    except (OSError, ValueError, RuntimeError) as e:  # an unloadable checkpoint, a journal in use by another run
+    except (OSError, ValueError, RuntimeError) as e:  # e.g. a checkpoint that passed the checks but fails to load
         print(f"distill reason: {e}", file=sys.stderr)
         return 1
     totals, failed_reasons, stats = tally.totals, tally.failed_reasons, dict(tally.requests)

@@ -21,7 +21,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from distill.serve.local_engine import collate_left_padded, resolve_device_dtype  # serve's batching rules
+from distill.serve.local_engine import (  # serve's batching and context rules
+    MAX_CHARS_PER_TOKEN,
+    collate_left_padded,
+    resolve_device_dtype,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +49,57 @@ def checkpoint_fingerprint(*paths: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _json_file(path: Path) -> dict:
+    """A checkpoint's JSON config, or ValueError naming the file, line and reason."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}); the checkpoint is damaged") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text; the checkpoint is damaged") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def adapter_base(path: str | Path) -> str | None:
-    """The base model an adapter directory names (PEFT's `adapter_config.json`), or None for a full checkpoint."""
+    """The base model an adapter directory names (PEFT's `adapter_config.json`), or None for a full checkpoint.
+    ValueError when the file is damaged or names no base (null: it was never a full checkpoint)."""
     cfg = Path(path) / "adapter_config.json"
-    return json.loads(cfg.read_text()).get("base_model_name_or_path") if cfg.exists() else None
+    if not cfg.exists():
+        return None
+    base = _json_file(cfg).get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"{cfg}: base_model_name_or_path is {json.dumps(base)}: this LoRA adapter does not name its "
+                         "base model; pass --base_model PATH")  # fmt: skip
+    return base
+
+
+def check_checkpoint(path: str | Path, what: str = "--model") -> None:
+    """ValueError (one line naming the file) unless `path` looks loadable: a folder with a valid config.json or
+    adapter_config.json and weight files whose safetensors headers cover the file (a truncated copy fails here, in
+    milliseconds, instead of deep inside `from_pretrained`). Only headers are read."""
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"{what} {path}: no such checkpoint directory")
+    configs = [folder / n for n in ("config.json", "adapter_config.json") if (folder / n).is_file()]
+    if not configs:
+        raise ValueError(f"{what} {path}: not a checkpoint (no config.json or adapter_config.json in it)")
+    for cfg in configs:
+        _json_file(cfg)
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    if not weights:
+        raise ValueError(f"{what} {path}: no weight files (*.safetensors, *.bin) in it")
+    for f in weights:
+        if f.suffix != ".safetensors":
+            continue
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{f}: unreadable weights ({e}); the file is truncated or damaged") from None
 
 
 @dataclass
@@ -104,16 +155,30 @@ class Student:
             raise ValueError(f"{path}: the model defines no eos token")
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else gen.pad_token_id
         self.pad_id = pad if pad is not None else self.eos_ids[0]
+        text_config = self.model.config.get_text_config()
+        self.max_context = getattr(text_config, "max_position_embeddings", None)
+        self.max_prompt_chars = (self.max_context or 1 << 16) * MAX_CHARS_PER_TOKEN  # serve's rule
         log.info("student %s%s: %.1fM parameters, %s/%s, loaded in %.1f s", path,
                  f" (LoRA over {self.base_model})" if self.base_model else "",
                  sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
                  str(self.dtype).removeprefix("torch."), time.perf_counter() - start)  # fmt: skip
 
-    def encode(self, messages: list[dict], images: list, videos: list | None = None) -> Prompt:
-        """The prompt exactly as training tokenized it (`distill.chat_format`), with the generation prompt."""
+    def encode(self, messages: list[dict], images: list, videos: list | None = None, max_new_tokens: int = 0) -> Prompt:
+        """The prompt exactly as training tokenized it (`distill.chat_format`), with the generation prompt.
+        ValueError when it cannot fit the context with `max_new_tokens` more: text far too long is refused before
+        tokenizing (`serve`'s rule); one 1 MB row asked `generate` for hundreds of GB and killed the whole run."""
         from distill.chat_format import tokenize_messages
 
+        chars = sum(len(m["content"]) if isinstance(m["content"], str) else
+                    sum(len(p.get("text") or "") for p in m["content"]) for m in messages)  # fmt: skip
+        if chars > self.max_prompt_chars:
+            raise ValueError(f"the prompt holds {chars} characters of text, more than {self.max_prompt_chars}: it "
+                             f"cannot fit the model's context of {self.max_context} tokens")  # fmt: skip
         out = tokenize_messages(self.processor, messages, images, add_generation_prompt=True, videos=videos)
+        n = len(out["input_ids"][0])
+        if self.max_context and n + max_new_tokens > self.max_context:
+            raise ValueError(f"the prompt is {n} tokens; with max_new_tokens={max_new_tokens} that is over the "
+                             f"model's context of {self.max_context} tokens")  # fmt: skip
         t = {k: None if out.get(k) is None else torch.as_tensor(out[k])
              for k in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")}  # fmt: skip
         mm = out.get("mm_token_type_ids")
