@@ -74,11 +74,11 @@ def student_prompt(
 def load_images(paths: list[str], image_root: str, min_pixels: int, max_pixels: int) -> list:
     """The prompt's images as the student sees them: opened and checked (`distill.images`), resized to the pixel
     budget (Qwen2-VL smart resize). Export and reason both use it; raises `ImageError` naming the file."""
-    from distill.images import open_image, resize_to_budget, resolve_image
+    from distill.images import load_image, resize_to_budget
 
     images = []
     for rel in paths:
-        with open_image(resolve_image(image_root, rel)) as img:
+        with load_image(image_root, rel) as img:
             images.append(resize_to_budget(img, min_pixels, max_pixels))
     return images
 

@@ -88,12 +88,11 @@ def _config_name(path: str) -> str:
 
 
 def _embedded(row: dict, image_root: str) -> dict:
-    from distill.images import resolve_image
+    from distill.images import image_bytes
 
-    images = []
-    for rel in (row.get("query") or {}).get("images") or []:
-        with open(resolve_image(image_root, rel), "rb") as f:
-            images.append({"bytes": f.read(), "path": rel})
+    images = [
+        {"bytes": image_bytes(image_root, rel), "path": rel} for rel in (row.get("query") or {}).get("images") or []
+    ]
     return {**row, "images": images}
 
 

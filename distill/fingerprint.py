@@ -101,7 +101,7 @@ def referenced_images(input_path: str | None, image_root: str | None, subset: st
     from distill.data.mmeb import load_examples
 
     root, seen = Path(image_root or "."), {}
-    for _, row in load_examples(input_path, subset):
+    for _, row in load_examples(input_path, subset, image_root=image_root or "."):
         if not isinstance(row, dict):
             continue
         for side in [row.get("query"), row.get("positive"), *(row.get("negatives") or [])]:
@@ -111,4 +111,9 @@ def referenced_images(input_path: str | None, image_root: str | None, subset: st
             video = side.get("video") if isinstance(side, dict) else None
             if isinstance(video, str) and video:  # a video file, or a frame folder (its listing's mtime)
                 seen.setdefault(video, None)
-    return [root / rel for rel in seen]
+    from distill.images import EMBEDDED
+    from distill.parquet_images import parse_ref
+
+    # an embedded page stands for its parquet file (listed once)
+    files = dict.fromkeys(parse_ref(rel)[0] if rel.startswith(EMBEDDED) else rel for rel in seen)
+    return [root / rel for rel in files]

@@ -3,6 +3,9 @@
 - `resolve_image(root, rel)`: a relative path under `image_root`; absolute paths and `..`/symlink escapes are refused.
 - `open_image(path)`: size checks before decoding (zero-byte, oversized file, decompression bomb), `verify()`,
   EXIF transpose, RGB. Every failure is an `ImageError` whose message names the file and the reason.
+- `load_image(root, ref)`: what every stage uses to open an image a row names: a path under `image_root`, or an
+  embedded `parquet:<file>#<row>` image (a page of a published visual-document corpus), decoded on the fly with the
+  same guards (`distill.parquet_images`); `image_bytes`, `check_ref`, `image_size` and `ref_file` likewise.
 - `resize_to_budget(img, min_pixels, max_pixels)`: Qwen2-VL's `smart_resize` (sides rounded to multiples of 28, area
   kept within the budget), taken from transformers so we match the student's processor exactly.
 """
@@ -22,6 +25,7 @@ MAX_IMAGE_PIXELS = 89_478_485
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 # Qwen2-VL's patch (14) x spatial merge (2): both sides of a resized image are multiples of this.
 QWEN_FACTOR = 28
+EMBEDDED = "parquet:"  # an image inside a parquet file: parquet:<file under image_root>#<row> (distill.parquet_images)
 
 
 class ImageError(ValueError):
@@ -88,6 +92,78 @@ def _guarded_decode(opener, where, max_pixels: int) -> Image.Image:
 def check_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> None:
     """Raise ImageError if `open_image` would; used by `validate`."""
     open_image(path, max_pixels=max_pixels, max_bytes=max_bytes).close()
+
+
+def is_embedded(ref: str) -> bool:
+    """True for an image stored inside a parquet file (`parquet:<file>#<row>`, `distill.parquet_images`)."""
+    return ref.startswith(EMBEDDED)
+
+
+def ref_file(image_root: str | Path, ref: str) -> Path:
+    """The file under `image_root` that holds the image `ref` names: the image file, or the parquet file."""
+    if not is_embedded(ref):
+        return resolve_image(image_root, ref)
+    from distill.parquet_images import parse_ref
+
+    try:
+        rel, _ = parse_ref(ref)
+    except ValueError as e:
+        raise ImageError(ref, str(e)) from None
+    return resolve_image(image_root, rel)
+
+
+def image_bytes(image_root: str | Path, ref: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+    """The encoded bytes of the image `ref` names (a file under `image_root`, or an embedded image); ImageError."""
+    if not is_embedded(ref):
+        path = resolve_image(image_root, ref)
+        try:
+            size = path.stat().st_size
+        except OSError:
+            raise ImageError(ref, "image file not found") from None
+        if size > max_bytes:
+            raise ImageError(ref, f"image file is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit")
+        return path.read_bytes()
+    from distill.parquet_images import parse_ref, row_bytes
+
+    path = ref_file(image_root, ref)
+    try:
+        data = row_bytes(path, parse_ref(ref)[1])
+    except (OSError, ValueError) as e:  # pyarrow's errors are OSError / ValueError subclasses (ArrowInvalid, ...)
+        raise ImageError(ref, f"cannot read the embedded image ({type(e).__name__}: {e})") from None
+    if len(data) > max_bytes:
+        raise ImageError(
+            ref, f"embedded image is {len(data) / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit"
+        )
+    return data
+
+
+def load_image(
+    image_root: str | Path, ref: str, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_IMAGE_BYTES
+) -> Image.Image:
+    """The one way stages open an image a row references: a path under `image_root` (`open_image`) or an embedded
+    `parquet:<file>#<row>` image, decoded on the fly with the same guards. RGB; ImageError names the ref and why."""
+    if not is_embedded(ref):
+        return open_image(resolve_image(image_root, ref), max_pixels, max_bytes)
+    data = image_bytes(image_root, ref, max_bytes)
+    return _guarded_decode(lambda: Image.open(io.BytesIO(data)), ref, max_pixels)
+
+
+def check_ref(image_root: str | Path, ref: str, max_pixels: int = MAX_IMAGE_PIXELS,
+              max_bytes: int = MAX_IMAGE_BYTES) -> None:  # fmt: skip
+    """Raise ImageError if `load_image` would (validate, reason and eval check inputs this way)."""
+    load_image(image_root, ref, max_pixels, max_bytes).close()
+
+
+def image_size(image_root: str | Path, ref: str) -> tuple[int, int]:
+    """(height, width) from the image header, without decoding pixels; ImageError when unreadable."""
+    try:
+        source = io.BytesIO(image_bytes(image_root, ref)) if is_embedded(ref) else resolve_image(image_root, ref)
+        with Image.open(source) as im:
+            return im.height, im.width
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, ImageError):
+            raise
+        raise ImageError(ref, f"unreadable image ({type(e).__name__}: {e})") from None
 
 
 def target_size(

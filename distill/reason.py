@@ -33,7 +33,7 @@ from distill.client.http import ClientConfig
 from distill.client.journal import Journal, JournalLocked
 from distill.configs import config_dict, save_resolved_config
 from distill.export import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
-from distill.images import ImageError, check_image, resolve_image
+from distill.images import ImageError, check_ref
 from distill.io import write_json_atomic, write_jsonl_atomic
 from distill.stage import StageError
 from distill.teacher.generate import Tally, all_failed_exit, answered_rows, chunked, shard_rows
@@ -177,7 +177,7 @@ def plan(config: ReasonConfig, rows: list[tuple[int, dict]], store: ImageStore, 
         try:
             prompt = student_prompt(ex, side=config.side, system_prompt=config.system_prompt)
             for rel in prompt.images:  # unreadable images fail their row here, with the reason, before any work
-                check_image(resolve_image(config.image_root, rel))
+                check_ref(config.image_root, rel)
             digests = [store.digest(rel) for rel in prompt.images]
             for video in prompt.videos:  # the sampled frames key the row like images do (unreadable: fails here)
                 if config.backend != "hf":

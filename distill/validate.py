@@ -4,7 +4,10 @@
 
 Reports bad JSON lines, missing or malformed fields, missing / zero-byte / corrupt / oversized images, image paths
 that escape `image_root`, and duplicate ids, each with its 1-based line (row index for parquet / saved datasets).
-Writes `{"rows": N, "ok": K, "problems": [{"line", "id", "reason"}]}` when `--report` is given, and beside it the
+Reports what it found per task kind (MMEB-V2's: image_qa, video_ret, visdoc, ...): rows, rows ok, and per dataset the
+candidates a query is ranked against (every page of a corpus, a video dataset's whole label set or video pool).
+Writes `{"rows": N, "ok": K, "kinds": {kind: {rows, ok, datasets: {name: {rows, ok, pool}}}}, "problems": [{"line",
+"id", "reason"}]}` when `--report` is given, and beside it the
 stage contract's `<stem>.config.yaml` and `<stem>.summary.json` (rows in, rows ok, problems counted by class).
 Exit status: 0 when every row is fine, 1 otherwise; `--strict` stops at the first problem.
 """
@@ -16,10 +19,13 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from distill.configs import save_resolved_config
+from distill.data import mmeb_v2
 from distill.data.mmeb import Problem, load_examples
-from distill.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, check_image, resolve_image
+from distill.data.mmeb_video import GLOBAL_POOL, label_list, natural_name
+from distill.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, check_ref
 from distill.io import write_json_atomic
 from distill.records import image_paths, video_paths
 from distill.stage import contract_paths, reason_class
@@ -63,8 +69,50 @@ def _short(reason: str) -> str:
     return reason.split(":")[0][:40]
 
 
+def _kind(example: dict) -> str:
+    """The MMEB-V2 task kind of a row's dataset (image_qa, video_ret, visdoc, ...), else its task type."""
+    found = mmeb_v2.task(example["dataset"])
+    return found.kind if found else example["task"]
+
+
+class Found:
+    """What `validate` found per task kind and dataset: rows, rows ok, and the candidates each query is ranked
+    against (MMEB-V2's pools: every page of a corpus, a video dataset's whole label set or video pool)."""
+
+    def __init__(self, input_path: str):
+        self.stats: dict[tuple[str, str], dict] = {}
+        self.input = Path(input_path)
+
+    def extra_labels(self, dataset: str) -> set[str]:
+        """A labels.txt of the dataset's own folder (the input, or a folder in it named after the dataset)."""
+        folders = [self.input] + ([d for d in self.input.iterdir() if d.is_dir() and mmeb_v2.hub_subset(d.name)
+                                   == natural_name(dataset)] if self.input.is_dir() else [])  # fmt: skip
+        return {label for f in folders for label in label_list(f)}
+
+    def add(self, ex: dict, ok: bool) -> None:
+        s = self.stats.setdefault((_kind(ex), ex["dataset"]), {"rows": 0, "ok": 0, "pages": 0, "keys": set(), "n": 0})
+        s["rows"] += 1
+        s["ok"] += ok
+        if "corpus_id" in ex:
+            s["pages"] += 1
+        elif natural_name(ex["dataset"]) in GLOBAL_POOL:  # pool: the dataset's distinct labels / videos
+            s["keys"].add(ex["positive"].get("video") or ex["positive"]["text"])
+        s["n"] = max(s["n"], 1 + len(ex["negatives"]))
+
+    def report(self) -> dict:
+        kinds: dict[str, dict] = {}
+        for (kind, ds), s in sorted(self.stats.items()):
+            extra = self.extra_labels(ds) if kind == "video_cls" and s["keys"] else set()
+            pool = s["pages"] or (len(s["keys"] | extra) if s["keys"] else s["n"])
+            k = kinds.setdefault(kind, {"rows": 0, "ok": 0, "datasets": {}})
+            k["rows"], k["ok"] = k["rows"] + s["rows"], k["ok"] + s["ok"]
+            k["datasets"][ds] = {"rows": s["rows"], "ok": s["ok"], "pool": pool}
+        return kinds
+
+
 def validate(config: ValidateConfig) -> dict:
     """Run every check; returns the report dict."""
+    found = Found(config.input)
     problems: list[Problem] = []
     rows = ok = 0
     seen_ids: dict[str, int] = {}
@@ -73,8 +121,7 @@ def validate(config: ValidateConfig) -> dict:
     def image_problem(rel: str) -> str | None:
         if rel not in image_verdict:
             try:
-                path = resolve_image(config.image_root, rel)
-                check_image(path, config.max_image_pixels, config.max_image_bytes)
+                check_ref(config.image_root, rel, config.max_image_pixels, config.max_image_bytes)
                 image_verdict[rel] = None
             except ImageError as e:
                 image_verdict[rel] = f"image {rel!r}: {e.reason}"
@@ -91,7 +138,7 @@ def validate(config: ValidateConfig) -> dict:
                 image_verdict[rel] = f"video {rel!r}: {e}" if isinstance(e, VideoError) else f"video {rel!r}: frame {e}"
         return image_verdict[rel]
 
-    for line, item in load_examples(config.input, config.subset):
+    for line, item in load_examples(config.input, config.subset, image_root=config.image_root):
         rows += 1
         if isinstance(item, Problem):
             row_problems = [item]
@@ -104,6 +151,7 @@ def validate(config: ValidateConfig) -> dict:
             else:
                 seen_ids[item["id"]] = line
             row_problems = [Problem(line, r, item.get("id")) for r in reasons]
+            found.add(item, not row_problems)
         if row_problems:
             problems += row_problems
             for p in row_problems:
@@ -112,7 +160,7 @@ def validate(config: ValidateConfig) -> dict:
                 break
         else:
             ok += 1
-    return {"rows": rows, "ok": ok, "problems": [p.as_dict() for p in problems]}
+    return {"rows": rows, "ok": ok, "kinds": found.report(), "problems": [p.as_dict() for p in problems]}
 
 
 def main(config: ValidateConfig) -> int:
@@ -122,6 +170,9 @@ def main(config: ValidateConfig) -> int:
     print(f"{config.input}: {report['rows']} rows, {report['ok']} ok, {report['rows'] - report['ok']} with problems")
     for reason, n in by_reason.most_common():
         print(f"  {n:6d}  {reason}")
+    for kind, k in report["kinds"].items():  # what was found, per task kind (MMEB-V2's pools in brackets)
+        sets = ", ".join(f"{ds} {d['rows']} rows [{d['pool']} candidates]" for ds, d in k["datasets"].items())
+        print(f"  {kind}: {k['rows']} rows, {k['ok']} ok; {sets}")
     if config.report:  # the stage contract beside the report: <stem>.config.yaml and <stem>.summary.json
         write_json_atomic(config.report, report)
         config_path, summary_path = contract_paths(config.report)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from distill.images import ImageError, open_image, resolve_image
+from distill.images import ImageError, image_size, load_image, open_image, resolve_image
 
 FRAME = "frame:"
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -111,6 +111,8 @@ def frame_file(image_root: str | Path, ref: str) -> tuple[Path, int | None]:
 
 def open_frame(image_root: str | Path, ref: str):
     """The frame (or plain image) a ref names, as a checked RGB PIL image; raises ImageError/VideoError."""
+    if not is_frame(ref):  # an image path or an embedded image: distill.images opens every kind
+        return load_image(image_root, ref)
     path, index = frame_file(image_root, ref)
     if index is None:
         return open_image(path)
@@ -143,6 +145,8 @@ def open_frames(image_root: str | Path, refs: list[str]) -> list:
 
 def frame_size(image_root: str | Path, ref: str) -> tuple[int, int]:
     """(height, width) of a frame without decoding pixels where the format allows it."""
+    if not is_frame(ref):
+        return image_size(image_root, ref)
     path, index = frame_file(image_root, ref)
     if index is None:
         from PIL import Image

@@ -69,9 +69,10 @@ def test_broken_videos_raise_a_reason(broken, rel, reason):
 
 @pytest.mark.parametrize(
     "subset, row, query, positive, negatives, answer",
-    [("K700", {"video_id": "abc", "pos_text": "dancing"}, ("", "K700/abc"), ("dancing", None), 0, "dancing"),
+    [("K700", {"video_id": "abc", "pos_text": "dancing"}, ("", "video-tasks/frames/video_cls/K700/abc"),
+      ("dancing", None), 0, "dancing"),
      ("NExTQA", {"video_path": "v.mp4", "question": "Why?", "options": ["a", "b", "c"], "answer": "B"},
-      ("Why?", "v.mp4"), ("b", None), 2, "b"),
+      ("Why?\nOptions:\n(A) a\n(B) b\n(C) c", "v.mp4"), ("b", None), 2, "b"),
      ("MSR-VTT", {"caption": "a dog runs", "tgt_video_path": ["v1", "v2", "v3"]}, ("a dog runs", None), ("", "v1"), 2,
       None),
      ("QVHighlight", {"video_path": "v", "query": "the goal", "pos_video_path": "c1", "neg_video_path": ["c2"]},

@@ -1,14 +1,21 @@
-"""BEIR-style visual-document corpora (MMEB-V2's ViDoRe / VisRAG sets): text queries, page images, graded qrels.
+"""BEIR-style visual-document corpora (MMEB-V2's ViDoRe / VisRAG / ViDoSeek / MMLongBench sets): text queries,
+page images, graded qrels, read as published (no extraction step) or as small files of our own.
 
-    distill validate --input data/demo/visdoc/DemoDocs --image_root data/demo
+    distill validate --input /data/mmeb/arxivqa_test_subsampled_beir --image_root /data/mmeb   # a Hub snapshot
     distill generate --input data/demo/visdoc/DemoDocs --image_root data/demo --side query ...   # one row per query
     distill generate --input data/demo/visdoc/DemoDocs --image_root data/demo --side target ...  # one row per page
 
-A corpus directory holds three tables (`.jsonl` or `.parquet`, read with `distill.io.iter_table`):
-    queries   {"query-id", "query"}                 (also `_id`/`id` and `text`, as BEIR and ViDoRe spell them)
-    corpus    {"corpus-id", "image"}                image: page image path relative to image_root (also `image_path`)
+A corpus directory holds three tables, each either one file (`corpus.jsonl` / `corpus.parquet`) or a folder of
+parquet shards as the Hub publishes them (`corpus/test-00000-of-00003.parquet`, or `corpus/test/0000.parquet`; the
+`test` split is read, else `train`, VisRAG's only split):
+    queries   {"query-id", "query"}          (also `_id`/`id` and `text`); ViDoRe v2's `language` (see QUERY_LANGUAGE)
+    corpus    {"corpus-id", "image"}         image: a `datasets` Image column ({bytes, path}: the page is embedded) or
+                                             a path relative to image_root (also `image_path`)
     qrels     {"query-id", "corpus-id", "score"}    graded relevance; also `qrels.tsv` or `qrels/<split>.tsv`
-The directory name is the subset (e.g. `ViDoRe_arxivqa`); the task is `visdoc`.
+An embedded page is referenced as `parquet:<shard relative to image_root>#<row>` and decoded when a stage opens it
+(`distill.images.load_image`), so the corpus must lie under image_root. Only the id column is read here: the page
+bytes stay on disk until used. The subset is the directory name, or the MMEB-V2 name of the repo it is named after
+(`arxivqa_test_subsampled_beir` -> ViDoRe_arxivqa, `distill.data.mmeb_v2`); the task is `visdoc`.
 
 Query examples (`--side query`): id `<subset>-q-<query-id>`, the query text, positive = its most relevant page, plus
 `query_id` and `qrels {corpus-id: score}` (what NDCG@5 in `distill eval` needs). Page examples (`--side target`): one
@@ -20,37 +27,42 @@ line: unreadable lines, missing ids, duplicate ids, qrels naming unknown query o
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.data.mmeb_v2 import hub_shards, hub_subset, query_language
 from distill.io import BadLine, iter_table
+from distill.parquet_images import COLUMN, embedded_ref
 from distill.records import make_example, side
 
 QUERY_INSTRUCTION = "Find a document image that matches the given query:"  # MMEB-V2's ViDoRe / VisRAG instructions
 PAGE_INSTRUCTION = "Understand the content of the provided document image."
 TABLE_SUFFIXES = (".jsonl", ".parquet")
+QUERY_KEYS, PAGE_KEYS = ("query-id", "_id", "id"), ("corpus-id", "_id", "id")
 
 
-def _table(directory: Path, name: str) -> Path | None:
+def _tables(directory: Path, name: str) -> list[Path]:
+    """The file(s) holding table `name`: one .jsonl/.parquet file, or the shards of a Hub-layout folder."""
     for suffix in TABLE_SUFFIXES:
         if (directory / f"{name}{suffix}").exists():
-            return directory / f"{name}{suffix}"
-    return None
-
-
-def _qrels_file(directory: Path) -> Path | None:
-    if found := _table(directory, "qrels"):
-        return found
-    if (directory / "qrels.tsv").exists():
-        return directory / "qrels.tsv"
-    tsvs = sorted((directory / "qrels").glob("*.tsv")) if (directory / "qrels").is_dir() else []
-    return (directory / "qrels" / "test.tsv") if (directory / "qrels" / "test.tsv") in tsvs else (tsvs or [None])[0]
+            return [directory / f"{name}{suffix}"]
+    if (directory / name).is_dir():
+        if shards := hub_shards(directory / name):
+            return [f for f, _ in shards]
+        if name == "qrels":
+            tsvs = sorted((directory / "qrels").glob("*.tsv"))
+            test = directory / "qrels" / "test.tsv"
+            return [test] if test in tsvs else tsvs[:1]
+    if name == "qrels" and (directory / "qrels.tsv").exists():
+        return [directory / "qrels.tsv"]
+    return []
 
 
 def is_beir_dir(path: str | Path) -> bool:
     path = Path(path)
-    return path.is_dir() and bool(_table(path, "queries") and _table(path, "corpus") and _qrels_file(path))
+    return path.is_dir() and all(_tables(path, name) for name in ("queries", "corpus", "qrels"))
 
 
 def _first(row: dict, *keys):
@@ -60,7 +72,23 @@ def _first(row: dict, *keys):
     return None
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict | BadLine]]:
+def _parquet_rows(path: Path, wanted: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+    """Rows of the `wanted` columns that exist (others never read: a corpus shard's page bytes stay on disk)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    columns = [c for c in wanted if c in pf.schema_arrow.names]
+    line = 0
+    for batch in pf.iter_batches(columns=columns, batch_size=4096):
+        for row in batch.to_pylist():
+            line += 1
+            yield line, row
+
+
+def _rows(path: Path, wanted: tuple[str, ...]) -> Iterator[tuple[int, dict | BadLine]]:
+    if path.suffix == ".parquet":
+        yield from _parquet_rows(path, wanted)
+        return
     if path.suffix != ".tsv":
         yield from iter_table(path)
         return
@@ -69,78 +97,124 @@ def _rows(path: Path) -> Iterator[tuple[int, dict | BadLine]]:
             if i == 1 and rec and rec[0] in ("query-id", "query_id", "qid"):
                 continue  # header
             if len(rec) < 3:
-                yield i, BadLine(i, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(rec)}")
+                yield i, BadLine(str(path), i, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(rec)}")  # fmt: skip
             else:
                 yield i, {"query-id": rec[0], "corpus-id": rec[1], "score": rec[2]}
 
 
+def _embedded_images(path: Path) -> bool:
+    """True when a corpus shard's image column holds the images themselves (a `datasets` Image struct or bytes)."""
+    if path.suffix != ".parquet":
+        return False
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    if COLUMN not in schema.names:
+        return False
+    kind = schema.field(COLUMN).type
+    return pa.types.is_struct(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+
+
 @dataclass
 class BeirCorpus:
-    """One corpus: queries {id: (line, text)}, pages {id: (line, image path)}, qrels {query id: {page id: score}}."""
+    """One corpus: queries {id: (line, text)}, pages {id: (line, image ref)}, qrels {query id: {page id: score}}."""
 
     name: str
     queries: dict[str, tuple[int, str]] = field(default_factory=dict)
     pages: dict[str, tuple[int, str]] = field(default_factory=dict)
     qrels: dict[str, dict[str, int]] = field(default_factory=dict)
     problems: list[tuple[str, int, str | None, str]] = field(default_factory=list)  # (file, line, id, reason)
+    other_language: set[str] = field(default_factory=set)  # queries left out by QUERY_LANGUAGE
 
 
-def load_beir(path: str | Path, subset: str | None = None) -> BeirCorpus:
-    """Read the three tables; every broken line becomes a problem, never an exception."""
-    path = Path(path)
-    corpus = BeirCorpus(subset or path.name)
-    q_file, c_file, r_file = _table(path, "queries"), _table(path, "corpus"), _qrels_file(path)
-    for table, target, keys, value_keys in ((q_file, corpus.queries, ("query-id", "_id", "id"), ("query", "text")),
-                                            (c_file, corpus.pages, ("corpus-id", "_id", "id"), ("image", "image_path"))):  # fmt: skip
-        for line, row in _rows(table):
+def _read_ids(corpus: BeirCorpus, files: list[Path], target: dict, keys, value_keys, where, value_of=None,
+              language: str | None = None) -> None:  # fmt: skip
+    """Queries or pages into `target` {id: (line, value)}; `value_of(file, index)` gives an embedded page's ref."""
+    for f in files:
+        for line, row in _rows(f, (*keys, "language", *(() if value_of else value_keys))):
             if isinstance(row, BadLine):
-                corpus.problems.append((table.name, line, None, row.reason))
+                corpus.problems.append((where(f), line, None, row.reason))
                 continue
-            rid, value = _first(row, *keys), _first(row, *value_keys)
-            if rid is None or not isinstance(value, str) or not value:
+            rid = _first(row, *keys)
+            value = value_of(f, line - 1) if value_of else _first(row, *value_keys)
+            if rid is not None and language and row.get("language") not in (None, language):
+                corpus.other_language.add(str(rid))
+            elif rid is None or not isinstance(value, str) or not value:
                 what = "an id" if rid is None else f"a {value_keys[0]} string"
-                corpus.problems.append((table.name, line, None if rid is None else str(rid), f"row has no {what}"))
+                corpus.problems.append((where(f), line, None if rid is None else str(rid), f"row has no {what}"))
             elif str(rid) in target:
                 corpus.problems.append(
-                    (table.name, line, str(rid), f"duplicate id (first on line {target[str(rid)][0]})")
+                    (where(f), line, str(rid), f"duplicate id (first on line {target[str(rid)][0]})")
                 )
             else:
                 target[str(rid)] = (line, value)
-    for line, row in _rows(r_file):
-        if isinstance(row, BadLine):
-            corpus.problems.append((r_file.name, line, None, row.reason))
+
+
+def load_beir(path: str | Path, subset: str | None = None, image_root: str | Path = ".") -> BeirCorpus:
+    """Read the three tables; every broken line becomes a problem, never an exception. Embedded pages become
+    `parquet:` refs relative to `image_root` (a corpus outside it is one problem: nothing outside it is read)."""
+    path = Path(path)
+    corpus = BeirCorpus(subset or hub_subset(path.name) or path.name)
+
+    def where(f: Path) -> str:
+        return f.name if f.parent == path else str(f.relative_to(path))
+
+    q_files, c_files, r_files = (_tables(path, n) for n in ("queries", "corpus", "qrels"))
+    _read_ids(corpus, q_files, corpus.queries, QUERY_KEYS, ("query", "text"), where,
+              language=query_language(corpus.name))  # fmt: skip
+    root = Path(image_root).resolve()
+    embedded = [f for f in c_files if _embedded_images(f)]
+    outside = [f for f in embedded if not f.resolve().is_relative_to(root)]
+    for f in outside:
+        corpus.problems.append((where(f), 0, None, f"embedded pages lie outside image_root {root}: pass an "
+                                "--image_root that contains the corpus"))  # fmt: skip
+    rel = {f: os.path.relpath(f.resolve(), root) for f in embedded if f not in outside}
+    for f in c_files:
+        if f in outside:
             continue
-        qid, cid, score = (
-            str(_first(row, *k)) for k in (("query-id", "query_id"), ("corpus-id", "corpus_id"), ("score",))
-        )
-        unknown = [f"unknown query id {qid!r}"] if qid not in corpus.queries else []
-        unknown += [f"unknown corpus id {cid!r}"] if cid not in corpus.pages else []
-        try:
-            grade = int(float(score))
-        except ValueError:
-            unknown.append(f"score {score!r} is not a number")
-        if unknown:
-            corpus.problems.append((r_file.name, line, qid, "qrels line names " + ", ".join(unknown)))
-        elif grade > 0:
-            corpus.qrels.setdefault(qid, {})[cid] = grade
+        value_of = (lambda shard, i: embedded_ref(rel[shard], i)) if f in rel else None
+        _read_ids(corpus, [f], corpus.pages, PAGE_KEYS, ("image", "image_path"), where, value_of)
+    for r_file in r_files:
+        for line, row in _rows(r_file, ("query-id", "query_id", "corpus-id", "corpus_id", "score")):
+            if isinstance(row, BadLine):
+                corpus.problems.append((where(r_file), line, None, row.reason))
+                continue
+            qid, cid, score = (
+                str(_first(row, *k)) for k in (("query-id", "query_id"), ("corpus-id", "corpus_id"), ("score",))
+            )
+            if qid in corpus.other_language:
+                continue
+            unknown = [f"unknown query id {qid!r}"] if qid not in corpus.queries else []
+            unknown += [f"unknown corpus id {cid!r}"] if cid not in corpus.pages else []
+            try:
+                grade = int(float(score))
+            except ValueError:
+                unknown.append(f"score {score!r} is not a number")
+            if unknown:
+                corpus.problems.append((where(r_file), line, qid, "qrels line names " + ", ".join(unknown)))
+            elif grade > 0:
+                corpus.qrels.setdefault(qid, {})[cid] = grade
     return corpus
 
 
-def load_beir_examples(path: str | Path, subset: str | None = None, trace_side: str | None = None):
+def load_beir_examples(path: str | Path, subset: str | None = None, trace_side: str | None = None,
+                       image_root: str | Path = "."):  # fmt: skip
     """(line, example or Problem) for the corpus at `path`: query examples, page examples, or both (None)."""
     from distill.data.mmeb import Problem
 
-    corpus = load_beir(path, subset)
+    corpus = load_beir(path, subset, image_root)
     for file, line, rid, reason in corpus.problems:
         yield line, Problem(line, f"{file}: {reason}", rid)
     name = corpus.name
+    order = {cid: k for k, cid in enumerate(corpus.pages)}
     if trace_side in (None, "query"):
         for qid, (line, text) in corpus.queries.items():
             rel = corpus.qrels.get(qid)
             if not rel:
                 yield line, Problem(line, "queries: query has no relevant page in qrels", f"{name}-q-{qid}")
                 continue
-            best = max(rel, key=lambda cid: (rel[cid], -list(corpus.pages).index(cid)))
+            best = max(rel, key=lambda cid: (rel[cid], -order[cid]))
             ex = make_example(f"{name}-q-{qid}", "visdoc", name, side(text), QUERY_INSTRUCTION,
                               side("", [corpus.pages[best][1]]))  # fmt: skip
             yield line, {**ex, "query_id": qid, "qrels": dict(rel)}
@@ -152,10 +226,10 @@ def load_beir_examples(path: str | Path, subset: str | None = None, trace_side: 
             if not rel:
                 yield line, Problem(line, "queries: query has no relevant page in qrels", f"{name}-q-{qid}")
                 continue
-            order = sorted(range(len(ids)), key=lambda k: (-rel.get(ids[k], 0), k))  # most relevant page first
-            ex = make_example(f"{name}-q-{qid}", "visdoc", name, side(text), QUERY_INSTRUCTION, pages[order[0]],
-                              [pages[k] for k in order[1:]])  # fmt: skip
-            yield line, {**ex, "query_id": qid, "relevance": [rel.get(ids[k], 0) for k in order]}
+            ranked = sorted(range(len(ids)), key=lambda k: (-rel.get(ids[k], 0), k))  # most relevant page first
+            ex = make_example(f"{name}-q-{qid}", "visdoc", name, side(text), QUERY_INSTRUCTION, pages[ranked[0]],
+                              [pages[k] for k in ranked[1:]])  # fmt: skip
+            yield line, {**ex, "query_id": qid, "relevance": [rel.get(ids[k], 0) for k in ranked]}
     if trace_side in (None, "target"):
         for cid, (line, image) in corpus.pages.items():
             page = side("", [image])

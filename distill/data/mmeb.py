@@ -100,6 +100,10 @@ _NORMALISED = {_norm(k): v for k, v in SUBSET_TASKS.items()}
 def subset_task(subset: str) -> str:
     """Task type of an MMEB subset name (case, '-' and '_' ignored); ValueError naming the known subsets otherwise."""
     task = _NORMALISED.get(_norm(subset))
+    if task is None:  # VLM2Vec-V2's spelling or a Hub repo's name (Kinetics-700, arxivqa_test_subsampled_beir)
+        from distill.data.mmeb_v2 import hub_subset
+
+        task = _NORMALISED.get(_norm(hub_subset(subset) or ""))
     if task is None:
         raise ValueError(f"unknown MMEB subset {subset!r}; known: {', '.join(sorted(SUBSET_TASKS))}")
     return task
@@ -192,7 +196,7 @@ def row_format(row: dict) -> str:
     return "mmeb_train"
 
 
-def convert_row(row: dict, subset: str | None) -> dict:
+def convert_row(row: dict, subset: str | None, image_root: str | Path = ".") -> dict:
     """Any supported row as an example; raises KeyError/ValueError with the reason."""
     fmt = row_format(row)
     if fmt == "ours":
@@ -203,47 +207,22 @@ def convert_row(row: dict, subset: str | None) -> dict:
     if task == "video":
         from distill.data.mmeb_video import from_video_row
 
-        return from_video_row(row, subset)
+        return from_video_row(row, subset, image_root)
     return from_eval_row(row, subset, task) if fmt == "mmeb_eval" else from_train_row(row, subset, task)
 
 
-def load_examples(
-    path: str | Path, subset: str | None = None, trace_side: str | None = None
-) -> Iterator[tuple[int, dict | Problem]]:
-    """(1-based line, example or Problem) for every row of `path`; never raises on a bad row.
-
-    `subset` defaults to the file stem (or directory name) when that is a known MMEB subset; rows already in our
-    schema need none. A BEIR-style visual-document directory (`distill.data.beir`) gives its query examples for
-    `trace_side` "query", one example per page for "target", both for None (validate).
-    A directory holding `*.jsonl`/`*.parquet` files (not a saved dataset) is read file by file,
-    each file's stem naming its subset; line numbers are then per file and problems name the file.
-    """
-    path = Path(path)
-    from distill.data.beir import is_beir_dir, load_beir_examples
-
-    if is_beir_dir(path):  # a visual-document corpus: queries + page images + qrels (ViDoRe / VisRAG layout)
-        yield from load_beir_examples(path, subset, trace_side)
-        return
-    if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
-        files = sorted([*path.glob("*.jsonl"), *path.glob("*.parquet"), *filter(is_beir_dir, path.iterdir())])
-        for f in files:
-            for line, item in load_examples(f, subset, trace_side):
-                if isinstance(item, Problem):
-                    item.reason = f"{f.name}: {item.reason}"
-                yield line, item
-        return
-    if subset is None and _norm(path.stem) in _NORMALISED:
-        subset = path.stem
-    for line, row in iter_table(path):
+def _examples(rows, subset: str | None, image_root) -> Iterator[tuple[int, dict | Problem]]:
+    """(line, example or Problem) for (line, row or BadLine) pairs: the row checks every reader applies."""
+    for line, row in rows:
         if isinstance(row, BadLine):
             yield line, Problem(line, row.reason)
             continue
         try:
-            example = convert_row(row, subset)
+            example = convert_row(row, subset, image_root)
         except KeyError as e:
             yield line, Problem(line, f"missing field {e.args[0]!r}", row.get("id"))
             continue
-        except (ValueError, TypeError, AttributeError) as e:
+        except (ValueError, TypeError, AttributeError, IndexError) as e:
             yield line, Problem(line, f"malformed row: {e}", row.get("id"))
             continue
         # the one schema check every stage applies (distill.records): a bad row is a Problem here, not a crash later
@@ -252,3 +231,74 @@ def load_examples(
             yield line, Problem(line, "; ".join(reasons), row_id)
             continue
         yield line, example
+
+
+def _hub_rows(shards: list, folder: Path):
+    """Rows of a Hub snapshot's shards; problems name the shard. A config folder (MVBench's sub-tasks) fills `subset`."""
+    for f, config in shards:
+        for line, row in iter_table(f):
+            if isinstance(row, BadLine):
+                row.reason = f"{f.relative_to(folder)}: {row.reason}"
+            elif config and "subset" not in row:
+                row = {**row, "subset": config}
+            yield line, row
+
+
+def dataset_files(path: Path) -> list[Path]:
+    """What a directory of datasets holds, one entry per dataset: `*.jsonl` / `*.parquet` files (the stem names the
+    subset), visual-document corpora and folders named after an MMEB-V2 dataset or its Hub repo (a Hub snapshot)."""
+    from distill.data.beir import is_beir_dir
+    from distill.data.mmeb_v2 import hub_subset
+
+    folders = [d for d in path.iterdir() if d.is_dir() and (is_beir_dir(d) or hub_subset(d.name))]
+    return sorted([*path.glob("*.jsonl"), *path.glob("*.parquet"), *folders])
+
+
+def load_examples(
+    path: str | Path, subset: str | None = None, trace_side: str | None = None, image_root: str | Path = "."
+) -> Iterator[tuple[int, dict | Problem]]:
+    """(1-based line, example or Problem) for every row of `path`; never raises on a bad row.
+
+    `subset` defaults to the file stem (or directory name) when that is a known MMEB subset; rows already in our
+    schema need none. A BEIR-style visual-document directory (`distill.data.beir`) gives its query examples for
+    `trace_side` "query", one example per page for "target", both for None (validate); its embedded page images are
+    referenced relative to `image_root` (the stage's), where every stage opens them. A folder named after an MMEB-V2
+    dataset (or its Hub repo) holding parquet shards as the Hub publishes them is read as that subset
+    (`distill.data.mmeb_v2.hub_shards`). Any other directory holding `*.jsonl`/`*.parquet` files (not a saved
+    dataset) is read file by file, each file's stem naming its subset; problems then name the file.
+    With `trace_side="eval"`, video classification and retrieval rows get MMEB-V2's dataset-wide candidate pool
+    (`distill.data.mmeb_video.with_pools`).
+    """
+    path = Path(path)
+    from distill.data.beir import is_beir_dir, load_beir_examples
+    from distill.data.mmeb_v2 import hub_shards, hub_subset
+
+    if is_beir_dir(path):  # a visual-document corpus: queries + page images + qrels (ViDoRe / VisRAG layout)
+        yield from load_beir_examples(path, subset, trace_side, image_root)
+        return
+    saved = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+    named = hub_subset(path.name) or (subset and not any(path.glob("*.parquet")))
+    published = path.is_dir() and not saved and named and not any(path.glob("*.jsonl"))
+    shards = hub_shards(path) if published else []
+    if shards:
+        subset = subset or hub_subset(path.name)
+        items = _examples(_hub_rows(shards, path), subset, image_root)
+    elif path.is_dir() and not saved:
+        for f in dataset_files(path):
+            for line, item in load_examples(f, subset, trace_side, image_root):
+                if isinstance(item, Problem):
+                    item.reason = f"{f.name}: {item.reason}"
+                yield line, item
+        return
+    else:
+        if subset is None and _norm(path.stem) in _NORMALISED:
+            subset = path.stem
+        items = _examples(iter_table(path), subset, image_root)
+    if trace_side != "eval" or subset is None or subset_task(subset) != "video":
+        yield from items
+        return
+    from distill.data.mmeb_video import label_list, with_pools
+
+    items = list(items)  # one dataset: its pool is built once, from every row
+    pooled = iter(with_pools([ex for _, ex in items if not isinstance(ex, Problem)], subset, label_list(path)))
+    yield from ((line, ex if isinstance(ex, Problem) else next(pooled)) for line, ex in items)

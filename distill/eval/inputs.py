@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.data.beir import is_beir_dir
-from distill.data.mmeb import Problem, load_examples
+from distill.data.mmeb import Problem, dataset_files, load_examples
 from distill.io import BadLine, iter_jsonl
 from distill.records import example_problems, trace_side
 
@@ -153,11 +153,11 @@ def _files(path: Path) -> list[Path]:
     if is_beir_dir(path):  # a visual-document corpus (queries, pages, qrels): one "file"
         return [path]
     if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
-        return sorted([*path.glob("*.jsonl"), *path.glob("*.parquet"), *filter(is_beir_dir, path.iterdir())])
+        return dataset_files(path)
     return [path]
 
 
-def load_eval_rows(paths: list[str], subset: str | None = None) -> list[EvalRow]:
+def load_eval_rows(paths: list[str], subset: str | None = None, image_root: str = ".") -> list[EvalRow]:
     """MMEB eval rows (or example rows with negatives) from files or directories of per-subset files (the stem names
     the subset). InputError lists bad rows and rows with fewer than 2 candidates, each with file and line."""
     rows, problems = [], []
@@ -170,7 +170,7 @@ def load_eval_rows(paths: list[str], subset: str | None = None) -> list[EvalRow]
             problems.append(f"{p}: no .jsonl or .parquet files")
         for f in files:
             try:
-                items = list(load_examples(f, subset, "eval" if is_beir_dir(f) else None))
+                items = list(load_examples(f, subset, "eval", image_root))  # MMEB-V2's candidate pools
             except ValueError as e:  # an unsupported file type
                 problems.append(str(e))
                 continue
@@ -201,11 +201,11 @@ def load_eval_rows(paths: list[str], subset: str | None = None) -> list[EvalRow]
 
 def _check_visual(image_root: str, entry: str) -> None:
     """Open an image, or every sampled frame of a `video:` entry, as the VLM embedder will; raises ImageError."""
-    from distill.images import check_image, resolve_image
+    from distill.images import check_ref
     from distill.scoring.embedders import VIDEO
 
     if not entry.startswith(VIDEO):
-        check_image(resolve_image(image_root, entry))
+        check_ref(image_root, entry)
         return
     from distill.video import open_frame, sample_frames
 

@@ -176,7 +176,7 @@ def main(config: EvalConfig) -> int:
         sets = {n: s.restrict(shared) for n, s in sets.items()}
         rows = []
         if config.eval_rows:
-            rows = load_eval_rows(config.eval_rows, config.subset)
+            rows = load_eval_rows(config.eval_rows, config.subset, config.image_root)
             if config.embedder == "vlm":  # a text embedder never opens the images
                 check_images(rows, config.image_root)
             n_rows = len(rows)

@@ -97,10 +97,10 @@ class VLMEmbedder:
 
     def _open(self, rel: str) -> tuple:
         """The images an item entry stands for: one image, or a video's sampled frames (per-frame pixel budget)."""
-        from distill.images import open_image, resize_to_budget, resolve_image
+        from distill.images import load_image, resize_to_budget
 
         if not rel.startswith(VIDEO):
-            return (open_image(resolve_image(self.image_root, rel)),)  # already RGB
+            return (load_image(self.image_root, rel),)  # already RGB; a path or an embedded page
         from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, open_frame, sample_frames
 
         refs = sample_frames(self.image_root, rel[len(VIDEO) :])

@@ -54,7 +54,7 @@ def shard_rows(config, problems: list | None = None, side: str | None = None):
     kept) go to `problems` (when given). Holds only the ids seen, so the input is never in memory at once."""
     seen: dict[str, int] = {}
     n = 0
-    for line, item in load_examples(config.input, config.subset, side):
+    for line, item in load_examples(config.input, config.subset, side, config.image_root):
         if isinstance(item, Problem):
             if problems is not None:
                 problems.append(item.as_dict())

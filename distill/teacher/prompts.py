@@ -37,7 +37,7 @@ import orjson
 import yaml
 
 from distill.data.mmeb import interleave
-from distill.images import data_url, encode_image, resize_to_budget, target_size
+from distill.images import data_url, encode_image, image_bytes, is_embedded, resize_to_budget, target_size
 from distill.video import (
     FRAME_MAX_PIXELS,
     FRAME_MIN_PIXELS,
@@ -210,8 +210,13 @@ class ImageStore:
 
     def digest(self, rel: str) -> str:
         if rel not in self._digests:
-            path, index = frame_file(self.root, rel)
             lo, hi = self.budget(rel)
+            if is_embedded(rel):  # a page inside a parquet file: its encoded bytes, as for an image file
+                h = hashlib.sha256(image_bytes(self.root, rel))
+                h.update(f"|{lo}|{hi}|png".encode())
+                self._digests[rel] = h.hexdigest()
+                return self._digests[rel]
+            path, index = frame_file(self.root, rel)
             if index is None:  # an image file or a frame-folder frame: its bytes (keys of image rows unchanged)
                 h = hashlib.sha256(path.read_bytes())
                 h.update(f"|{lo}|{hi}|png{'|frame' if is_frame(rel) else ''}".encode())
