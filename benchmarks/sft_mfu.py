@@ -1,4 +1,4 @@
-"""MFU of `distill train` (the same `distill.train.sft.run` path) on a random-init Qwen2-VL-2B-sized model, GPU only.
+"""MFU of `distill train` (the same `distill.train.sft.STAGE` path) on a random-init Qwen2-VL-2B-sized model, GPU only.
 
     python benchmarks/sft_mfu.py --out /tmp/mfu [--batch 32 --steps 20 --optim adamw_torch_fused --peak_tflops 989.4]
     python benchmarks/sft_mfu.py --out /tmp/mfu --no-use_liger_kernel --torch_compile  # torch.compile (inductor)
@@ -210,8 +210,11 @@ def main() -> None:
                AutoTokenizer.from_pretrained(out / "model"))  # fmt: skip
     setup_s = time.time() - t0
 
+    from dataclasses import replace
+    from functools import partial
+
     from distill.configs import parse_configs
-    from distill.train.sft import ModelConfig, TrainConfig, run
+    from distill.train.sft import STAGE, ModelConfig, TrainConfig, run
 
     gpu = torch.cuda.is_available()
     flags = ["--model_name_or_path", str(out / "model"), "--dataset_path", str(out / "data"), "--output_dir",
@@ -229,7 +232,8 @@ def main() -> None:
     timer = StepTimer()
     if gpu:
         torch.cuda.reset_peak_memory_stats()
-    result = run(cfg, model_args, callbacks=[timer])
+    assert replace(STAGE, run=partial(run, callbacks=[timer])).main(cfg, model_args) == 0
+    result = json.loads((out / "run" / "summary.json").read_text())
     summary = json.loads((out / "run" / "summary.json").read_text())
     tokens = summary["preflight"]["tokens"] / summary["preflight"]["rows_kept"]
     patches = (args.image // 14) ** 2

@@ -1,4 +1,5 @@
-"""The `distill` command: one verb per stage. It only parses arguments and dispatches to the stage's `main`.
+"""The `distill` command: one verb per stage. It parses arguments, then hands the configs to the verb's declared
+`Stage` (`distill.stage`), which keeps the contract (checks, resolved config, summary, one-line errors).
 
 distill validate --input data/demo/train --image_root data/demo
 distill <verb> --help
@@ -6,34 +7,55 @@ distill <verb> --help
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import sys
 
-# verb -> (module, config dataclass names, one-line help). Only verbs that work are registered.
-VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "validate": ("distill.validate", ("ValidateConfig",), "check a dataset and its images; report bad rows by line"),
-    "serve": ("distill.serve.server", ("ServeConfig",), "OpenAI-compatible server over local HF models (batched)"),
-    "generate": ("distill.teacher.generate", ("GenerateConfig",), "collect teacher ECR traces (journaled, resumable)"),
-    "merge": ("distill.teacher.merge", ("MergeConfig",), "join generate shards, one row per (id, sample_index)"),
-    "score": ("distill.score", ("ScoreConfig",), "run named scorers over trace rows; adds `scores`, drops nothing"),
-    "filter": ("distill.filter", ("FilterConfig",), "thresholds, dedup, best-of-n -> kept + rejected + report"),
-    "export": ("distill.export", ("ExportConfig",), "kept traces -> TRL vision-language SFT dataset (+ JSONL)"),
-    "train": ("distill.train.sft", ("TrainConfig", "ModelConfig"), "SFT the student (TRL + PEFT + DeepSpeed)"),
-    "eval": ("distill.eval.stage", ("EvalConfig",), "did it work? trace quality + retrieval, teacher vs students"),
-    "reason": ("distill.reason", ("ReasonConfig",), "the student writes traces (in-process or an endpoint; resumable)"),
-    "run": ("distill.run", ("RunConfig",), "the whole chain from one pipeline recipe, resumable stage by stage"),
+# verb -> (the module declaring its `STAGE`, one-line help). Modules load only when their verb runs (torch is slow).
+VERBS: dict[str, tuple[str, str]] = {
+    "validate": ("distill.validate", "check a dataset and its images; report bad rows by line"),
+    "serve": ("distill.serve.server", "OpenAI-compatible server over local HF models (batched)"),
+    "generate": ("distill.teacher.generate", "collect teacher ECR traces (journaled, resumable)"),
+    "merge": ("distill.teacher.merge", "join generate shards, one row per (id, sample_index)"),
+    "score": ("distill.score", "run named scorers over trace rows; adds `scores`, drops nothing"),
+    "filter": ("distill.filter", "thresholds, dedup, best-of-n -> kept + rejected + report"),
+    "export": ("distill.export", "kept traces -> TRL vision-language SFT dataset (+ JSONL)"),
+    "train": ("distill.train.sft", "SFT the student (TRL + PEFT + DeepSpeed)"),
+    "eval": ("distill.eval.stage", "did it work? trace quality + retrieval, teacher vs students"),
+    "reason": ("distill.reason", "the student writes traces (in-process or an endpoint; resumable)"),
+    "run": ("distill.run", "the whole chain from one pipeline recipe, resumable stage by stage"),
 }
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def load_stage(verb: str):
+    """The `Stage` a verb's module declares (imports the module)."""
+    return importlib.import_module(VERBS[verb][0]).STAGE
 
 
 def _usage() -> str:
-    lines = ["usage: distill <verb> [--config recipe.yaml] [--flag value ...]", "", "verbs:"]
-    lines += [f"  {verb:10s} {help_}" for verb, (_, _, help_) in VERBS.items()]
-    lines += ["", "distill <verb> --help lists a verb's flags."]
+    lines = ["usage: distill <verb> [--config recipe.yaml] [--log_level LEVEL] [--flag value ...]", "", "verbs:"]
+    lines += [f"  {verb:10s} {help_}" for verb, (_, help_) in VERBS.items()]
+    lines += ["", "distill <verb> --help lists a verb's flags. Exit statuses: docs/formats.md."]
     return "\n".join(lines)
 
 
+def _log_level(argv: list[str], stage) -> str | None:
+    """`--log_level`'s value, taken out of argv unless a config has the field too (train: TrainingArguments')."""
+    if "--log_level" not in argv:
+        return "INFO"
+    i = argv.index("--log_level")
+    value = argv[i + 1].upper() if i + 1 < len(argv) else None
+    if any(f.name == "log_level" for c in stage.configs for f in dataclasses.fields(c)):
+        return value if value in LOG_LEVELS else "INFO"  # HF's own levels (passive, critical) are its to check
+    del argv[i : i + 2]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
+    from distill.stage import EXIT_USAGE, boundary
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -41,24 +63,30 @@ def main(argv: list[str] | None = None) -> int:
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:
         print(f"distill: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    module_name, class_names, _ = VERBS[verb]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    module = importlib.import_module(module_name)
-    from distill.configs import parse_configs
-    from distill.stage import EXIT_USAGE, boundary, check_stage_io, error_line
-
-    try:
-        configs = parse_configs(tuple(getattr(module, n) for n in class_names), rest, prog=f"distill {verb}")
-    except (ValueError, OSError) as e:  # bad config file, unknown keys, wrong types, values __post_init__ refuses
-        print(f"distill {verb}: error: {error_line(e) or ' '.join(str(e).split())}", file=sys.stderr)
         return EXIT_USAGE
+    stage = load_stage(verb)
+    level = _log_level(rest, stage)
+    if level not in LOG_LEVELS:
+        print(f"distill {verb}: error: --log_level: expected one of {', '.join(LOG_LEVELS)}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    def stage() -> int | None:
-        check_stage_io(verb, configs)  # before any request is sent or model loaded
-        return module.main(*configs)
+    def parsed():
+        from distill.configs import parse_configs
 
-    return boundary(verb, stage)
+        return parse_configs(stage.configs, rest, prog=f"distill {verb}", description=VERBS[verb][1],
+                             epilog=_epilog(stage))  # fmt: skip
+
+    configs: list = []
+    rc = boundary(verb, lambda: configs.extend(parsed()))  # bad config file, unknown keys, wrong types, bad values
+    return rc if rc else stage.main(*configs)
+
+
+def _epilog(stage) -> str:
+    where = f"Output: --{stage.output}" if stage.output else "Output: none written"
+    if stage.output:
+        where += "; beside it the resolved config and the summary (docs/formats.md, 'The stage contract')"
+    return f"{where}{'; ' + stage.writes if stage.writes else ''}. Exit statuses: docs/formats.md."
 
 
 if __name__ == "__main__":

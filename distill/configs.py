@@ -7,7 +7,8 @@ hint (`check_value`: ints, floats, bools, strings, lists, mappings, Literals, ne
 sent to a server or crashing later. Unknown keys, a missing file and YAML syntax errors are one-line `ConfigError`s.
 Nested sections (filter thresholds, dedup, ...) are dataclasses built with `typed(cls, mapping, where)`.
 
-    python -c "from distill.configs import load_stage_config; print(load_stage_config('generate', 'recipes/demo/generate.yaml'))"
+    python -c "from distill.cli import load_stage; from distill.configs import parse_configs; \
+        print(parse_configs(load_stage('generate').configs, ['--config', 'recipes/demo/generate.yaml']))"
 """
 
 from __future__ import annotations
@@ -192,8 +193,9 @@ def typed(cls: type, value, where: str):
         raise ConfigError(f"{where}: {e}") from None
 
 
-def parse_configs(config_classes: tuple[type, ...], argv: list[str], prog: str | None = None) -> tuple:
-    """Instances of `config_classes` from `argv` (which may hold `--config FILE`).
+def parse_configs(config_classes: tuple[type, ...], argv: list[str], prog: str | None = None, **help_) -> tuple:
+    """Instances of `config_classes` from `argv` (which may hold `--config FILE`); `help_`: argparse's description and
+    epilog for `--help`, which also lists `--config` and `--log_level` (the CLI takes those out of argv).
 
     Raises ConfigError (one line) for a missing/unreadable/malformed file, unknown keys, wrong types and values the
     dataclasses' `__post_init__` refuses; argparse's own SystemExit for bad command-line flags.
@@ -201,7 +203,11 @@ def parse_configs(config_classes: tuple[type, ...], argv: list[str], prog: str |
     from trl import TrlParser
 
     argv = list(argv)
-    parser = TrlParser(config_classes, prog=prog)
+    parser = TrlParser(config_classes, prog=prog, **help_)
+    parser.add_argument("--config", metavar="RECIPE.yaml", help="Recipe whose keys set these flags' values (flags "
+                        "given on the command line win); unknown keys and wrong types are refused.")  # fmt: skip
+    if not any(f.name == "log_level" for c in config_classes for f in dataclasses.fields(c)):  # train has its own
+        parser.add_argument("--log_level", metavar="LEVEL", help="DEBUG, INFO (default), WARNING or ERROR.")
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
@@ -219,8 +225,10 @@ def parse_configs(config_classes: tuple[type, ...], argv: list[str], prog: str |
 
 
 def _build(parser, argv: list[str]) -> tuple:
-    try:
-        return tuple(parser.parse_args_into_dataclasses(args=argv))
+    import argparse
+
+    try:  # the Namespace HfArgumentParser adds for --config / --log_level (already consumed) is not a config
+        return tuple(c for c in parser.parse_args_into_dataclasses(args=argv) if not isinstance(c, argparse.Namespace))
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:  # a __post_init__ check: keep its message, on one line
@@ -248,22 +256,6 @@ def configs_from_mapping(config_classes: tuple[type, ...], mapping: dict, where:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-
-
-def stage_config_classes(verb: str) -> tuple[type, ...]:
-    """The config dataclasses of a CLI verb (imports its module)."""
-    import importlib
-
-    from distill.cli import VERBS
-
-    module_name, class_names, _ = VERBS[verb]
-    module = importlib.import_module(module_name)
-    return tuple(getattr(module, n) for n in class_names)
-
-
-def load_stage_config(verb: str, path: str | Path) -> tuple:
-    """A verb's configs from a recipe file, checked (one-line ConfigError otherwise)."""
-    return parse_configs(stage_config_classes(verb), ["--config", str(path)], prog=f"distill {verb}")
 
 
 def config_dict(*configs) -> dict:

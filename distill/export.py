@@ -49,7 +49,7 @@ from distill.hub import push_folder, write_parquet_shards
 from distill.images import ImageError
 from distill.io import BadLine, atomic_temp, dumps, iter_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from distill.records import trace_problems, trace_side
-from distill.stage import EXIT_DATA, EXIT_USAGE, contract_paths, reason_class
+from distill.stage import DataError, Paths, Stage, StageError, reason_class
 from distill.stage import summary as stage_summary
 from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
 
@@ -198,7 +198,7 @@ def _filter_summary(config: ExportConfig) -> tuple[str | None, dict | None]:
 
 
 def export(config: ExportConfig) -> dict:
-    """Run the export; returns the summary dict (also written to `<output>/summary.json`)."""
+    """Run the export; returns the summary dict (`distill export` writes it to `<output>/summary.json`)."""
     t0 = time.time()
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -288,34 +288,46 @@ def _finish(config: ExportConfig, out: Path, t0: float, rows_in: int, rows_out: 
     write_json_atomic(out / "manifest.json", manifest)
     card = sft_card(manifest, shards, config.license, config.pretty_name, config.push_to_hub or "path/to/this/folder")
     write_text_atomic(out / "README.md", str(card))
-    summary = stage_summary("export", rows_in, rows_out, time.time() - t0, dropped=drops, problems=problems,
-                            quarantined=len(problems))  # fmt: skip
-    write_json_atomic(contract_paths(out)[1], summary)
-    return summary
+    return stage_summary("export", rows_in, rows_out, time.time() - t0, dropped=drops, problems=problems,
+                         quarantined=len(problems))  # fmt: skip
 
 
-def main(config: ExportConfig) -> int:
-    from distill.configs import save_resolved_config
-
-    save_resolved_config(contract_paths(config.output)[0], config)
+def run(config: ExportConfig) -> dict:
     try:
         summary = export_traces(config) if config.format == "traces" else export(config)
     except ValueError as e:  # nothing to export, or --strict on a bad row: the data failed, not the setup
-        print(f"distill export: {e}", file=sys.stderr)
-        return EXIT_DATA
+        raise DataError(str(e)) from None
     print(f"{config.input}: {summary['rows_in']} rows in, {summary['rows_out']} exported, "
           f"{summary['quarantined']} quarantined -> {config.output}")  # fmt: skip
     for reason, n in Counter(summary["dropped"]).most_common():
         print(f"  {n:6d}  {reason}")
-    if config.push_to_hub:  # every file is final by now; only the card and the data files go up
-        patterns = ["README.md", *(f"{c}/*" for c in (summary.get("configs") or {"data": None}))]
-        try:
-            url = push_folder(config.output, config.push_to_hub, "dataset", patterns, private=config.hub_private_repo)
-        except Exception as e:  # network, auth, offline mode: one line, the local export stays valid
-            print(f"distill export: push to {config.push_to_hub} failed: {type(e).__name__}: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        print(f"pushed {config.output} -> {url}")
-    return 0
+    return summary
+
+
+def publish(summary: dict, config: ExportConfig) -> None:
+    """--push_to_hub: every file is final by now; only the card and the data files go up."""
+    if not config.push_to_hub:
+        return
+    patterns = ["README.md", *(f"{c}/*" for c in (summary.get("configs") or {"data": None}))]
+    try:
+        url = push_folder(config.output, config.push_to_hub, "dataset", patterns, private=config.hub_private_repo)
+    except Exception as e:  # network, auth, offline mode: one line, the local export stays valid
+        raise StageError(f"push to {config.push_to_hub} failed: {type(e).__name__}: {e}") from None
+    print(f"pushed {config.output} -> {url}")
+
+
+STAGE = Stage(
+    "export",
+    (ExportConfig,),
+    run,
+    output="output",
+    writes="README.md, data/*.parquet, train.jsonl, manifest.json, quarantine.jsonl in the --output folder",
+    paths=lambda c: Paths(
+        reads=[c.image_root], read_files=[c.input, c.filter_summary, *c.extra_inputs], write_dirs=[c.output]
+    ),  # fmt: skip
+    publish=publish,
+)
+main = STAGE.main
 
 
 if __name__ == "__main__":

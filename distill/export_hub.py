@@ -117,8 +117,8 @@ def _table(rows: list[dict]):
 
 def export_traces(config) -> dict:
     """Write trace JSONL files (config.input + config.extra_inputs) as a multi-config Hub dataset with a card."""
-    from distill.io import BadLine, iter_jsonl, write_json_atomic, write_text_atomic
-    from distill.stage import contract_paths, reason_class
+    from distill.io import BadLine, iter_jsonl, write_text_atomic
+    from distill.stage import reason_class
     from distill.stage import summary as stage_summary
 
     t0 = time.time()
@@ -168,8 +168,6 @@ def export_traces(config) -> dict:
                         ("image-text-to-text", "text-generation"))  # fmt: skip
     write_text_atomic(out / "README.md", str(card))
     n = sum(v["rows"] for v in per_input.values())
-    summary = stage_summary("export", n + len(problems), n, time.time() - t0, problems=problems,
-                            dropped=Counter(reason_class(p["reason"]) for p in problems), quarantined=len(problems),
-                            configs=per_input)  # fmt: skip
-    write_json_atomic(contract_paths(out)[1], summary)
-    return summary
+    return stage_summary("export", n + len(problems), n, time.time() - t0, problems=problems,
+                         dropped=Counter(reason_class(p["reason"]) for p in problems), quarantined=len(problems),
+                         configs=per_input)  # fmt: skip

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Literal
 
 from distill.configs import ConfigError, typed
-from distill.io import BadLine, checked_rows, write_json_atomic, write_jsonl_atomic
+from distill.io import BadLine, checked_rows, write_jsonl_atomic
 from distill.records import scored_problems
-from distill.stage import EXIT_DATA, all_failed_reason, contract_paths, reason_class
+from distill.stage import DataError, Paths, Stage, StageError, every_row_dropped, reason_class
 from distill.stage import summary as stage_summary
 
 log = logging.getLogger(__name__)
@@ -245,8 +245,7 @@ def check_paths(rows: list[dict], config: FilterConfig) -> None:
             raise ValueError(f"filter: no row has score {path!r} (scores present: {', '.join(have) or 'none'})")
 
 
-def main(config: FilterConfig) -> int:
-    from distill.configs import save_resolved_config
+def run(config: FilterConfig) -> dict:
     from distill.report import check_of, write_report
 
     t0 = time.time()
@@ -256,8 +255,7 @@ def main(config: FilterConfig) -> int:
     for line, item in checked_rows(config.input, scored_problems):  # a row without `scores` is reported, never kept
         if isinstance(item, BadLine):
             if config.strict:
-                print(f"distill filter: {item} (--strict: stopping, nothing written)", file=sys.stderr)
-                return 1
+                raise DataError(f"{item} (--strict: stopping, nothing written)")
             log.warning("%s (not passed on)", item)
             bad.append({"line": line, "reason": item.reason})
             continue
@@ -265,8 +263,7 @@ def main(config: FilterConfig) -> int:
     try:
         check_paths(rows, config)
     except ValueError as e:
-        print(f"distill filter: {e}", file=sys.stderr)
-        return 2
+        raise StageError(str(e)) from None
     reasons = [row_reasons(r, config) for r in rows]
     select(rows, reasons, config)
     shown = _report_candidates(reasons, config.report_examples)
@@ -289,21 +286,27 @@ def main(config: FilterConfig) -> int:
     for i, row in full.items():  # the report quotes these rows' traces
         rows[i] = row
     report_dir = Path(config.report_dir or Path(config.kept).parent)
-    config_path, summary_path = contract_paths(config.kept)
-    save_resolved_config(config_path, config)
     report = write_report(report_dir, rows, reasons, config, bad, time.time() - t0)
     by_check = Counter(check_of(x) for why in reasons for x in why)
     dropped = Counter(reason_class(b["reason"]) for b in bad) + by_check
     summary = stage_summary("filter", len(rows) + len(bad), n_kept, time.time() - t0, dropped=dropped,
                             problems=bad, **{k: v for k, v in report.items() if k not in ("rows_in", "seconds")})  # fmt: skip
-    write_json_atomic(summary_path, summary)
     print(f"{config.input}: {len(rows)} rows -> {n_kept} kept, {n_rejected} rejected; report: {report_dir}")
     for reason, n in summary["rejections_by_check"].items():
         print(f"  {n:6d}  {reason}")
-    if reason := all_failed_reason(len(rows) + len(bad), n_kept, dropped):
-        print(f"distill filter: every row was dropped for one reason: {reason}", file=sys.stderr)
-        return EXIT_DATA
-    return 0
+    return summary
+
+
+STAGE = Stage(
+    "filter",
+    (FilterConfig,),
+    run,
+    output="kept",
+    writes="--rejected (rows with `rejected_by`), report.md + plots in --report_dir",
+    paths=lambda c: Paths(read_files=[c.input], writes=[c.kept, c.rejected], write_dirs=[c.report_dir]),
+    verdict=every_row_dropped,
+)
+main = STAGE.main
 
 
 if __name__ == "__main__":

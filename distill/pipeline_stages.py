@@ -1,6 +1,7 @@
-"""How `distill run` wires the stages: each stage's verb, the config fields that carry its input and output paths
-inside a run directory, what it reads (for the skip fingerprint), and which field names its main output, beside which
-the stage writes its summary (`distill.stage.contract_paths`): `run` reads that file and knows no other file names.
+"""How `distill run` wires the stages: each pipeline stage's verb and the config fields that carry its input and
+output paths inside a run directory (the run's layout). What a stage reads and which field names its main output
+(beside which it writes its summary, `distill.stage.contract_paths`) come from the verb's own `Stage` declaration:
+`run` reads that summary and knows no other file names.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import orjson
 
+from distill.cli import load_stage
 from distill.stage import contract_paths
 
 
@@ -19,12 +21,13 @@ class StageSpec:
     name: str
     verb: str
     wire: Callable[[Path], dict]  # run_dir -> {config field: path}: the run layout
-    inputs: Callable[[dict], list[str]]  # resolved stage config -> the previous stages' outputs it reads
-    output_field: str  # the config field naming its main output: its summary and config are written beside it
     report: str | None = None  # the stage's own human report, relative to its stage dir (None: its summary)
     teacher_field: str | None = None  # config field that takes a local teacher's base URL
     needs_teacher: Callable[[dict], bool] = lambda cfg: False
     optional: bool = False  # runs only when the pipeline recipe has its section (or lists it in `stages`)
+    # the files that stand for its inputs in the skip fingerprint, when hashing what it declares it reads costs too
+    # much; None: what the verb's `Stage.paths` reads inside the run directory
+    fingerprint_inputs: Callable[[dict], list[str]] | None = None
 
 
 def _p(run_dir: Path, *parts: str) -> str:
@@ -35,8 +38,6 @@ GENERATE = StageSpec(
     "generate",
     "generate",
     wire=lambda d: {"output": _p(d, "generate", "traces.jsonl")},
-    inputs=lambda c: [c["input"]],
-    output_field="output",
     teacher_field="base_url",
     needs_teacher=lambda c: not c.get("dry_run", False),
 )
@@ -51,8 +52,6 @@ STAGES: list[StageSpec] = [
         "score",
         "score",
         wire=lambda d: {"input": _p(d, "generate", "traces.jsonl"), "output": _p(d, "score", "scored.jsonl")},
-        inputs=lambda c: [c["input"]],
-        output_field="output",
     ),
     StageSpec(
         "filter",
@@ -62,8 +61,6 @@ STAGES: list[StageSpec] = [
             "kept": _p(d, "filter", "kept.jsonl"),
             "rejected": _p(d, "filter", "rejected.jsonl"),
         },
-        inputs=lambda c: [c["input"]],
-        output_field="kept",
         report="report.md",
     ),
     StageSpec(
@@ -75,8 +72,6 @@ STAGES: list[StageSpec] = [
             "output": _p(d, "export", "dataset"),
             "filter_summary": _p(d, "filter", "kept.summary.json"),
         },
-        inputs=lambda c: [c["input"], c["filter_summary"]],
-        output_field="output",
     ),
     StageSpec(
         "train",
@@ -84,10 +79,9 @@ STAGES: list[StageSpec] = [
         wire=lambda d: {"dataset_path": _p(d, "export", "dataset"), "output_dir": _p(d, "train", "model")},
         # The export's rows and manifest define its dataset: hashing them is enough, and far cheaper than hashing
         # the dataset dir with its encoded images.
-        inputs=lambda c: (
+        fingerprint_inputs=lambda c: (
             [str(Path(c["dataset_path"]) / f) for f in ("train.jsonl", "manifest.json")] + [c["model_name_or_path"]]
         ),
-        output_field="output_dir",
         report="model/README.md",
     ),
     # Closing the loop (optional): the untrained and the trained student on the held-out rows, and the report that
@@ -96,16 +90,12 @@ STAGES: list[StageSpec] = [
         "reason_base",
         "reason",
         wire=lambda d: {"output": _p(d, "reason_base", "traces.jsonl")},
-        inputs=lambda c: [c["input"]],
-        output_field="output",
         optional=True,
     ),
     StageSpec(
         "reason",
         "reason",
         wire=lambda d: {"output": _p(d, "reason", "traces.jsonl"), "model": _p(d, "train", "model")},
-        inputs=lambda c: [c["input"], c["model"]],
-        output_field="output",
         optional=True,
     ),
     StageSpec(
@@ -116,8 +106,6 @@ STAGES: list[StageSpec] = [
             "output_dir": _p(d, "eval"),
             "traces": [f"{name}={_p(d, stage, 'traces.jsonl')}" for name, stage in EVAL_SETS],
         },
-        inputs=lambda c: [t.split("=", 1)[1] for t in c["traces"]],
-        output_field="output_dir",
         report="report.md",
         optional=True,
     ),
@@ -128,8 +116,9 @@ EVAL_SETS = (("teacher", "generate_eval"), ("student_untrained", "reason_base"),
 
 
 def stage_summary(spec: StageSpec, config: dict) -> dict:
-    """The finished stage's summary (`distill.stage.summary` schema), read from beside its main output."""
-    path = contract_paths(config[spec.output_field])[1]
+    """The finished stage's summary (`distill.stage.summary` schema), read from beside its main output (the field
+    its `Stage` declares)."""
+    path = contract_paths(config[load_stage(spec.verb).output])[1]
     if not path.exists():  # a verb that writes no summary (eval: its report is eval.json + report.md)
         return {"rows_in": None, "rows_out": None, "dropped": {}, "seconds": None, "tokens": None, "summary": None}
     s = orjson.loads(path.read_bytes())

@@ -30,13 +30,13 @@ import orjson
 
 from distill.chat_format import SIDES, StudentPrompt, multimodal_messages, student_prompt
 from distill.client.http import ClientConfig
-from distill.client.journal import Journal, JournalLocked
-from distill.configs import config_dict, save_resolved_config
+from distill.client.journal import Journal
+from distill.configs import config_dict
 from distill.export import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from distill.images import ImageError, check_ref
-from distill.io import write_json_atomic, write_jsonl_atomic
-from distill.stage import StageError
-from distill.teacher.generate import Tally, all_failed_exit, answered_rows, chunked, shard_rows
+from distill.io import write_jsonl_atomic
+from distill.stage import DataError, Paths, Stage, StageError, contract_paths
+from distill.teacher.generate import Tally, all_rows_failed, answered_rows, chunked, open_journal, shard_rows
 from distill.teacher.parse import parse_trace
 from distill.teacher.prompts import ImageStore
 
@@ -115,8 +115,8 @@ class ReasonConfig:
     def paths(self) -> dict[str, Path]:
         out = Path(self.output)
         stem = out.parent / (out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name)
-        return {"journal": Path(f"{stem}.journal.jsonl"), "summary": Path(f"{stem}.summary.json"),
-                "config": Path(f"{stem}.config.yaml")}  # fmt: skip
+        config, summary = contract_paths(out)  # the stage contract: beside the output, like every stage's
+        return {"journal": Path(f"{stem}.journal.jsonl"), "summary": summary, "config": config}
 
 
 def iter_rows(config: ReasonConfig, problems: list | None = None):
@@ -138,10 +138,11 @@ def writer_block(config: ReasonConfig, fingerprint: str | None) -> dict:
     return block
 
 
-def check_student(config: ReasonConfig) -> str:
-    """The hf student's fingerprint, after checking its checkpoint (and an adapter's base) can load: ValueError, one
-    line naming the file and field, for a damaged, empty or truncated checkpoint or an adapter without a base."""
-    from distill.reason_hf import adapter_base, check_checkpoint, checkpoint_fingerprint
+def student_base(config: ReasonConfig) -> str | None:
+    """The hf student's base checkpoint (a LoRA adapter's; None for a full one), after checking the checkpoint (and
+    that base) can load: ValueError, one line naming the file and field, for a damaged, empty or truncated
+    checkpoint or an adapter without a base."""
+    from distill.reason_hf import adapter_base, check_checkpoint
 
     check_checkpoint(config.model)
     base = adapter_base(config.model) if config.base_model is None else config.base_model
@@ -155,7 +156,7 @@ def check_student(config: ReasonConfig) -> str:
         except ValueError as e:
             hint = "" if config.base_model else " (pass --base_model PATH to use a local copy)"
             raise ValueError(f"{e}{hint}") from None
-    return checkpoint_fingerprint(*(p for p in (base, config.model) if p))
+    return base
 
 
 def _adapter_base(path: str) -> str | None:
@@ -236,7 +237,7 @@ def run_hf(config: ReasonConfig, entries: list[dict], journal: Journal, loaded: 
         try:
             loaded["student"] = Student(config.model, config.base_model, config.device, config.dtype,
                                         config.min_pixels, config.max_pixels)  # fmt: skip
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:  # passed check_student, still refused
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:  # passed student_base, still refused
             first = (str(e).strip().splitlines() or [""])[0]
             raise StageError(f"--model {config.model}: cannot load it: {type(e).__name__}: {first}") from None
         if config.seed is not None:  # once per run: a chunked run samples the same stream as one call would
@@ -291,51 +292,65 @@ def streamed_rows(config: ReasonConfig, writer: dict, store: ImageStore, journal
         yield from answered_rows(entries, journal, failures, tally, lambda e, rec, err: trace_row(e, writer, rec, err))
 
 
-def main(config: ReasonConfig) -> int:
-    paths, start = config.paths(), time.monotonic()
+def run(config: ReasonConfig, held: Journal) -> dict:
+    """The student's traces for this shard into `config.output`, through the journal `held`; returns the summary."""
+    start = time.monotonic()
     problems: list[dict] = []
     try:  # pass 1: ids and bad rows only (the examples are read again, a chunk at a time)
         n_examples = sum(1 for _ in iter_rows(config, problems))
-    except (OSError, ValueError) as e:  # a missing or unreadable input file
-        print(f"distill reason: --input {config.input}: {e}", file=sys.stderr)
-        return 1
+    except (OSError, ValueError) as e:  # an input that exists but does not read as examples
+        raise StageError(f"--input {config.input}: {e}") from None
     for p in problems:
         log.warning("%s:%s: %s", config.input, p["line"], p["reason"])
     if config.strict and problems:
-        print(f"distill reason: stopping on bad input (--strict): {config.input}:{problems[0]['line']}: "
-              f"{problems[0]['reason']}", file=sys.stderr)  # fmt: skip
-        return 1
+        raise DataError(f"stopping on bad input (--strict): {config.input}:{problems[0]['line']}: "
+                        f"{problems[0]['reason']}")  # fmt: skip
     fingerprint = None
-    try:
-        if config.backend == "hf":
-            fingerprint = check_student(config)
-        else:
-            config.client().api_key()  # fail before any work when the named env var is missing
-    except (OSError, ValueError) as e:  # a damaged or missing checkpoint, a missing key: nothing was written
-        raise StageError(str(e)) from None
+    if config.backend == "hf":
+        from distill.reason_hf import checkpoint_fingerprint
+
+        fingerprint = checkpoint_fingerprint(*(p for p in (student_base(config), config.model) if p))
     writer = writer_block(config, fingerprint)
     store = ImageStore(config.image_root, config.min_pixels, config.max_pixels)
     tally = Tally()
-    try:  # the journal's lock says this run owns the output: a second run on it is refused before touching any file
-        journal = Journal(paths["journal"])
-    except JournalLocked as e:
-        raise StageError(f"{e}; refusing to run, its files are left as they are") from None
     try:
-        with journal:
-            save_resolved_config(paths["config"], config)  # provenance only once the lock is held
-            n_rows = write_jsonl_atomic(config.output, streamed_rows(config, writer, store, journal, tally))
-    except (OSError, ValueError, RuntimeError) as e:  # e.g. a checkpoint that passed the checks but fails to load
-        print(f"distill reason: {e}", file=sys.stderr)
-        return 1
+        n_rows = write_jsonl_atomic(config.output, streamed_rows(config, writer, store, held, tally))
+    except (OSError, ValueError, RuntimeError) as e:  # a checkpoint that does not load
+        raise StageError(str(e)) from None
     totals, failed_reasons, stats = tally.totals, tally.failed_reasons, dict(tally.requests)
-    summary = tally.summary("reason", n_examples, n_rows, time.monotonic() - start, problems, input=config.input,
-                            output=config.output, writer=writer, run=stats, config=config_dict(config))  # fmt: skip
-    write_json_atomic(paths["summary"], summary)
     print(f"reason ({config.backend}, {writer['model']}): {n_examples} examples -> {n_rows} rows: {totals['ok']} ok, "
           f"{totals['truncated']} truncated, {totals['failed']} failed"
           f"{f' {dict(failed_reasons)}' if failed_reasons else ''}; generated {stats.get('to_send', 0)} "
           f"({stats.get('journaled_before', 0)} from the journal); {len(problems)} bad input rows -> {config.output}")  # fmt: skip
-    return all_failed_exit("reason", n_rows, totals["failed"], failed_reasons)
+    return tally.summary("reason", n_examples, n_rows, time.monotonic() - start, problems, input=config.input,
+                         output=config.output, writer=writer, run=stats, config=config_dict(config))  # fmt: skip
+
+
+def _check(config: ReasonConfig) -> None:
+    """Before any file is written: the named API-key variable is set (openai), the checkpoint can load (hf)."""
+    try:
+        if config.backend == "openai":
+            config.client().api_key()
+        else:
+            student_base(config)
+    except (OSError, ValueError) as e:  # a damaged or missing checkpoint, a missing key: nothing was written
+        raise StageError(str(e)) from None
+
+
+STAGE = Stage(
+    "reason",
+    (ReasonConfig,),
+    run,
+    output="output",
+    writes="<stem>.journal.jsonl (every answer, what a rerun resumes from) beside --output",
+    paths=lambda c: Paths(
+        reads=[c.input, c.image_root, c.model if c.backend == "hf" else None], writes=[c.output, c.paths()["journal"]]
+    ),  # fmt: skip
+    check=_check,
+    hold=lambda c: open_journal(c.paths()["journal"]),
+    verdict=all_rows_failed,
+)
+main = STAGE.main
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ retry can cure (HTTP 5xx, timeouts) is not marked done, so the next `distill run
 recipe has a `serve` section, a local teacher (`distill serve`) is started on a free loopback port for the stages that
 need it and stopped afterwards. Each child runs in its
 own process group owned by `run`: SIGTERM / SIGINT stop the running stage's whole group, then the local teacher.
-Writes `runs/<name>/run_summary.json` and `runs/<name>/report.md` from each stage's summary (`distill.stage`).
+Like every verb it keeps the stage contract (`distill.stage`): `runs/<name>/config.yaml` (the resolved pipeline
+config) and `runs/<name>/summary.json` (the shared schema, with `stages`: each stage's summary and status); and
+`runs/<name>/report.md`, a table of the stages, written even when a stage fails or the run is stopped.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from pathlib import Path
 import orjson
 import yaml
 
-from distill.configs import ConfigError, configs_from_mapping, read_yaml_mapping, stage_config_classes, typed
+from distill.cli import load_stage
+from distill.configs import ConfigError, configs_from_mapping, read_yaml_mapping, typed
 from distill.fingerprint import fingerprint, read_paths, referenced_images
 from distill.io import write_json_atomic, write_text_atomic
 from distill.pipeline_stages import STAGES, StageSpec, stage_summary
-from distill.stage import StageError, die_with_parent
+from distill.stage import Paths, Stage, StageError, die_with_parent
+from distill.stage import summary as stage_contract_summary
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +138,7 @@ def stage_config(spec: StageSpec, section: dict | None, run_dir: Path, teacher_u
     merged = dict(read_yaml_mapping(recipe)) if recipe else {}
     merged.update(section)
     if shared:
-        fields = {f.name for cls in stage_config_classes(spec.verb) for f in dataclasses.fields(cls)}
+        fields = {f.name for cls in load_stage(spec.verb).configs for f in dataclasses.fields(cls)}
         for key, value in shared.items():
             if value is None or key not in fields:
                 continue
@@ -159,7 +163,7 @@ def check_stage_configs(cfg: RunConfig) -> dict[str, dict]:
         if section is not None and not isinstance(section, dict):
             raise ConfigError(f"{spec.name}: expected a mapping (recipe: FILE plus overrides), got {section!r}")
         merged = stage_config(spec, section, cfg.run_dir, None, shared(cfg))
-        configs_from_mapping(stage_config_classes(spec.verb), merged, f"pipeline stage {spec.name}")
+        configs_from_mapping(load_stage(spec.verb).configs, merged, f"pipeline stage {spec.name}")
         plain[spec.name] = merged
     return plain
 
@@ -169,7 +173,12 @@ def shared(cfg: RunConfig) -> dict:
 
 
 class Stopped(KeyboardInterrupt):
-    """SIGTERM / SIGINT reached `run`: unwinds to the cleanup that stops every child."""
+    """SIGTERM / SIGINT reached `run`: unwinds to the cleanup that stops every child, then to the stage boundary,
+    which prints the message and exits 143 (SIGTERM) or 130 (SIGINT)."""
+
+    def __init__(self, signame: str):
+        super().__init__(f"stopped by {signame}; every stage process and the local teacher were stopped")
+        self.exit_status = 130 if signame == "SIGINT" else 143
 
 
 def _raise_stopped(signum, frame):
@@ -247,12 +256,19 @@ def report_markdown(cfg: RunConfig, summaries: dict[str, dict]) -> str:
 
 
 def stage_fingerprint(spec: StageSpec, plain: dict, run_dir: Path) -> str:
-    """What decides whether `spec` is up to date: its config, its wired inputs, every other path its resolved config
-    names (templates, model and tokenizer dirs, ...) and the images its rows reference (`distill.fingerprint`)."""
+    """What decides whether `spec` is up to date: its config, what it declares it reads inside the run directory
+    (earlier stages' outputs), every other path its resolved config names (templates, model and tokenizer dirs, ...)
+    and the images its rows reference (`distill.fingerprint`)."""
     from distill.configs import config_dict
 
-    resolved = config_dict(*configs_from_mapping(stage_config_classes(spec.verb), plain, f"pipeline stage {spec.name}"))
-    wired = [Path(p) for p in spec.inputs(plain)]
+    stage = load_stage(spec.verb)
+    configs = configs_from_mapping(stage.configs, plain, f"pipeline stage {spec.name}")
+    resolved = config_dict(*configs)
+    if spec.fingerprint_inputs:
+        wired = [Path(p) for p in spec.fingerprint_inputs(plain)]
+    else:
+        io, inside = stage.paths(*configs), run_dir.resolve()
+        wired = [Path(p) for p in (*io.reads, *io.read_files) if p and inside in Path(p).resolve().parents]
     if "prompts_dir" in resolved and not resolved["prompts_dir"]:  # the templates shipped in the package are read
         from distill.teacher.prompts import installed_prompts_dir
 
@@ -273,10 +289,11 @@ def retryable_failures(spec: StageSpec, summary: dict) -> int:
                if k.startswith("failed: ") and not k.startswith("failed: bad input"))  # fmt: skip
 
 
-def main(cfg: RunConfig) -> int:
+def run(cfg: RunConfig) -> dict:
+    """Every selected stage in order (skipping those up to date); the run's summary (`stages`: each one's)."""
     from distill.serve.launch import LocalTeacher, build_tiny_vlm_once
 
-    run_dir = cfg.run_dir
+    start, run_dir = time.monotonic(), cfg.run_dir
     plain_configs = check_stage_configs(cfg)  # every stage, before the first one starts: a typo fails in seconds
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.tiny_vlm:
@@ -319,20 +336,29 @@ def main(cfg: RunConfig) -> int:
             if teacher is not None and not any(s.teacher_field and s.name in cfg.stages for s in STAGES[i + 1 :]):
                 teacher.stop()  # free its memory and cores for training
                 teacher = None
-    except Stopped as e:
-        print(f"distill run: stopped by {e}; every stage process and the local teacher were stopped", file=sys.stderr)
-        return 130 if str(e) == "SIGINT" else 143
     finally:
         # The running stage's group is already stopped (`_run_teed`); the teacher goes last, whatever happened.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
         if teacher is not None:
             teacher.stop()
-        write_json_atomic(run_dir / "run_summary.json", summaries)
         write_text_atomic(run_dir / "report.md", report_markdown(cfg, summaries))
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(f"run {cfg.name}: {run_dir / 'report.md'}")
     for name, s in summaries.items():
         print(f"  {name:13s} {s['status']:20s} rows {s.get('rows_in', '-')} -> {s.get('rows_out', '-')}")
-    return 0
+    first, last = (summaries[n] for n in (next(iter(summaries)), next(reversed(summaries)))) if summaries else ({}, {})
+    return stage_contract_summary("run", first.get("rows_in"), last.get("rows_out"), time.monotonic() - start,
+                                  name=cfg.name, stages=summaries)  # fmt: skip
+
+
+STAGE = Stage(
+    "run",
+    (RunConfig,),
+    run,
+    output="run_dir",  # a property: <runs_root>/<name>
+    writes="each stage's outputs, config and log in <runs_root>/<name>/<stage>/, and report.md",
+    paths=lambda c: Paths(write_dirs=[c.run_dir]),
+)
+main = STAGE.main

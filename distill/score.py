@@ -25,9 +25,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.io import BadLine, checked_rows, write_json_atomic, write_jsonl_atomic
+from distill.io import BadLine, checked_rows, write_jsonl_atomic
 from distill.records import trace_problems
-from distill.stage import EXIT_DATA, all_failed_reason, contract_paths, reason_class
+from distill.stage import DataError, Paths, Stage, StageError, every_row_dropped, reason_class
 from distill.stage import summary as stage_summary
 
 log = logging.getLogger(__name__)
@@ -253,35 +253,35 @@ def _first_pass(config: ScoreConfig, scorers: dict, kinds: dict, stats: dict) ->
     return done, pools, reader
 
 
-def main(config: ScoreConfig) -> int:
-    from distill.configs import save_resolved_config
-
+def run(config: ScoreConfig) -> dict:
     t0 = time.time()
     try:  # before reading the input: a wrong model or tokenizer path fails in seconds, not after the load
         scorers = build_scorers(config)
     except (ValueError, OSError, ImportError) as e:
-        print(f"distill score: cannot build the scorers: {e}", file=sys.stderr)
-        return 2
+        raise StageError(f"cannot build the scorers: {e}") from None
     bad: list[dict] = []
     try:
         n_rows, stats, cache_stats = stream_scores(config, scorers, bad)
     except _Bad as e:
-        print(f"distill score: {e} (--strict: stopping, nothing written)", file=sys.stderr)
-        return 1
-    config_path, summary_path = contract_paths(config.output)
-    save_resolved_config(config_path, config)
+        raise DataError(f"{e} (--strict: stopping, nothing written)") from None
     dropped = Counter(reason_class(b["reason"]) for b in bad)
-    summary = stage_summary("score", n_rows + len(bad), n_rows, time.time() - t0, dropped=dropped, problems=bad,
-                            input=config.input, output=config.output, bad_lines=bad, scorers=stats,
-                            score_cache=cache_stats)  # fmt: skip
-    write_json_atomic(summary_path, summary)
     print(f"{config.input}: {n_rows} rows scored by {', '.join(stats)} -> {config.output}")
     if bad:
         print(f"  {len(bad)} unreadable line(s) not passed on: " + ", ".join(str(b["line"]) for b in bad[:20]))
-    if reason := all_failed_reason(n_rows + len(bad), n_rows, dropped):
-        print(f"distill score: every row failed: {reason} (e.g. {config.input}:{bad[0]['line']})", file=sys.stderr)
-        return EXIT_DATA
-    return 0
+    return stage_summary("score", n_rows + len(bad), n_rows, time.time() - t0, dropped=dropped, problems=bad,
+                         input=config.input, output=config.output, bad_lines=bad, scorers=stats,
+                         score_cache=cache_stats)  # fmt: skip
+
+
+STAGE = Stage(
+    "score",
+    (ScoreConfig,),
+    run,
+    output="output",
+    paths=lambda c: Paths(reads=[c.image_root], read_files=[c.input], writes=[c.output]),
+    verdict=every_row_dropped,
+)
+main = STAGE.main
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
-"""The stage contract every verb follows: where its resolved config and summary go, what its summary holds, and the
-error boundary that turns expected failures into one line and exit status 2.
+"""The stage contract every verb follows, kept in one place: a stage module declares a `Stage` (its configs, what it
+reads and writes, a `run` that returns its summary) and `Stage.main` does the rest, for every verb alike.
 
     distill score --input missing.jsonl --output /tmp/x.jsonl --config recipes/demo/score.yaml   # one line, exit 2
 
+- Order (`Stage.main`): `preflight` of the declared inputs and outputs, the stage's own `check`, its `hold` (a journal
+  lock: taken before the config is written, so a second run never rewrites a running job's config), the resolved
+  config written, `run`, the summary written, `publish` (a Hub push, once every file is final), the `verdict`.
 - Files: a stage whose main output is a file `dir/name.jsonl` writes `dir/name.config.yaml` and `dir/name.summary.json`;
-  one whose main output is a folder writes `folder/config.yaml` and `folder/summary.json` (`contract_paths`).
+  one whose main output is a folder writes `folder/config.yaml` and `folder/summary.json` (`contract_paths`). In a
+  multi-process launch only rank 0 writes them.
 - Summary schema (`summary`): `stage`, `rows_in`, `rows_out`, `dropped` {reason: count}, `seconds`, `tokens`
   {prompt, completion}, `problems` [{line, id, reason}] (the first 200), then stage-specific keys. `distill run` reads
   only this file to report a stage.
-- Errors: `preflight` checks inputs and outputs before any work (missing or unreadable input, a folder where a file
-  is expected, an output path that is a folder or cannot be written); `boundary` maps StageError, missing files,
-  permissions and a full disk raised later to `distill <verb>: error: <what>` on stderr and exit 2.
-- A stage whose every row failed for one reason exits 1 and says the reason (`all_failed_reason`).
+- Errors: every expected failure is one line `distill <verb>: error: <what>` on stderr and one exit status from one
+  table (`EXIT_STATUSES`, documented in docs/formats.md); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -22,20 +24,104 @@ import re
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.configs import ConfigError
 
-# Exit statuses: 0 done, 1 the data failed (every row for one reason, --strict bad rows), 2 the run could not start or
-# hit an environment fault (config, files, disk), as argparse uses 2 for usage errors.
-EXIT_DATA = 1
-EXIT_USAGE = 2
+# The one table of exit statuses (docs/formats.md "Exit statuses"); argparse also uses 2 for a bad flag.
+EXIT_OK = 0
+EXIT_DATA = 1  # the data failed: every row for one reason, a bad row under --strict, nothing left to export or train
+EXIT_USAGE = 2  # the run could not start or hit an environment fault: config, paths, a locked journal, disk, network
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); `distill run` stopped by SIGTERM exits 143
+EXIT_STATUSES = {EXIT_OK: "done", EXIT_DATA: "the data failed", EXIT_USAGE: "could not start / environment fault",
+                 EXIT_INTERRUPTED: "interrupted"}  # fmt: skip
 PROBLEMS_KEPT = 200
 
 
 class StageError(Exception):
-    """An expected failure the user fixes (a path, a config value): the message is the one line they see."""
+    """An expected failure the user fixes (a path, a config value, a busy journal): exit 2, the message is the line."""
+
+    exit_status = EXIT_USAGE
+
+
+class DataError(StageError):
+    """The data failed (every row for one reason, --strict on a bad row, nothing to export): exit 1."""
+
+    exit_status = EXIT_DATA
+
+
+@dataclass(frozen=True)
+class Paths:
+    """What a stage reads and writes, for `preflight` (checked before any work) and `distill run`'s fingerprint."""
+
+    reads: Iterable = ()  # files or folders that must exist and be readable (None entries are skipped)
+    read_files: Iterable = ()  # ... that must be files
+    writes: Iterable = ()  # files to be written (their folder is created)
+    write_dirs: Iterable = ()  # folders to be written into (created)
+
+
+def _no_paths(*configs) -> Paths:
+    return Paths()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A verb's declaration. `run(*configs)` (with `held=` when `hold` is set) does the work and returns the summary
+    (`summary` schema) or None; it raises `StageError` / `DataError` for expected failures, never prints-and-exits."""
+
+    name: str
+    configs: tuple[type, ...]
+    run: Callable[..., dict | None]
+    output: str | None = None  # the first config's field naming the main output (file or folder); None: no files
+    writes: str = ""  # for --help: what lands where, beside the main output
+    paths: Callable[..., Paths] = _no_paths  # (*configs) -> what preflight checks
+    check: Callable[..., None] | None = None  # cheap checks before any file is written (a named env var is set)
+    hold: Callable[..., object] | None = None  # (*configs) -> a context manager entered before the config is written
+    dry: Callable[..., bool] = field(default=lambda *c: False)  # (*configs) -> True: writes no file (a dry run)
+    publish: Callable[..., None] | None = None  # (summary, *configs): after the summary is written (a Hub push)
+    verdict: Callable[[dict], str | None] | None = None  # summary -> the data failure's one line (exit 1), or None
+
+    def main(self, *configs) -> int:
+        """Run the stage under the contract; the exit status (`EXIT_STATUSES`)."""
+        return boundary(self.name, lambda: self._main(configs))
+
+    def _main(self, configs: tuple) -> int:
+        start = time.monotonic()
+        dry = self.dry(*configs)
+        out = None if dry or not self.output else getattr(configs[0], self.output)
+        io = self.paths(*configs)
+        preflight(io.reads, io.read_files, [] if dry else io.writes, [] if dry else io.write_dirs)
+        if self.check:
+            self.check(*configs)
+        config_path, summary_path = contract_paths(out) if out else (None, None)
+        writer = _rank_zero()
+        with self.hold(*configs) if self.hold else nullcontext() as held:
+            if config_path and writer:
+                from distill.configs import save_resolved_config
+
+                save_resolved_config(config_path, *configs)
+            result = self.run(*configs, held=held) if self.hold else self.run(*configs)
+        if result is None:
+            return EXIT_OK
+        result.setdefault("seconds", round(time.monotonic() - start, 3))
+        if summary_path and writer:
+            from distill.io import write_json_atomic
+
+            write_json_atomic(summary_path, result)
+        if self.publish and writer:
+            self.publish(result, *configs)
+        if self.verdict and (line := self.verdict(result)):
+            raise DataError(line)
+        return EXIT_OK
+
+
+def _rank_zero() -> bool:
+    """True unless this is a non-zero rank of a multi-process launch (accelerate / torchrun set RANK)."""
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def contract_paths(output: str | Path) -> tuple[Path, Path]:
@@ -64,6 +150,14 @@ def all_failed_reason(rows_in: int, rows_out: int, dropped: dict) -> str | None:
     """The one reason every row failed for (rows came in, none came out, one reason), else None."""
     if rows_in and not rows_out and len(dropped) == 1:
         return next(iter(dropped))
+    return None
+
+
+def every_row_dropped(s: dict) -> str | None:
+    """A `verdict`: every row in was dropped for one reason (score, filter)."""
+    if reason := all_failed_reason(s["rows_in"] or 0, s["rows_out"] or 0, s["dropped"]):
+        line = next((p["line"] for p in s["problems"] if p.get("line") is not None), None)
+        return f"every row was dropped for one reason: {reason}" + (f" (e.g. line {line})" if line else "")
     return None
 
 
@@ -133,18 +227,18 @@ def error_line(e: BaseException) -> str | None:
 
 
 def boundary(verb: str, fn: Callable[[], int | None]) -> int:
-    """Run a stage's main; expected failures become `distill <verb>: error: ...` on stderr and exit 2."""
+    """Run `fn`; expected failures become `distill <verb>: error: ...` on stderr and their `EXIT_STATUSES` code."""
     try:
         return int(fn() or 0)
-    except KeyboardInterrupt:
-        print(f"distill {verb}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or a signal a stage turned into one (`distill run`: SIGTERM, 143)
+        print(f"distill {verb}: {e or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_status", EXIT_INTERRUPTED)
     except Exception as e:
         line = error_line(e)
         if line is None:
             raise
         print(f"distill {verb}: error: {line}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(e, "exit_status", EXIT_USAGE)
 
 
 def die_with_parent() -> None:
@@ -156,32 +250,3 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
-
-
-def _stage_io(verb: str, configs: tuple) -> dict:
-    """What `preflight` checks for each verb, from its parsed configs (paths only; no file is opened)."""
-    c = configs[0]
-    if verb == "validate":
-        return {"inputs": [c.input, c.image_root], "output_files": [c.report]}
-    if verb == "generate":
-        outs = [] if c.dry_run else [c.output, *(c.paths()[k] for k in ("journal", "summary", "config"))]
-        return {"inputs": [c.input, c.prompts_dir, c.image_root], "output_files": outs}
-    if verb == "merge":
-        return {"input_files": c.inputs, "output_files": [c.output]}
-    if verb == "score":
-        return {"input_files": [c.input], "inputs": [c.image_root], "output_files": [c.output]}
-    if verb == "filter":
-        return {"input_files": [c.input], "output_files": [c.kept, c.rejected], "output_dirs": [c.report_dir]}
-    if verb == "export":
-        return {"input_files": [c.input, c.filter_summary], "inputs": [c.image_root], "output_dirs": [c.output]}
-    if verb == "reason":
-        outs = [c.output, *c.paths().values()]
-        return {"inputs": [c.input, c.image_root, c.model if c.backend == "hf" else None], "output_files": outs}
-    if verb == "train":
-        return {"inputs": [c.dataset_path], "output_dirs": [c.output_dir]}
-    return {}
-
-
-def check_stage_io(verb: str, configs: tuple) -> None:
-    """`preflight` for `verb`'s inputs and outputs (see `_stage_io`)."""
-    preflight(**_stage_io(verb, configs))

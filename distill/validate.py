@@ -21,14 +21,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.configs import save_resolved_config
 from distill.data import mmeb_v2
 from distill.data.mmeb import Problem, load_examples
 from distill.data.mmeb_video import GLOBAL_POOL, label_list, natural_name
 from distill.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, check_ref
 from distill.io import write_json_atomic
 from distill.records import image_paths, video_paths
-from distill.stage import contract_paths, reason_class
+from distill.stage import Paths, Stage, reason_class
 from distill.stage import summary as stage_summary
 from distill.video import NUM_FRAMES, VideoError, open_frame, sample_frames
 
@@ -163,7 +162,8 @@ def validate(config: ValidateConfig) -> dict:
     return {"rows": rows, "ok": ok, "kinds": found.report(), "problems": [p.as_dict() for p in problems]}
 
 
-def main(config: ValidateConfig) -> int:
+def run(config: ValidateConfig) -> dict:
+    """Validate, print the problems by class, write the report; the summary (rows in, rows ok, problems by class)."""
     start = time.monotonic()
     report = validate(config)
     by_reason = Counter(_short(p["reason"]) for p in report["problems"])
@@ -173,16 +173,29 @@ def main(config: ValidateConfig) -> int:
     for kind, k in report["kinds"].items():  # what was found, per task kind (MMEB-V2's pools in brackets)
         sets = ", ".join(f"{ds} {d['rows']} rows [{d['pool']} candidates]" for ds, d in k["datasets"].items())
         print(f"  {kind}: {k['rows']} rows, {k['ok']} ok; {sets}")
-    if config.report:  # the stage contract beside the report: <stem>.config.yaml and <stem>.summary.json
+    if config.report:
         write_json_atomic(config.report, report)
-        config_path, summary_path = contract_paths(config.report)
-        save_resolved_config(config_path, config)
-        dropped = Counter(reason_class(p["reason"]) for p in report["problems"])
-        write_json_atomic(summary_path, stage_summary("validate", report["rows"], report["ok"], time.monotonic() - start,
-                                                      dropped=dropped, problems=report["problems"], input=config.input,
-                                                      report=config.report))  # fmt: skip
         print(f"report: {config.report}")
-    return 0 if report["ok"] == report["rows"] else 1
+    dropped = Counter(reason_class(p["reason"]) for p in report["problems"])
+    return stage_summary("validate", report["rows"], report["ok"], time.monotonic() - start, dropped=dropped,
+                         problems=report["problems"], input=config.input, report=config.report)  # fmt: skip
+
+
+def _verdict(s: dict) -> str | None:
+    bad = s["rows_in"] - s["rows_out"]
+    return f"{bad} of {s['rows_in']} rows have problems (listed above)" if bad else None
+
+
+STAGE = Stage(
+    "validate",
+    (ValidateConfig,),
+    run,
+    output="report",  # optional: without --report nothing is written
+    writes="the report {rows, ok, problems} at --report",
+    paths=lambda c: Paths(reads=[c.input, c.image_root], writes=[c.report]),
+    verdict=_verdict,
+)
+main = STAGE.main
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ def _bad_cases(tmp_path, demo_dir, vqa):
         ("eval row without a trace", {"traces": {"teacher": str(short)},
                                       "eval_rows": [_eval_dir(tmp_path / "d", demo_dir)]},
          ["ShapesVQA.jsonl:5:", f"id {first_id!r} has no trace in teacher"]),
-        ("missing file", {"traces": {"teacher": str(tmp_path / "nope.jsonl")}}, ["nope.jsonl: no such file"]),
+        ("missing file", {"traces": {"teacher": str(tmp_path / "nope.jsonl")}}, ["nope.jsonl: does not exist"]),
         ("traces for other rows", {"traces": full, "on_missing": "intersect",
                                    "eval_rows": [str(demo_dir / "eval" / "ShapesCLS.jsonl")]},
          ["none of the 8 eval rows has a trace in every set"]),

@@ -42,7 +42,7 @@ def _run(config: Path, **kw):
 
 
 def _statuses(run_dir: Path) -> dict:
-    return {k: v["status"] for k, v in json.loads((run_dir / "run_summary.json").read_text()).items()}
+    return {k: v["status"] for k, v in json.loads((run_dir / "summary.json").read_text())["stages"].items()}
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill.cli import VERBS
+from distill.cli import load_stage
 from distill.configs import parse_configs
 from distill.eval.stage import parse_traces
 from distill.pipeline_stages import STAGES
@@ -29,9 +29,7 @@ def test_pipeline_recipe_resolves_into_every_stage_config(path, monkeypatch, tmp
         merged = stage_config(spec, getattr(cfg, spec.name), tmp_path / cfg.name, "http://127.0.0.1:1/v1", shared(cfg))
         stage_yaml = tmp_path / f"{spec.name}.yaml"
         stage_yaml.write_text(yaml.safe_dump(merged))
-        module_name, class_names, _ = VERBS[spec.verb]
-        module = __import__(module_name, fromlist=list(class_names))
-        configs = parse_configs(tuple(getattr(module, n) for n in class_names), ["--config", str(stage_yaml)])
+        configs = parse_configs(load_stage(spec.verb).configs, ["--config", str(stage_yaml)])
         first = configs[0]
         for field, value in spec.wire(tmp_path / cfg.name).items():  # the run layout wins over the recipes
             assert getattr(first, field) == (parse_traces(value) if field == "traces" else value)

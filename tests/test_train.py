@@ -151,7 +151,9 @@ KILL_AFTER_SAVE = """
 import os, signal, sys
 from transformers import TrainerCallback
 from distill.configs import parse_configs
-from distill.train.sft import ModelConfig, TrainConfig, run
+from dataclasses import replace
+from functools import partial
+from distill.train.sft import STAGE, ModelConfig, TrainConfig, run
 
 class KillAfterSave(TrainerCallback):
     def on_save(self, args, state, control, **kw):
@@ -159,7 +161,7 @@ class KillAfterSave(TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)  # a real crash: no cleanup, no final save
 
 cfg, model_args = parse_configs((TrainConfig, ModelConfig), sys.argv[1:])
-run(cfg, model_args, callbacks=[KillAfterSave()])
+sys.exit(replace(STAGE, run=partial(run, callbacks=[KillAfterSave()])).main(cfg, model_args))
 """
 
 
@@ -212,7 +214,7 @@ from pathlib import Path
 from huggingface_hub import HfApi
 from distill.configs import parse_configs
 from distill.hub import upload_plan
-from distill.train.sft import ModelConfig, TrainConfig, run
+from distill.train.sft import STAGE, ModelConfig, TrainConfig
 
 calls = []
 HfApi.create_repo = lambda self, repo_id, **kw: calls.append(["create_repo", repo_id, kw]) or type("R", (), {"repo_id": repo_id})()
@@ -223,7 +225,7 @@ def upload_folder(self, **kw):  # what would be sent, and the card as it is at u
 
 HfApi.upload_folder = upload_folder
 cfg, model_args = parse_configs((TrainConfig, ModelConfig), sys.argv[1:])
-run(cfg, model_args)
+STAGE.main(cfg, model_args)
 Path(cfg.output_dir, "push_calls.json").write_text(json.dumps(calls))
 """
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from distill.embed_text import PARTS  # the trace parts an embedder reads
 from distill.eval.inputs import InputError, check_images, check_same_ids, load_eval_rows, load_trace_sets
+from distill.stage import Paths, Stage
 
 log = logging.getLogger(__name__)
 EMBEDDERS = ("sentence-transformers", "vlm", "hashing")
@@ -160,12 +161,11 @@ def _check_eval_ids(rows, sets: dict, on_missing: str) -> list:
     return kept
 
 
-def main(config: EvalConfig) -> int:
-    from distill.configs import save_resolved_config
+def run(config: EvalConfig) -> dict:
     from distill.eval.quality import quality
     from distill.eval.report import summary_lines, write_report
     from distill.io import write_json_atomic, write_jsonl_atomic
-    from distill.stage import contract_paths, summary
+    from distill.stage import DataError, StageError, summary
 
     t0 = time.time()
     out = Path(config.output_dir)
@@ -182,29 +182,24 @@ def main(config: EvalConfig) -> int:
             n_rows = len(rows)
             rows = _check_eval_ids(rows, sets, config.on_missing)
     except InputError as e:
-        print(f"distill eval: {e}", file=sys.stderr)
-        return 2
+        raise StageError(str(e)) from None
     result = {"config": asdict(config), "trace_sets": {n: s.path for n, s in sets.items()},
               "reference": config.reference, "ids_left_out": left_out}  # fmt: skip
     try:
         result["quality"] = quality(sets, config.reference, config.require_think, config.length_tokenizer)
     except (OSError, ValueError) as e:  # a --length_tokenizer that does not load
-        print(f"distill eval: cannot count lengths with --length_tokenizer {config.length_tokenizer!r}: {e}",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        raise StageError(f"cannot count lengths with --length_tokenizer {config.length_tokenizer!r}: {e}") from None
     if rows:
         from distill.eval.retrieval import EmbedError, retrieval
 
         try:
             embedder = _embedder(config)
         except (OSError, ValueError, ImportError) as e:
-            print(f"distill eval: cannot load the embedder {config.embedder_model!r}: {e}", file=sys.stderr)
-            return 2
+            raise StageError(f"cannot load the embedder {config.embedder_model!r}: {e}") from None
         try:
             ret = retrieval(rows, _traces_by_id(sets, config.trace_part), embedder)
         except EmbedError as e:
-            print(f"distill eval: {e}", file=sys.stderr)
-            return 1
+            raise DataError(str(e)) from None
         ret = {"eval_rows_left_out": n_rows - len(rows), **ret}  # rows some set has no trace for (intersect)
         write_jsonl_atomic(out / "retrieval_per_query.jsonl", ret.pop("per_query"))
         result["retrieval"] = {"embedder": {"kind": config.embedder, "model": config.embedder_model},
@@ -212,16 +207,22 @@ def main(config: EvalConfig) -> int:
     result["seconds"] = round(time.time() - t0, 3)
     result["plots"] = write_report(out, result, config.report_title)
     write_json_atomic(out / "eval.json", result)
-    # the stage contract (distill.stage): config.yaml + summary.json in the output folder, which `distill run` reads;
-    # rows_in = trace rows compared (all sets), rows_out = eval rows ranked (0 without --eval_rows)
-    config_path, summary_path = contract_paths(out)
-    save_resolved_config(config_path, config)
-    write_json_atomic(summary_path, summary("eval", sum(len(s.rows) for s in sets.values()), len(rows),
-                                            result["seconds"], trace_sets=len(sets)))  # fmt: skip
     print("\n".join(summary_lines(result)))
     print(f"distill eval: {len(sets)} trace set(s)" + (f", {len(rows)} eval rows" if rows else "")
           + f" -> {out / 'report.md'}")  # fmt: skip
-    return 0
+    # rows_in = trace rows compared (all sets), rows_out = eval rows ranked (0 without --eval_rows)
+    return summary("eval", sum(len(s.rows) for s in sets.values()), len(rows), result["seconds"], trace_sets=len(sets))
+
+
+STAGE = Stage(
+    "eval",
+    (EvalConfig,),
+    run,
+    output="output_dir",
+    writes="eval.json, report.md, plots and retrieval_per_query.jsonl in --output_dir",
+    paths=lambda c: Paths(read_files=c.traces.values(), reads=c.eval_rows, write_dirs=[c.output_dir]),
+)
+main = STAGE.main
 
 
 if __name__ == "__main__":

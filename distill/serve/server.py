@@ -41,6 +41,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from distill.serve.serve_config import ServeConfig
+from distill.stage import Stage, StageError
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,8 @@ def load_models(specs: list[str], device: str, dtype: str, max_prompt_chars: int
     return models
 
 
-def main(config: ServeConfig) -> int:
+def run(config: ServeConfig) -> None:
+    """Serve until SIGTERM / SIGINT; writes no file (logs go to stderr, the listening line to stdout)."""
     import uvicorn
 
     from distill.serve.batcher import Batcher
@@ -205,14 +207,11 @@ def main(config: ServeConfig) -> int:
     if config.api_key_env:
         api_key = os.environ.get(config.api_key_env)
         if not api_key:
-            print(f"distill serve: environment variable {config.api_key_env} (--api_key_env) is not set or empty",
-                  file=sys.stderr)  # fmt: skip
-            return 2
+            raise StageError(f"environment variable {config.api_key_env} (--api_key_env) is not set or empty")
     try:
         models = load_models(config.model, config.device, config.dtype, config.max_prompt_chars or None)
     except (ValueError, OSError) as e:
-        print(f"distill serve: {e}", file=sys.stderr)
-        return 2
+        raise StageError(str(e)) from None
     if not api_key and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s without --api_key_env: anyone who can reach this port can use the models",
                     config.host)  # fmt: skip
@@ -227,8 +226,7 @@ def main(config: ServeConfig) -> int:
         sock.bind((config.host, config.port))
     except OSError as e:
         batcher.stop()
-        print(f"distill serve: cannot listen on {config.host}:{config.port}: {e}", file=sys.stderr)
-        return 2
+        raise StageError(f"cannot listen on {config.host}:{config.port}: {e}") from None
     host, port = sock.getsockname()[:2]
     url_host = f"[{host}]" if family == socket.AF_INET6 else host
 
@@ -260,7 +258,10 @@ def main(config: ServeConfig) -> int:
         batcher.stop()
         sock.close()
     log.info("distill serve stopped: %s", batcher.stats())
-    return 0
+
+
+STAGE = Stage("serve", (ServeConfig,), run)
+main = STAGE.main
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import re
 import sys
 import time
 from collections import Counter
+from contextlib import nullcontext
 from functools import partial
 
 from tqdm import tqdm
@@ -30,10 +31,11 @@ from distill.client.batch import run_batch
 from distill.client.driver import drive
 from distill.client.http import TeacherUnreachable
 from distill.client.journal import Journal, JournalLocked, request_key
-from distill.configs import config_dict, save_resolved_config
+from distill.configs import config_dict
 from distill.data.mmeb import Problem, load_examples
 from distill.images import ImageError
-from distill.io import write_json_atomic, write_jsonl_atomic
+from distill.io import write_jsonl_atomic
+from distill.stage import DataError, Paths, Stage, StageError
 from distill.stage import summary as stage_summary
 from distill.teacher.dry_run import dry_run
 from distill.teacher.generate_config import GenerateConfig
@@ -199,7 +201,9 @@ def reason_class(error: str) -> str:
     return re.sub(r"\s*\(.*", "", error.split(":")[0]).strip()
 
 
-def main(config: GenerateConfig) -> int:
+def run(config: GenerateConfig, held: Journal | None) -> dict | None:
+    """Generate this shard's traces into `config.output` through the journal `held` (None: a dry run, which prints
+    the plan and writes nothing); returns the summary."""
     paths, start = config.paths(), time.monotonic()
     problems: list[dict] = []
     tasks, n_examples = set(), 0
@@ -209,102 +213,108 @@ def main(config: GenerateConfig) -> int:
     for p in problems:
         log.warning("%s:%s: %s", config.input, p["line"], p["reason"])
     if config.strict and problems:
-        print(f"distill generate: stopping on bad input (--strict): {config.input}:{problems[0]['line']}: "
-              f"{problems[0]['reason']}", file=sys.stderr)  # fmt: skip
-        return 1
+        raise DataError(f"stopping on bad input (--strict): {config.input}:{problems[0]['line']}: "
+                        f"{problems[0]['reason']}")  # fmt: skip
     store = ImageStore(config.image_root, config.min_pixels, config.max_pixels, num_frames=config.num_frames,
                        frame_min_pixels=config.frame_min_pixels, frame_max_pixels=config.frame_max_pixels)  # fmt: skip
     templates = TemplateSet(config.prompts_dir)
-    try:  # every template this shard needs, before any request: a broken directory is a config error (exit 2)
+    try:  # every template this shard needs, before any request: a broken directory is a config error
         templates.check(tasks, config.side)
-    except ValueError as e:  # a broken prompt template: a config error, not a row error
-        print(f"distill generate: {e}", file=sys.stderr)
-        return 2
-    if config.dry_run:
-        journaled: set[str] = set()
-        if paths["journal"].exists():
-            try:
-                with Journal(paths["journal"]) as journal:
-                    journaled = journal.keys()
-            except JournalLocked as e:
-                print(f"distill generate: {e}", file=sys.stderr)
-                return 2
-        chunks = (plan(config, chunk, store, templates) for chunk in chunked(iter_shard(config), PLAN_CHUNK))
-        try:
-            dry_run(config, chunks, store, journaled)
-        except ValueError as e:  # a template that renders badly for some example: a config error
-            print(f"distill generate: {e}", file=sys.stderr)
-            return 2
-        return 0
-    try:
-        config.client().api_key()  # fail before any work when the named env var is missing
     except ValueError as e:
-        print(f"distill generate: {e}", file=sys.stderr)
-        return 2
-    tally = Tally()
-    try:  # the journal's lock says this run owns the output: a second run on it is refused before touching any file
-        journal = Journal(paths["journal"])
-    except JournalLocked as e:
-        print(f"distill generate: {e}; refusing to run, its files are left as they are", file=sys.stderr)
-        return 2
-    with journal:
-        save_resolved_config(paths["config"], config)  # provenance only once the lock is held
-        if config.batch:
-            import openai
+        raise StageError(str(e)) from None
+    if config.dry_run:
+        _dry_run(config, store, templates)
+        return None
+    journal, tally = held, Tally()
+    if config.batch:
+        import openai
 
-            def planned():  # rendered again on each pass (keys, batch files, rows) rather than held: bounded memory
-                for chunk in chunked(iter_shard(config), PLAN_CHUNK):
-                    yield plan(config, chunk, store, templates)
+        def planned():  # rendered again on each pass (keys, batch files, rows) rather than held: bounded memory
+            for chunk in chunked(iter_shard(config), PLAN_CHUNK):
+                yield plan(config, chunk, store, templates)
 
-            try:
-                failures, stats = run_batch(config.client(), config.batch_settings(), journal,
-                                            lambda: ((e["key"], e["body"]) for es in planned() for e in es if "key" in e))  # fmt: skip
-            except (
-                FileNotFoundError,
-                openai.OpenAIError,
-                ValueError,
-            ) as e:  # ValueError: a template that renders badly
-                print(f"distill generate --batch: {e}", file=sys.stderr)
-                return 2
-            if stats.get("written_only"):  # files for `vllm run-batch`; their answers come back with --batch_results
-                return 0
-            tally.requests = stats  # one run_batch call: its stats as they are (they hold a list of batches)
-            rows = (row for es in planned() for row in entry_rows(config, es, journal, failures, tally))
-        else:
-            rows = streamed_rows(config, store, templates, journal, tally)
-        try:  # online, requests are sent while the rows stream out; a stop leaves no output (answers are journaled)
-            n_rows = write_jsonl_atomic(config.output, rows)
-        except ValueError as e:  # a template that renders badly for some example: a config error
-            print(f"distill generate: {e}", file=sys.stderr)
-            return 2
-        except TeacherUnreachable as e:  # answers received so far are journaled: a rerun resumes from them
-            print(f"distill generate: {e}", file=sys.stderr)
-            return 2
+        try:
+            failures, stats = run_batch(config.client(), config.batch_settings(), journal,
+                                        lambda: ((e["key"], e["body"]) for es in planned() for e in es if "key" in e))  # fmt: skip
+        except (FileNotFoundError, openai.OpenAIError, ValueError) as e:  # ValueError: a template that renders badly
+            raise StageError(f"--batch: {e}") from None
+        if stats.get("written_only"):  # files for `vllm run-batch`; their answers come back with --batch_results
+            return None
+        tally.requests = stats  # one run_batch call: its stats as they are (they hold a list of batches)
+        rows = (row for es in planned() for row in entry_rows(config, es, journal, failures, tally))
+    else:
+        rows = streamed_rows(config, store, templates, journal, tally)
+    try:  # online, requests are sent while the rows stream out; a stop leaves no output (answers are journaled)
+        n_rows = write_jsonl_atomic(config.output, rows)
+    except (ValueError, TeacherUnreachable) as e:  # a template that renders badly; answers so far are journaled
+        raise StageError(str(e)) from None
     totals, failed_reasons, stats = tally.totals, tally.failed_reasons, dict(tally.requests)
-    summary = tally.summary(
-        "generate", n_examples, n_rows, time.monotonic() - start, problems, input=config.input, output=config.output,
-        prompt_tokens=totals["prompt_tokens"], completion_tokens=totals["completion_tokens"],
-        requests={**stats, "images_encoded": store.encoded}, config=config_dict(config),
-    )  # fmt: skip
-    write_json_atomic(paths["summary"], summary)
     print(f"generate: {n_examples} examples -> {n_rows} rows: {totals['ok']} ok, {totals['truncated']} truncated, "
           f"{totals['failed']} failed{f' {dict(failed_reasons)}' if failed_reasons else ''}; "
           f"sent {stats.get('to_send', 0)} requests "
           f"({stats.get('journaled_before', 0)} answers from the journal, {stats.get('same_content', 0)} same-content); "
           f"{totals['prompt_tokens']} prompt + {totals['completion_tokens']} completion tokens; "
           f"{len(problems)} bad input rows -> {config.output} (summary {paths['summary']})")  # fmt: skip
-    return all_failed_exit("generate", n_rows, totals["failed"], failed_reasons)
+    return tally.summary(
+        "generate", n_examples, n_rows, time.monotonic() - start, problems, input=config.input, output=config.output,
+        prompt_tokens=totals["prompt_tokens"], completion_tokens=totals["completion_tokens"],
+        requests={**stats, "images_encoded": store.encoded}, config=config_dict(config),
+    )  # fmt: skip
 
 
-def all_failed_exit(stage: str, n_rows: int, n_failed: int, reasons: Counter) -> int:
-    """Failed rows are data (with their reason), not a failed run, unless *every* row failed for one reason: that is
-    a configuration problem (wrong image_root, model name, URL or key), so say so and exit 1."""
-    if n_rows and n_failed == n_rows and len(reasons) == 1:
-        reason = next(iter(reasons))
-        print(f"distill {stage}: every row ({n_rows}) failed with the same reason: {reason}; "
-              "check the configuration (paths, model, base_url, key)", file=sys.stderr)  # fmt: skip
-        return 1
-    return 0
+def _dry_run(config: GenerateConfig, store: ImageStore, templates: TemplateSet) -> None:
+    """Print what a run would send (requests, tokens, cost) and what the journal already holds; writes nothing."""
+    journaled: set[str] = set()
+    if config.paths()["journal"].exists():
+        with open_journal(config.paths()["journal"]) as journal:
+            journaled = journal.keys()
+    chunks = (plan(config, chunk, store, templates) for chunk in chunked(iter_shard(config), PLAN_CHUNK))
+    try:
+        dry_run(config, chunks, store, journaled)
+    except ValueError as e:  # a template that renders badly for some example: a config error
+        raise StageError(str(e)) from None
+
+
+def open_journal(path) -> Journal:
+    """The journal at `path`, locked for this process; StageError when another run holds it (its files are left as
+    they are: a second run must not touch a running job's output, config or summary)."""
+    try:
+        return Journal(path)
+    except JournalLocked as e:
+        raise StageError(f"{e}; refusing to run, its files are left as they are") from None
+
+
+def all_rows_failed(s: dict) -> str | None:
+    """A `verdict` for generate and reason: failed rows are data (with their reason), not a failed run, unless *every*
+    row failed for one reason: a configuration problem (wrong image_root, model name, URL or key)."""
+    n_rows, reasons = s["rows_out"], s["failed_reasons"]
+    if n_rows and s["failed"] == n_rows and len(reasons) == 1:
+        return (f"every row ({n_rows}) failed with the same reason: {next(iter(reasons))}; "
+                "check the configuration (paths, model, base_url, key)")  # fmt: skip
+    return None
+
+
+def _check(config: GenerateConfig) -> None:
+    if not config.dry_run:
+        try:
+            config.client().api_key()  # fail before any file is written when the named env var is missing
+        except ValueError as e:
+            raise StageError(str(e)) from None
+
+
+STAGE = Stage(
+    "generate",
+    (GenerateConfig,),
+    run,
+    output="output",
+    writes="<stem>.journal.jsonl (every answer, what a rerun resumes from) beside --output",
+    paths=lambda c: Paths(reads=[c.input, c.prompts_dir, c.image_root], writes=[c.output, c.paths()["journal"]]),
+    check=_check,
+    hold=lambda c: nullcontext() if c.dry_run else open_journal(c.paths()["journal"]),
+    dry=lambda c: c.dry_run,
+    verdict=all_rows_failed,
+)
+main = STAGE.main
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ class GenerateConfig:
     batch_max_bytes: int = _f(200_000_000, "Bytes per batch file at most (the OpenAI Batch API limit, 200 MB).")
     batch_poll_s: float = _f(30.0, "Seconds between batch status polls.")
     batch_rounds: int = _f(2, "Batches per run: the first, then resubmissions of expired/retryable failures.")
-    batch_discount: float = _f(0.5, "Batch price / online price, for the dry-run cost (OpenAI: 50% off).")
+    batch_discount: float = _f(0.5, "Batch price / online price, for the dry-run cost (OpenAI: half price).")
 
     def __post_init__(self):
         for name in ("input", "output", "model"):

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import orjson
 
-from distill.configs import save_resolved_config
-from distill.io import BadLine, iter_jsonl, write_json_atomic, write_jsonl_atomic
-from distill.stage import contract_paths, reason_class
+from distill.io import BadLine, iter_jsonl, write_jsonl_atomic
+from distill.stage import DataError, Paths, Stage, reason_class
 from distill.stage import summary as stage_summary
 
 log = logging.getLogger(__name__)
@@ -106,25 +105,30 @@ def merge(inputs: list[str], strict: bool = False) -> tuple[list[dict], dict]:
     return ([] if strict and stats["bad_lines"] else list(merged_rows(inputs, keys))), stats
 
 
-def main(config: MergeConfig) -> int:
+def run(config: MergeConfig) -> dict:
     t0 = time.time()
     keys, stats = plan_merge(config.inputs, config.strict)
     if config.strict and stats["bad_lines"]:
-        print(f"distill merge: {stats['bad_lines'][0]}", file=sys.stderr)
-        return 1
+        raise DataError(f"{stats['bad_lines'][0]} (--strict)")
     n = write_jsonl_atomic(config.output, merged_rows(config.inputs, keys))
-    config_path, summary_path = contract_paths(config.output)  # the stage contract, as every stage
-    save_resolved_config(config_path, config)
     problems = [{"reason": r} for r in stats["bad_lines"]]
     dropped = Counter(reason_class(r.split(": ", 1)[-1]) for r in stats["bad_lines"])
     if stats["duplicates"]:
         dropped["duplicate (id, side, sample_index)"] = stats["duplicates"]
-    summary = stage_summary("merge", stats["rows_in"] + len(problems), n, time.time() - t0, dropped=dropped,
-                            problems=problems, inputs=config.inputs, duplicates=stats["duplicates"])  # fmt: skip
-    write_json_atomic(summary_path, summary)
     print(f"merge: {len(config.inputs)} files, {stats['rows_in']} rows -> {n} rows ({stats['duplicates']} duplicates, "
           f"{len(stats['bad_lines'])} bad lines) -> {config.output}")  # fmt: skip
-    return 0
+    return stage_summary("merge", stats["rows_in"] + len(problems), n, time.time() - t0, dropped=dropped,
+                         problems=problems, inputs=config.inputs, duplicates=stats["duplicates"])  # fmt: skip
+
+
+STAGE = Stage(
+    "merge",
+    (MergeConfig,),
+    run,
+    output="output",
+    paths=lambda c: Paths(read_files=c.inputs, writes=[c.output]),
+)
+main = STAGE.main
 
 
 if __name__ == "__main__":

@@ -27,7 +27,13 @@ from pathlib import Path
 import torch
 from trl import ModelConfig, SFTConfig
 
+from distill.stage import Paths, Stage
+
 log = logging.getLogger(__name__)
+
+
+class NoRowsLeft(ValueError):
+    """Every row of the export is longer than max_length: nothing to train on."""
 
 
 @dataclass
@@ -227,7 +233,7 @@ def build(config: TrainConfig, model_args: ModelConfig, callbacks=None):
         load_export(config.dataset_path), processor, config.max_length, num_proc=config.dataset_num_proc
     )
     if len(dataset) == 0:
-        raise ValueError(f"pre-flight left no rows (all {pf['rows_in']} exceed max_length={config.max_length})")
+        raise NoRowsLeft(f"pre-flight left no rows (all {pf['rows_in']} exceed max_length={config.max_length})")
     model = load_model(model_args, config.bf16)
     pf["parameters"] = freeze(model, config.freeze_vision_tower, config.freeze_projector, config.vision_modules,
                               config.projector_modules)  # fmt: skip
@@ -244,32 +250,28 @@ def build(config: TrainConfig, model_args: ModelConfig, callbacks=None):
     return trainer, processor, pf, dataset
 
 
-def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict:
-    """Train; returns the summary dict (also `<output_dir>/summary.json`). Raises LabelMaskError before step 1."""
-    from distill.configs import config_dict, save_resolved_config
-    from distill.io import write_json_atomic
-    from distill.stage import contract_paths
+def train(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict | None:
+    """Train; returns the summary on the main process (None on the other ranks). Raises LabelMaskError before step 1,
+    StageError when the launch's world size differs from the one the global batch was derived from."""
+    from distill.configs import config_dict
+    from distill.stage import StageError
     from distill.stage import summary as stage_summary
     from distill.train.audit import audit
     from distill.train.batch import describe
     from distill.train.lineage import build_lineage, write_lineage
 
     t0 = time.time()
-    if not model_args.model_name_or_path:
-        raise ValueError("model_name_or_path is required")
     # the world size accelerate actually set up: the one the global batch was derived from must match it
     batch = describe(config.per_device_train_batch_size, config.gradient_accumulation_steps, config.world_size)
     global_batch = config.per_device_train_batch_size * config.gradient_accumulation_steps * config.world_size
     if config.global_batch_size is not None and global_batch != config.global_batch_size:
-        raise ValueError(f"{batch}, not global_batch_size {config.global_batch_size}: WORLD_SIZE at launch differs "
+        raise StageError(f"{batch}, not global_batch_size {config.global_batch_size}: WORLD_SIZE at launch differs "
                          "from the processes training")  # fmt: skip
     log.info("%s", batch)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     resolved = {**config_dict(config, model_args), "base_model": base_reference(config, model_args)}
     trainer, processor, pf, dataset = build(config, model_args, callbacks)
-    if trainer.is_world_process_zero():
-        save_resolved_config(contract_paths(out)[0], config, model_args)
     # rows spread over the whole dataset, so every subset / task (and text-only rows) tends to be audited
     k, n = min(config.audit_rows, len(dataset)), len(dataset)
     rows = [dataset[i] for i in sorted({round(j * (n - 1) / max(k - 1, 1)) for j in range(k)})]
@@ -294,38 +296,65 @@ def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict:
         "global_batch_size": global_batch,
         "global_batch": batch,
     }
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(config.output_dir)  # stock class names, also from the torchvision-less fallback
-        if model_args.use_peft:
-            _point_adapter_at_base(config.output_dir, base_reference(config, model_args))
-        if model_args.use_peft and config.merge_lora_on_save:
-            result["merged_model"] = _merge_lora(config, model_args, processor)
-        write_lineage(config.output_dir, build_lineage(**lineage_args, result=result), result.get("merged_model"))
-        dropped = {"over_max_length": pf["dropped_over_max_length"]} if pf["dropped_over_max_length"] else {}
-        summary = stage_summary("train", pf["rows_in"], pf["rows_kept"], time.time() - t0, dropped=dropped,
-                                tokens={"trained": result["real_tokens"]}, rows_trained=pf["rows_kept"],
-                                preflight=pf, label_audit=report, **result)  # fmt: skip
-        write_json_atomic(contract_paths(out)[1], summary)
-        if config.hub_repo:  # last: every file is final
-            try:
-                result["hub_url"] = publish(config)
-            except Exception as e:  # network, auth, offline mode: one line; the local outputs stay valid
-                raise ValueError(f"push to {config.hub_repo} failed: {type(e).__name__}: {e}") from e
-            log.info("pushed %s -> %s", out, result["hub_url"])
-        log.info("trained %d steps, final loss %.4f, pad fraction %.3f -> %s", result["global_step"],
-                 result["losses"][-1] if result["losses"] else float("nan"), result["pad_fraction"], out)  # fmt: skip
-    return result
+    if not trainer.is_world_process_zero():
+        return None  # the main process alone writes the processor, lineage, card and summary
+    processor.save_pretrained(config.output_dir)  # stock class names, also from the torchvision-less fallback
+    if model_args.use_peft:
+        _point_adapter_at_base(config.output_dir, base_reference(config, model_args))
+    if model_args.use_peft and config.merge_lora_on_save:
+        result["merged_model"] = _merge_lora(config, model_args, processor)
+    write_lineage(config.output_dir, build_lineage(**lineage_args, result=result), result.get("merged_model"))
+    log.info("trained %d steps, final loss %.4f, pad fraction %.3f -> %s", result["global_step"],
+             result["losses"][-1] if result["losses"] else float("nan"), result["pad_fraction"], out)  # fmt: skip
+    dropped = {"over_max_length": pf["dropped_over_max_length"]} if pf["dropped_over_max_length"] else {}
+    return stage_summary("train", pf["rows_in"], pf["rows_kept"], time.time() - t0, dropped=dropped,
+                         tokens={"trained": result["real_tokens"]}, rows_trained=pf["rows_kept"],
+                         preflight=pf, label_audit=report, **result)  # fmt: skip
 
 
-def main(config: TrainConfig, model_args: ModelConfig) -> int:
+def run(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict | None:
+    """`train`, with what the data can get wrong (no row fits max_length, labels that supervise the prompt) as
+    DataError. Extra trainer callbacks: `dataclasses.replace(STAGE, run=partial(run, callbacks=[...])).main(...)`."""
+    from distill.stage import DataError
     from distill.train.audit import LabelMaskError
 
     try:
-        run(config, model_args)
-    except (LabelMaskError, ValueError) as e:
-        print(f"distill train: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return train(config, model_args, callbacks)
+    except (LabelMaskError, NoRowsLeft) as e:
+        raise DataError(str(e)) from None
+
+
+def _push(summary: dict, config: TrainConfig, model_args: ModelConfig) -> None:
+    """--hub_repo: last, once every file is final; a failure is one line and the local outputs stay valid."""
+    from distill.stage import StageError
+
+    if not config.hub_repo:
+        return
+    try:
+        url = publish(config)
+    except Exception as e:  # network, auth, offline mode
+        raise StageError(f"push to {config.hub_repo} failed: {type(e).__name__}: {e}") from None
+    log.info("pushed %s -> %s", config.output_dir, url)
+
+
+def _model_given(config: TrainConfig, model_args: ModelConfig) -> None:
+    from distill.configs import ConfigError
+
+    if not model_args.model_name_or_path:
+        raise ConfigError("model_name_or_path is required")
+
+
+STAGE = Stage(
+    "train",
+    (TrainConfig, ModelConfig),
+    run,
+    output="output_dir",
+    writes="the model (or LoRA adapter), processor, lineage.json and the model card README.md in --output_dir",
+    paths=lambda c, m: Paths(reads=[c.dataset_path], write_dirs=[c.output_dir]),
+    check=_model_given,
+    publish=_push,
+)
+main = STAGE.main
 
 
 if __name__ == "__main__":
