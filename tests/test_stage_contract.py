@@ -49,8 +49,9 @@ CASES = {
     "train": (lambda f, o: ["--dataset_path", f["export"], "--output_dir", o / "model", "--model_name_or_path",
                             f["model"]], "--dataset_path", {"freeze_vision_tower": "maybe"}),
     "eval": (lambda f, o: ["--traces", f"teacher={f['t']}", "--output_dir", o / "eval"], None, {"require_think": 2}),
-    "reason": (lambda f, o: ["--backend", "hf", "--model", f["model"], "--input", f["ex"], "--image_root", f["root"],
-                             "--output", o / "r.jsonl"], "--input", {"max_new_tokens": "long"}),
+    "reason": (lambda f, o: ["--backend", "openai", "--model", "m", "--base_url", "http://127.0.0.1:9/v1", "--input",
+                             f["ex"], "--image_root", f["root"], "--output", o / "r.jsonl"], "--input",
+               {"max_new_tokens": "long"}),
     "run": (lambda f, o: ["--name", "t", "--runs_root", o / "runs", "--stages", "score"], None, {"force": 3}),
 }  # fmt: skip
 
