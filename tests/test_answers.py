@@ -67,7 +67,23 @@ def test_extract_answer(final, expected):
     ],
 )
 def test_answer_match_vqa_normalisation(final, gold, expected):
+    assert answer_match(final, gold, containment=True) is expected
+
+
+@pytest.mark.parametrize(
+    "final, gold, expected",
+    [
+        ("Answer: hot dog", "dog", False),  # VQA evaluation: exact after normalisation, no containment
+        ("Answer: a dog", "dog", True),  # the article is normalised away
+        ("Answer: The Dog!", "dog", True),
+        ("There are 4 shapes.", "4", False),  # a sentence is not the answer unless containment is asked for
+        ("The answer is 4.", "4", True),  # the extracted answer part
+    ],
+)
+def test_answer_match_is_exact_by_default(final, gold, expected):
     assert answer_match(final, gold) is expected
+    row = trace_row({**EX, "answer": gold}, 0, f"<think>x</think>{final}")
+    assert build_scorer("answer_match")([row]) == [float(expected)]
 
 
 EX = {"id": "ex-1", "task": "vqa", "dataset": "D", "query": {"text": "How many shapes?", "images": []},

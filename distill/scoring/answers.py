@@ -4,15 +4,18 @@ the other samples of the same example), plus the public answer functions `distil
     from distill.scoring.answers import extract_answer, normalize, answer_match
     extract_answer("There are four shapes.\\nAnswer: 4.")   # -> "4"   (the template's answer line)
     normalize("Don't know, the Three.0 one-hundred")         # -> "dont know 3 100"
-    answer_match("It is not a cat.", "cat")                  # -> False (negated)
+    answer_match("Answer: hot dog", "dog")                   # -> False (exact after normalisation, as VQA)
+    answer_match("It is not a cat.", "cat", containment=True)  # -> False (negated)
 
 Extraction: the vqa / classification templates end the final part with a line `Answer: <short answer>`; the last such
 line is the answer. Traces without one fall back to the text after the last "answer is" / "answer:" in the final, else
 the whole final. Normalisation follows the VQA evaluation: lower case, apostrophes dropped (don't = dont), other
 punctuation -> spaces, articles dropped, number words -> digits (one hundred = 100, "none" = 0), decimals in canonical
 form (3.0 = 3, 1,000 = 1000). Multiple choice: a gold or predicted option letter ("B", "(B)", "option B") is compared as
-a letter, and mapped to the option's text when the query lists options ("A. cat  B. dog"). Containment of the gold in
-a sentence counts only where the gold is not negated ("not a cat" never matches gold "cat").
+a letter, and mapped to the option's text when the query lists options ("A. cat  B. dog"). Matching is exact after
+normalisation, as in the VQA evaluation: "Answer: a dog" matches gold "dog", "Answer: hot dog" does not. Containment of
+the gold in a sentence is opt-in (`containment=True`, the `answer_match` scorer's `containment` parameter) and counts
+only where the gold is not negated ("not a cat" never matches gold "cat").
 """
 
 from __future__ import annotations
@@ -176,11 +179,12 @@ def contains(haystack: str, needle: str) -> bool:
     return any(words[i : i + k] == target and not _negated(words, i) for i in range(len(words) - k + 1))
 
 
-def answer_match(final: str, gold: str, query_text: str = "", containment: bool = True) -> bool:
+def answer_match(final: str, gold: str, query_text: str = "", containment: bool = False) -> bool:
     """Does the trace's `final` give the `gold` answer? In order: option letters (gold and answer both letters,
     or one mapped through the options the query lists); exact normalised match of the extracted answer or the whole
-    final; non-negated whole-word containment of the gold in the extracted answer when `containment` (with options:
-    only when no other option's text is named too, so "a cat or a dog" does not match gold "cat")."""
+    final (the VQA evaluation's rule, the default); with `containment`, also non-negated whole-word containment of the
+    gold in the extracted answer (with options: only when no other option's text is named too, so "a cat or a dog"
+    does not match gold "cat")."""
     answer = extract_answer(final)
     gold_n, answer_n = _normalize_cached(gold), normalize(answer)
     if gold_n and gold_n == answer_n:  # the common case, decided before any option parsing
@@ -207,8 +211,9 @@ def _applies(row: dict, tasks) -> bool:
 
 
 @register("answer_match")
-def make_answer_match(containment: bool = True, tasks: list[str] | None = None):
-    """1.0 when the final answer matches the gold `answer` (see `answer_match`), else 0.0. None (not applicable, not
+def make_answer_match(containment: bool = False, tasks: list[str] | None = None):
+    """1.0 when the final answer matches the gold `answer` (see `answer_match`: exact after normalisation; `containment`
+    also accepts the gold named inside a sentence), else 0.0. None (not applicable, not
     0) for tasks outside `tasks` (default: vqa, classification), rows without a gold answer or without a trace, and
     target-side traces."""
     tasks = frozenset(tasks or TASKS_WITH_ANSWER)
@@ -233,7 +238,7 @@ GOLD_KEY = "=gold"  # the key of every sample that gives the gold answer, howeve
 def answer_key(final: str, query_text: str = "", gold: str | None = None) -> str:
     """A comparable key for a final answer: GOLD_KEY when it matches `gold` (so paraphrases of the right answer
     agree); else the option text for an option letter, else the normalised extracted answer."""
-    if gold and answer_match(final, gold, query_text):
+    if gold and answer_match(final, gold, query_text, containment=True):  # paraphrases of the gold agree
         return GOLD_KEY
     answer = extract_answer(final)
     letter = option_letter(answer)
