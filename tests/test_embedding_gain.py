@@ -156,8 +156,10 @@ HAND = {"rank_query": 2, "rank_trace": 1, "margin_query": 0.0, "margin_trace": 0
         "logp_trace": -0.313262, "logp_gain": 0.379885, "candidates": 2}  # fmt: skip
 TRACE = {"raw": "<think>t</think>The page reports revenue.", "think": "t", "final": "The page reports revenue."}
 EXPORTED = "<think>t</think>\nThe page reports revenue."  # what the student writes (distill.chat_format)
-QUERY = ("Find a document page that answers: What was the 2019 revenue?", ())
-PAGE, OTHER = ("Represent the document page:", ("page.png",)), ("Represent the document page:", ("other.png",))
+# a visual-document row gets VLM2Vec-V2's fixed texts (distill.embed_text), whatever instructions the row carries
+QUERY = ("Find a document image that matches the given query: What was the 2019 revenue?", ())
+PAGE_TEXT = " Understand the content of the provided document image."
+PAGE, OTHER = (PAGE_TEXT, ("page.png",)), (PAGE_TEXT, ("other.png",))
 
 
 class Table:

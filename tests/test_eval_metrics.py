@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import pytrec_eval
 
+from distill.embed_text import DOC_QUERY
 from distill.eval.inputs import EvalRow
 from distill.eval.retrieval import NO_TRACE, doc_id, measure_queries, retrieval
 
@@ -50,15 +51,15 @@ def test_metrics_equal_pytrec_eval_and_hand_values(metric, trec, column):
 
 
 class FakeEmbedder:
-    """Text -> a fixed 2-d direction; unknown texts point away from everything."""
+    """An item's first image, else its text -> a fixed 2-d direction; unknown ones point away from everything."""
 
-    uses_images = False
+    uses_images = True
 
     def __init__(self, angles: dict[str, float]):
         self.angles = angles
 
     def embed(self, items):
-        a = [self.angles.get(text, 3.0) for text, _ in items]
+        a = [self.angles.get(images[0] if images else text, 3.0) for text, images in items]
         return np.array([[math.cos(x), math.sin(x)] for x in a], np.float32)
 
 
@@ -79,10 +80,13 @@ def test_retrieval_conditions_ties_indistinguishable_and_visdoc_metric():
         _row(1, "Cls", "classification", "q", ["pos", "far"]),
         _row(2, "Cls", "classification", "q", ["same", "same"]),  # one item for this embedder: left out
         _row(3, "Cls", "classification", "q", ["pos", "twin"]),  # an exact tie: counts against the positive
-        _row(4, "Doc", "visdoc", "q", ["pos", "far", "neg"]),
+        _row(4, "Doc", "visdoc", "q", ["", "", ""]),  # pages: told apart by their images (VLM2Vec's fixed texts)
         _row(5, "Unjudged", "vqa", "q", ["pos", "neg"]),
     ]
     rows[5].example["relevance"] = [0, 0]  # no relevant candidate: scored 0, kept in the mean
+    doc = rows[4].example
+    doc["positive"]["images"], doc["negatives"][0]["images"], doc["negatives"][1]["images"] = ["pos"], ["far"], ["neg"]
+    angles |= {f"{DOC_QUERY} q": 0.0, f"{DOC_QUERY} q\nT": 0.45, f"{DOC_QUERY} q\nbad": 1.0}
     traces = {"teacher": {"Cls-0": "T", "Cls-1": "T", "Cls-2": "T", "Cls-3": "T", "Doc-4": "T", "Unjudged-5": "T"},
               "student": {"Cls-0": "worse", "Cls-1": None, "Cls-2": "bad", "Cls-3": "bad", "Doc-4": "bad",
                           "Unjudged-5": "T"}}  # fmt: skip

@@ -233,3 +233,36 @@ def check_images(rows: list[EvalRow], image_root: str) -> None:
                 what = "video " + entry.split(":", 1)[1] if entry.startswith("video:") else f"image {entry}"
                 problems.append(f"{row.where}: unreadable {what}: {status[entry]}")
     _raise(problems, f"eval rows reference unreadable images or videos (image_root {image_root})")
+
+
+def load_target_traces(path: str, part: str) -> dict[tuple, str]:
+    """`distill.eval.retrieval.target_key` -> the trace text (as `part` says) of the target-side trace rows of `path`
+    (one per target: the lowest sample_index with a usable trace; failed rows are skipped). InputError names unreadable
+    lines and query-side rows (a query trace set given as target traces) by file and line."""
+    from distill.embed_text import trace_for_embedding
+    from distill.eval.retrieval import target_key
+
+    if not Path(path).is_file():
+        raise InputError(f"--target_traces {path}: no such file")
+    best: dict[tuple, tuple[int, str]] = {}
+    problems = []
+    for line, row in iter_jsonl(path):
+        if isinstance(row, BadLine):
+            problems.append(f"{path}:{line}: {row.reason}")
+            continue
+        try:
+            side = trace_side(row)
+        except ValueError as e:
+            side = str(e)
+        if side != "target" or not isinstance(row.get("positive"), dict):
+            problems.append(f"{path}:{line}: not a target-side trace row (side {side!r}); make them with "
+                            "`distill generate --side target` or the generate_target stage")  # fmt: skip
+            continue
+        trace = trace_for_embedding(row, part)
+        if not trace or not trace.strip():
+            continue
+        key, index = target_key(row.get("dataset"), row["positive"]), row.get("sample_index") or 0
+        if key not in best or index < best[key][0]:
+            best[key] = (index, trace.strip())
+    _raise(problems, f"target traces cannot be used ({path})")
+    return {key: trace for key, (_, trace) in best.items()}

@@ -4,17 +4,22 @@
     result = retrieval(rows, {"teacher": {id: trace}, "student": {...}}, embedder)
 
 For each row the query is embedded alone (condition `no_trace`) and with each trace set's trace appended (the same
-items and embedders as `embedding_gain`: candidates carry MMEB's `tgt_inst`, the trace is embedded as `trace_part`
-says, `full` = as exported); candidates are the row's list, positive first, scored by cosine. Metrics as
+items and embedders as `embedding_gain`, built by distill.embed_text: per MMEB-V2 dataset the text VLM2Vec-V2's evaluation
+builds, docs/eval.md; the trace is embedded as `trace_part` says, `full` = as exported); candidates are the row's
+list, positive first, scored by cosine. With target traces (`target_traces`: target key -> trace), every condition is
+ranked a second time with each candidate that has a trace conditioned by it, positives and negatives alike
+(conditions `<name>+targets`). Metrics as
 MMEB reports them: Hit@1 (ir-measures `Success@1`) for image and video tasks, NDCG@5 (`nDCG@5`) for visual documents;
 a dataset's score is the mean over its queries, a meta-task's (the task type; video split into classification, qa,
 retrieval and moment as MMEB-V2 does) or modality's the mean over its datasets, overall the mean over all datasets
 (MMEB's "Overall").
 
-Ties: trec_eval orders equal scores by document id, descending; pytrec_eval and ir-measures inherit that. Candidates
-are named c0000000 (the positive), c0000001, ... so a negative that ties with the positive ranks above it: ties count
-against the positive, as in `embedding_gain`'s rank. Identical candidate items are embedded once, so their scores tie
-exactly. A query with no relevant candidate (graded `relevance` all 0) scores 0 and stays in the mean. A row whose
+Ties (`ties`): trec_eval orders equal scores by document id, descending; pytrec_eval and ir-measures inherit that, so
+the policy is in the candidate names. `against_positive` (default): candidates are c0000000 (the positive), c0000001,
+... so a negative that ties with the positive ranks above it, as in `embedding_gain`'s rank. `argmax_first`: candidate
+i is c{9999999 - i}, so the first of equal scores wins, as VLM2Vec's argmax / argsort over the candidate list (positive
+at index 0) does: the policy that reproduces its numbers. Identical candidate items are embedded once, so their
+scores tie exactly. A query with no relevant candidate (graded `relevance` all 0) scores 0 and stays in the mean. A row whose
 candidates are all one item for this embedder (image-only candidates under a text embedder) cannot be ranked at all:
 it is left out and counted (`indistinguishable`); a dataset left with no rows shows no score.
 """
@@ -26,13 +31,21 @@ from collections import defaultdict
 
 import numpy as np
 
-from distill.embed_text import query_item, target_item, with_trace
+from distill.embed_text import candidate_items, query_item, visuals, with_trace
 
 log = logging.getLogger(__name__)
 NO_TRACE = "no_trace"
+TARGETS = "+targets"  # suffix of a condition whose candidates carry their target-side traces
 MEASURES = {"Hit@1": "Success@1", "NDCG@5": "nDCG@5"}  # report name -> ir-measures name
-TIE_POLICY = ("trec_eval's: equal scores are ordered by candidate id, descending; the positive is c0000000, so every "
-              "tie counts against it")  # fmt: skip
+# every cut MMEB's score files hold (`hit@k`, `ndcg_linear@k`: linear gain, trec_eval's nDCG), ir-measures names
+CUTS = (1, 5, 10)
+ALL_MEASURES = {f"hit@{k}": f"Success@{k}" for k in CUTS} | {f"ndcg_linear@{k}": f"nDCG@{k}" for k in CUTS}
+TIES = {
+    "against_positive": "trec_eval's: equal scores are ordered by candidate id, descending; the positive is c0000000, "
+    "so every tie counts against it",
+    "argmax_first": "VLM2Vec's argmax: of equal scores the first candidate in the row's list wins (the positive, at "
+    "index 0, wins its ties)",
+}
 
 
 class EmbedError(RuntimeError):
@@ -60,17 +73,19 @@ def meta_task(task: str, dataset: str) -> str:
         return "video"
 
 
-def doc_id(i: int) -> str:
-    return f"c{i:07d}"
+def doc_id(i: int, ties: str = "against_positive") -> str:
+    """The name of candidate i under a tie policy (see the module docstring)."""
+    return f"c{i:07d}" if ties == "against_positive" else f"c{9_999_999 - i:07d}"
 
 
-_DOC_IDS: list[str] = []
+_DOC_IDS: dict[str, list[str]] = {"against_positive": [], "argmax_first": []}
 
 
-def doc_ids(n: int) -> list[str]:
+def doc_ids(n: int, ties: str = "against_positive") -> list[str]:
     """doc_id(0..n-1), built once: MMEB has ~1000 candidates per query and formatting them per query cost 20%."""
-    _DOC_IDS.extend(doc_id(i) for i in range(len(_DOC_IDS), n))
-    return _DOC_IDS[:n]
+    names = _DOC_IDS[ties]
+    names.extend(doc_id(i, ties) for i in range(len(names), n))
+    return names[:n]
 
 
 def measure_queries(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]], metric: str):
@@ -79,22 +94,37 @@ def measure_queries(run: dict[str, dict[str, float]], qrels: dict[str, dict[str,
     Every query of `qrels` must have a run entry and is scored, also those with no relevant candidate (value 0).
     The mean over queries is what ir-measures' calc_aggregate returns (tested); taking it from the per-query values
     saves a second pytrec_eval pass."""
+    name = {"Hit@1": "hit@1", "NDCG@5": "ndcg_linear@5"}[metric]
+    per_query = measure_all(run, qrels)[name]
+    return float(np.mean(list(per_query.values()))), per_query
+
+
+def measure_all(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
+    """{MMEB score-file key (hit@k, ndcg_linear@k): {query id: value}} in one pytrec_eval pass."""
     import ir_measures
 
-    measure = ir_measures.parse_measure(MEASURES[metric])
-    evaluator = ir_measures.pytrec_eval.evaluator([measure], qrels)
-    per_query = {m.query_id: m.value for m in evaluator.iter_calc(run)}
-    if set(per_query) != set(qrels):  # pytrec_eval skips queries missing from the run; we never pass such
-        raise RuntimeError(f"ir-measures scored {len(per_query)} of {len(qrels)} queries")
-    return float(np.mean(list(per_query.values()))), per_query
+    measures = {ir_measures.parse_measure(m): key for key, m in ALL_MEASURES.items()}
+    evaluator = ir_measures.pytrec_eval.evaluator(list(measures), qrels)
+    out: dict[str, dict[str, float]] = {key: {} for key in ALL_MEASURES}
+    for m in evaluator.iter_calc(run):
+        out[measures[m.measure]][m.query_id] = m.value
+    if any(set(v) != set(qrels) for v in out.values()):  # pytrec_eval skips queries missing from the run
+        raise RuntimeError(f"ir-measures scored {len(out['hit@1'])} of {len(qrels)} queries")
+    return out
+
+
+def target_key(dataset, side: dict) -> tuple:
+    """What identifies a retrieval target across files: its dataset, text and visuals (a page is its image)."""
+    return dataset, (side.get("text") or "").strip(), visuals(side)
 
 
 def _mean(values: list[float]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-def _plan(rows, traces: dict[str, dict[str, str | None]], uses_images: bool):
-    """Distinct items, and per row: candidate item indices and one query item index per condition."""
+def _plan(rows, traces: dict[str, dict[str, str | None]], uses_images: bool, targets: dict | None):
+    """Distinct items, and per row: candidate item indices (plain, and with target traces when `targets`) and one
+    query item index per query condition."""
     table: dict = {}
 
     def idx(item) -> int:
@@ -103,51 +133,64 @@ def _plan(rows, traces: dict[str, dict[str, str | None]], uses_images: bool):
     plans = []
     for row in rows:
         ex = row.example
-        cands = [idx(target_item(ex, c, uses_images) or ("", ())) for c in row.candidates]  # with MMEB's tgt_inst
+        items = [c or ("", ()) for c in candidate_items(ex, uses_images, row.candidates)]
+        cands = [idx(c) for c in items]
+        conditioned = None
+        if targets is not None:
+            found = [targets.get(target_key(ex["dataset"], c)) for c in row.candidates]
+            conditioned = [idx(with_trace(c, t)) if t else k for c, t, k in zip(items, found, cands, strict=True)]
         q = query_item(ex, uses_images)
         queries = {NO_TRACE: idx(q)}
         for name, by_id in traces.items():
             trace = by_id.get(ex["id"])
             queries[name] = idx(with_trace(q, trace.strip()) if trace and trace.strip() else q)
-        plans.append((cands, queries))
+        plans.append((cands, conditioned, queries))
     return plans, list(table)
 
 
-def retrieval(rows: list, traces: dict[str, dict[str, str | None]], embedder) -> dict:
-    """Scores per dataset, task, modality and overall for `no_trace` and every trace set; see the module docstring.
+def retrieval(rows: list, traces: dict[str, dict[str, str | None]], embedder, ties: str = "against_positive",
+              target_traces: dict | None = None, sink=None) -> dict:  # fmt: skip
+    """Scores per dataset, task, modality and overall for `no_trace` and every trace set (and each again with the
+    target traces, `<name>+targets`, when `target_traces` is given); see the module docstring.
 
-    `rows`: EvalRow objects; `traces`: set name -> {id: trace text or None (no usable trace: query alone)}.
-    One dataset at a time (candidates never cross datasets): memory stays bounded by the largest dataset."""
+    `rows`: EvalRow objects; `traces`: set name -> {id: trace text or None (no usable trace: query alone)};
+    `target_traces`: `target_key` -> trace text; `sink(dataset entry, condition, run, qrels, ids)` receives every
+    dataset's ranking per condition (MMEB score files, TREC run). One dataset at a time (candidates never cross
+    datasets): memory stays bounded by the largest dataset."""
     conditions = [NO_TRACE, *traces]
+    if target_traces is not None:
+        conditions += [c + TARGETS for c in conditions]
     by_dataset: dict[str, list] = defaultdict(list)
     for row in rows:
         by_dataset[row.example["dataset"]].append(row)
     datasets, per_query = {}, []
     for ds, ds_rows in sorted(by_dataset.items()):
-        datasets[ds], queries = _dataset(ds_rows, traces, embedder, conditions)
+        datasets[ds], queries = _dataset(ds_rows, traces, embedder, conditions, ties, target_traces, sink)
         per_query += queries
         log.info("retrieval %s: %d rows, %s", ds, len(ds_rows), datasets[ds]["scores"])
-    return {"conditions": conditions, "tie_policy": TIE_POLICY, "datasets": datasets,
+    return {"conditions": conditions, "ties": ties, "tie_policy": TIES[ties], "datasets": datasets,
             **_averages(datasets, conditions), "per_query": per_query}  # fmt: skip
 
 
-def _dataset(rows: list, traces: dict, embedder, conditions: list[str]) -> tuple[dict, list[dict]]:
+def _dataset(rows: list, traces: dict, embedder, conditions: list[str], ties: str, targets, sink):
     """One dataset's entry and per-query rows."""
     ex0 = rows[0].example
     ds, task, metric = ex0["dataset"], ex0["task"], metric_for(ex0["task"])
-    plans, items = _plan(rows, traces, embedder.uses_images)
-    ranked = [i for i, (cands, _) in enumerate(plans) if len(set(cands)) > 1]
+    plans, items = _plan(rows, traces, embedder.uses_images, targets)
+    ranked = [i for i, (cands, _, _) in enumerate(plans) if len(set(cands)) > 1]
     qrels = {}
     for i in ranked:
         rel = rows[i].example.get("relevance") or [1] + [0] * (len(plans[i][0]) - 1)
-        qrels[f"{i}"] = dict(zip(doc_ids(len(rel)), map(int, rel), strict=True))
-    entry = {"task": task, "meta_task": meta_task(task, ds), "modality": modality(task), "metric": metric, "rows": len(rows), "queries": len(ranked),
-             "indistinguishable": len(rows) - len(ranked),
+        qrels[f"{i}"] = dict(zip(doc_ids(len(rel), ties), map(int, rel), strict=True))
+    entry = {"task": task, "meta_task": meta_task(task, ds), "modality": modality(task), "metric": metric,
+             "rows": len(rows), "queries": len(ranked), "indistinguishable": len(rows) - len(ranked),
              "no_relevant": sum(not any(v > 0 for v in q.values()) for q in qrels.values()),
-             "candidates_mean": _mean([len(cands) for cands, _ in plans]),
+             "candidates_mean": _mean([len(cands) for cands, _, _ in plans]),
              "no_trace_used": {n: sum(not (traces[n].get(rows[i].example["id"]) or "").strip() for i in ranked)
                                for n in traces},
              "scores": dict.fromkeys(conditions)}  # fmt: skip
+    if targets is not None:
+        entry["target_traces_used"] = sum(c != p for i in ranked for c, p in zip(plans[i][1], plans[i][0], strict=True))
     if not ranked:  # nothing this embedder can rank: skip the embedding too
         return entry, []
     emb = embedder.embed(items)
@@ -155,16 +198,21 @@ def _dataset(rows: list, traces: dict, embedder, conditions: list[str]) -> tuple
         raise EmbedError(f"{ds}: the embedder could not embed some items (see the log above)")
     per_query = []
     for cond in conditions:
+        base, with_targets = (cond[: -len(TARGETS)], True) if cond.endswith(TARGETS) else (cond, False)
         run = {}
         for i in ranked:
-            cands, queries = plans[i]
+            plain, conditioned, queries = plans[i]
+            cands = conditioned if with_targets else plain
             uniq, inverse = np.unique(np.asarray(cands), return_inverse=True)
-            sims = (emb[uniq] @ emb[queries[cond]])[inverse]  # identical items -> bit-identical scores
-            run[f"{i}"] = dict(zip(doc_ids(len(sims)), sims.tolist(), strict=True))
-        mean, values = measure_queries(run, qrels, metric)
-        entry["scores"][cond] = round(float(mean), 4)
+            sims = (emb[uniq] @ emb[queries[base]])[inverse]  # identical items -> bit-identical scores
+            run[f"{i}"] = dict(zip(doc_ids(len(sims), ties), sims.tolist(), strict=True))
+        values = measure_all(run, qrels)
+        headline = values[{"Hit@1": "hit@1", "NDCG@5": "ndcg_linear@5"}[metric]]
+        entry["scores"][cond] = round(float(np.mean(list(headline.values()))), 4)
         per_query += [{"id": rows[i].example["id"], "dataset": ds, "condition": cond, "metric": metric,
-                       "value": values[f"{i}"]} for i in ranked]  # fmt: skip
+                       "value": headline[f"{i}"]} for i in ranked]  # fmt: skip
+        if sink is not None:
+            sink(entry | {"dataset": ds}, cond, run, qrels, values, {f"{i}": rows[i].example["id"] for i in ranked})
     return entry, per_query
 
 

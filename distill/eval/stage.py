@@ -24,7 +24,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from distill.embed_text import PARTS  # the trace parts an embedder reads
-from distill.eval.inputs import InputError, check_images, check_same_ids, load_eval_rows, load_trace_sets
+from distill.eval.inputs import (
+    InputError,
+    check_images,
+    check_same_ids,
+    load_eval_rows,
+    load_target_traces,
+    load_trace_sets,
+)
+from distill.eval.retrieval import TIES
 from distill.stage import Paths, Stage
 
 log = logging.getLogger(__name__)
@@ -100,6 +108,19 @@ class EvalConfig:
         metadata={"help": "Trace part appended to the query for retrieval, as embedding_gain: full (as exported: "
                   "<think>…</think> + final) | think | final | raw."},
     )  # fmt: skip
+    ties: str = field(
+        default="against_positive",
+        metadata={"help": "Equal scores: against_positive (a negative tying with the positive ranks above it) | "
+                  "argmax_first (the first candidate wins, as VLM2Vec's argmax: reproduces its numbers)."},
+    )  # fmt: skip
+    target_traces: str | None = field(
+        default=None,
+        metadata={"help": "Target-side traces (generate --side target / the generate_target stage): every candidate "
+                  "that has one is ranked again with it (conditions NAME+targets), positives and negatives alike."},
+    )  # fmt: skip
+    trec_depth: int = field(
+        default=100, metadata={"help": "Candidates per query in the TREC run files (trec/*.run); 0 = no run files."}
+    )
     batch_size: int = field(default=64, metadata={"help": "Embedder batch size (items per forward pass)."})
     device: str | None = field(default=None, metadata={"help": "Embedder device; default: cuda when available."})
     min_pixels: int | None = field(default=None, metadata={"help": "vlm embedder: image pixel budget, lower bound."})
@@ -122,11 +143,12 @@ class EvalConfig:
         if self.reference not in self.traces:
             raise ValueError(f"eval: reference {self.reference!r} is not a trace set ({', '.join(self.traces)})")
         for name, value, allowed in (("on_missing", self.on_missing, ("error", "intersect")),
-                                     ("embedder", self.embedder, EMBEDDERS), ("trace_part", self.trace_part, PARTS)):  # fmt: skip
+                                     ("embedder", self.embedder, EMBEDDERS), ("trace_part", self.trace_part, PARTS),
+                                     ("ties", self.ties, tuple(TIES))):  # fmt: skip
             if value not in allowed:
                 raise ValueError(f"eval: --{name} must be one of {', '.join(allowed)}, got {value!r}")
-        if self.batch_size < 1:
-            raise ValueError("eval: --batch_size must be >= 1")
+        if self.batch_size < 1 or self.trec_depth < 0:
+            raise ValueError("eval: --batch_size must be >= 1 and --trec_depth >= 0")
 
 
 def _embedder(config: EvalConfig):
@@ -181,6 +203,7 @@ def run(config: EvalConfig) -> dict:
                 check_images(rows, config.image_root)
             n_rows = len(rows)
             rows = _check_eval_ids(rows, sets, config.on_missing)
+            targets = load_target_traces(config.target_traces, config.trace_part) if config.target_traces else None
     except InputError as e:
         raise StageError(str(e)) from None
     result = {"config": asdict(config), "trace_sets": {n: s.path for n, s in sets.items()},
@@ -190,16 +213,21 @@ def run(config: EvalConfig) -> dict:
     except (OSError, ValueError) as e:  # a --length_tokenizer that does not load
         raise StageError(f"cannot count lengths with --length_tokenizer {config.length_tokenizer!r}: {e}") from None
     if rows:
+        from distill.eval.mmeb_files import MMEBFiles
         from distill.eval.retrieval import EmbedError, retrieval
 
         try:
             embedder = _embedder(config)
         except (OSError, ValueError, ImportError) as e:
             raise StageError(f"cannot load the embedder {config.embedder_model!r}: {e}") from None
+        sink = MMEBFiles(out, config.trec_depth)
         try:
-            ret = retrieval(rows, _traces_by_id(sets, config.trace_part), embedder)
+            ret = retrieval(rows, _traces_by_id(sets, config.trace_part), embedder, config.ties, targets, sink)
         except EmbedError as e:
             raise DataError(str(e)) from None
+        finally:
+            files = sink.close()
+        ret["files"] = files  # MMEB's score files and the TREC run / qrels (distill.eval.mmeb_files)
         ret = {"eval_rows_left_out": n_rows - len(rows), **ret}  # rows some set has no trace for (intersect)
         write_jsonl_atomic(out / "retrieval_per_query.jsonl", ret.pop("per_query"))
         result["retrieval"] = {"embedder": {"kind": config.embedder, "model": config.embedder_model},

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distill.embed_text import PARTS, query_item, target_item, trace_for_embedding, with_trace
+from distill.embed_text import PARTS, Item, candidate_items, query_item, target_item, trace_for_embedding, with_trace
 from distill.records import trace_side
-from distill.scoring.embedders import Item, make_embedder
+from distill.scoring.embedders import make_embedder
 from distill.scoring.pool import PositivePool, item_digest
 from distill.scoring.ranking import gain_value, log_softmax_positive, rank_and_margin  # noqa: F401  (API)
 from distill.scoring.registry import register
@@ -54,10 +54,13 @@ class _Plan:
     pos: Item
     pos_cond: Item  # the positive as conditioned (with the trace when it is target-side)
     negs: list[Item]  # the row's own distinct negatives
-    dataset: object
+    negs_cond: list[Item]  # ... as conditioned: target-side, each with its own trace where the input has one
+    dataset: object  # the pool key: the dataset, or (dataset, "queries") for page rows (their candidates are queries)
     pos_digest: bytes
     pooled: list[int]  # positions in the dataset's pool of the positives that top the candidates up
     pooled_digests: list[bytes]
+    target_side: bool  # pooled candidates are conditioned by their own traces too
+    extra: bytes = b""  # what the score cache key needs beyond the row: the conditioned candidates' digests
 
 
 class EmbeddingGain:
@@ -75,16 +78,22 @@ class EmbeddingGain:
         pool.add(self.pool_features(rows, range(len(rows))))
         return self.score_chunk(rows, pool)
 
-    def _target(self, row: dict, side) -> Item | None:
-        """A candidate as the embedder sees it: with the target instruction (MMEB `tgt_inst`) where there is one."""
-        return target_item(row, side, self.embedder.uses_images)
+    def _pool_key(self, row: dict):
+        return (row.get("dataset"), "queries") if _page_queries(row) else row.get("dataset")
+
+    def _pool_item(self, row: dict) -> Item | None:
+        """What a row adds to its pool: its positive as a candidate; for a page row its most relevant query."""
+        queries = _page_queries(row)
+        if queries:
+            return _relevant_query_items(row, self.embedder.uses_images)[0]
+        return target_item(row, row.get("positive"), self.embedder.uses_images)
 
     def pool_features(self, rows: list[dict], lines) -> list[tuple]:
-        """(dataset, digest of the positive or None, line) per row: all that the pools keep of a row."""
+        """(pool key, digest of the pool item or None, line) per row: all that the pools keep of a row."""
         out = []
         for row, line in zip(rows, lines, strict=True):
-            pos = self._target(row, row.get("positive"))
-            out.append((row.get("dataset"), None if pos is None else item_digest(row.get("dataset"), pos), line))
+            key, item = self._pool_key(row), self._pool_item(row)
+            out.append((key, None if item is None else item_digest(key, item), line))
         return out
 
     def score_chunk(self, rows: list[dict], pool: PositivePool, cache=None) -> list:
@@ -95,7 +104,7 @@ class EmbeddingGain:
         todo = [i for i, plan in enumerate(plans) if plan is not None]
         keys = []
         if cache is not None:
-            extras = [b"".join(plan.pooled_digests) if plan else b"" for plan in plans]
+            extras = [b"".join(plan.pooled_digests) + plan.extra if plan else b"" for plan in plans]
             keys = [cache.key(row, extra) for row, extra in zip(rows, extras, strict=True)]
             todo = []
             for i, key in enumerate(keys):
@@ -116,49 +125,85 @@ class EmbeddingGain:
         return out
 
     def _plan(self, row: dict, pool: PositivePool) -> _Plan | None:
-        trace, pos = trace_for_embedding(row, self.part), self._target(row, row.get("positive"))
+        trace = trace_for_embedding(row, self.part)
         try:
             side = trace_side(row)
         except ValueError as e:  # never guess which side a trace belongs to
             log.warning("embedding_gain: row %s: %s", row.get("id"), e)
             side = None
-        if not trace or not trace.strip() or pos is None or side is None:
+        if not trace or not trace.strip() or side is None:
             return None
-        dataset = row.get("dataset")
-        negs = list(dict.fromkeys(n for n in (self._target(row, s) for s in row.get("negatives") or []) if n))
-        negs = [n for n in negs if n != pos]  # indistinguishable from the positive for this embedder
-        pos_digest = item_digest(dataset, pos)
+        uses = self.embedder.uses_images
+        if side == "target" and _page_queries(row):
+            # a page's trace, scored through the queries the qrels point at: the page (alone / with its trace) ranks
+            # its most relevant query against other pages' queries; never the page against itself
+            q, relevant = target_item(row, row.get("positive"), uses), _relevant_query_items(row, uses)
+            pos, negs, q_cond, target_side = (
+                relevant[0],
+                [],
+                with_trace(target_item(row, row.get("positive"), uses), trace),
+                False,
+            )
+            own = {item_digest(self._pool_key(row), r) for r in relevant}
+        else:
+            cands = candidate_items(row, uses)
+            pos, q = cands[0], query_item(row, uses)
+            if pos is None:
+                return None
+            negs = [n for n in dict.fromkeys(n for n in cands[1:] if n) if n != pos]  # tell-apart candidates only
+            target_side, q_cond = side == "target", q
+            own = {item_digest(self._pool_key(row), n) for n in negs}
+        key = self._pool_key(row)
+        pos_digest = item_digest(key, pos)
         start = pool.position(pos_digest)
         if start is None:
             raise StageError(f"embedding_gain: row {row.get('id')!r}: its positive is not in the candidate pool "
                                "(did the input change while it was scored?)")  # fmt: skip
-        own, size = {item_digest(dataset, n) for n in negs}, pool.size(dataset)
-        pooled, digests = [], []
+        pooled, digests, size = [], [], pool.size(key)
         for k in range(1, size):  # the pool's positives after this row's, cyclically (deterministic in-batch negatives)
             if len(negs) + len(pooled) + 1 >= self.num_candidates:
                 break
-            digest = pool.digest(dataset, (start + k) % size)
+            digest = pool.digest(key, (start + k) % size)
             if digest != pos_digest and digest not in own:
                 pooled.append((start + k) % size)
                 digests.append(digest)
         if not (negs or pooled):
             return None
-        q = query_item(row, self.embedder.uses_images)
-        q_cond, pos_cond = (with_trace(q, trace.strip()), pos) if side == "query" else (q, with_trace(pos, trace))
-        return _Plan(q, q_cond, pos, pos_cond, negs, dataset, pos_digest, pooled, digests)
+        if side == "query":
+            q_cond = with_trace(q, trace.strip())
+        pos_cond, negs_cond, extra = pos, negs, b""
+        if target_side:  # every candidate with its own trace where the input has one, the positive with this row's
+            pos_cond = with_trace(pos, trace)
+            negs_cond = [self._conditioned(pool, key, n) for n in negs]
+            extra = b"".join(item_digest(key, n) for n in negs_cond)
+        return _Plan(q, q_cond, pos, pos_cond, negs, negs_cond, key, pos_digest, pooled, digests, target_side, extra)
+
+    def _conditioned(self, pool: PositivePool, key, item: Item) -> Item:
+        """A candidate with the target-side trace of the first input row whose positive it is (itself when none)."""
+        k = pool.position(item_digest(key, item))
+        return item if k is None else self._with_own_trace(pool.row(key, k), item)
+
+    def _with_own_trace(self, row: dict, item: Item) -> Item:
+        trace = trace_for_embedding(row, self.part)
+        try:
+            usable = trace and trace.strip() and trace_side(row) == "target" and not _page_queries(row)
+        except ValueError:
+            usable = False
+        return with_trace(item, trace) if usable else item
 
     def _resolver(self, plans: list, pool: PositivePool):
-        """pool position -> item: the chunk's own positives, else read back from the input once per chunk."""
-        known = {plan.pos_digest: plan.pos for plan in plans if plan is not None}
+        """(pool key, position, digest) -> (item, item as its own target-side trace conditions it): the chunk's own
+        positives, else read back from the input once per chunk."""
+        known: dict[bytes, tuple] = {}
 
-        def resolve(dataset, k: int, digest: bytes) -> Item:
+        def resolve(key, k: int, digest: bytes) -> tuple[Item, Item]:
             if digest not in known:
-                row = pool.row(dataset, k)
-                item = self._target(row, row.get("positive"))
-                if item is None or item_digest(dataset, item) != digest:
+                row = pool.row(key, k)
+                item = self._pool_item(row)
+                if item is None or item_digest(key, item) != digest:
                     raise StageError("embedding_gain: the input changed while it was scored (a pool positive "
                                        f"differs: row {row.get('id')!r})")  # fmt: skip
-                known[digest] = item
+                known[digest] = (item, self._with_own_trace(row, item))
             return known[digest]
 
         return resolve
@@ -170,8 +215,8 @@ class EmbeddingGain:
 
 
 def _table(plans: list[_Plan], resolve) -> tuple[list, list[Item]]:
-    """Per plan (query, query as conditioned, positive, positive as conditioned, candidates) as indices into the
-    distinct items, in first-use order (every item is embedded once)."""
+    """Per plan (query, query as conditioned, positive, positive as conditioned, candidates, candidates as
+    conditioned) as indices into the distinct items, in first-use order (every item is embedded once)."""
     table: dict[Item, int] = {}
 
     def idx(item: Item) -> int:
@@ -179,9 +224,23 @@ def _table(plans: list[_Plan], resolve) -> tuple[list, list[Item]]:
 
     out = []
     for p in plans:
-        negs = p.negs + [resolve(p.dataset, k, d) for k, d in zip(p.pooled, p.pooled_digests, strict=True)]
-        out.append((idx(p.query), idx(p.query_cond), idx(p.pos), idx(p.pos_cond), [idx(n) for n in negs]))
+        pooled = [resolve(p.dataset, k, d) for k, d in zip(p.pooled, p.pooled_digests, strict=True)]
+        negs = p.negs + [item for item, _ in pooled]
+        negs_cond = p.negs_cond + [cond if p.target_side else item for item, cond in pooled]
+        out.append((idx(p.query), idx(p.query_cond), idx(p.pos), idx(p.pos_cond), [idx(n) for n in negs],
+                    [idx(n) for n in negs_cond]))  # fmt: skip
     return out, list(table)
+
+
+def _page_queries(row: dict) -> list[dict]:
+    """The queries the qrels point at, on a page row (`distill.data.beir`, `--side target`), most relevant first."""
+    queries = row.get("queries")
+    return [q for q in queries if isinstance(q, dict) and str(q.get("text") or "").strip()] if queries else []
+
+
+def _relevant_query_items(row: dict, uses_images: bool) -> list[Item]:
+    return [query_item({"task": row.get("task"), "dataset": row.get("dataset"), "instruction": q.get("instruction"),
+                        "query": {"text": q["text"], "images": []}}, uses_images) for q in _page_queries(row)]  # fmt: skip
 
 
 def _plans(rows: list[dict], uses_images: bool, part: str, num_candidates: int) -> tuple[list, list[Item]]:

@@ -24,13 +24,15 @@ def log_softmax_positive(sims: np.ndarray, temperature: float) -> float:
 
 
 def gain_value(emb: np.ndarray, plan: tuple, temperature: float, objective: str) -> dict | None:
-    """embedding_gain's value for one plan (query, query as conditioned, positive, positive as conditioned, negatives:
-    row indices of `emb`, unit vectors), or None when a vector is NaN."""
-    q, q_cond, pos, pos_cond, negs = plan
-    if np.isnan(emb[[q, q_cond, pos, pos_cond, *negs]]).any():  # an image the embedder could not read (logged)
+    """embedding_gain's value for one plan (query, query as conditioned, positive, positive as conditioned, negatives,
+    negatives as conditioned: row indices of `emb`, unit vectors), or None when a vector is NaN. Without the trace
+    every item is alone; with it, each as conditioned (a target-side trace set conditions every candidate that has a
+    trace, so the positive is not the only one with extra text)."""
+    q, q_cond, pos, pos_cond, negs, negs_cond = plan
+    if np.isnan(emb[[q, q_cond, pos, pos_cond, *negs, *negs_cond]]).any():  # an unreadable image (logged)
         return None
     sims_q = emb[[pos, *negs]] @ emb[q]  # without the trace
-    sims_t = emb[[pos_cond, *negs]] @ emb[q_cond]  # with it, on the side it is about
+    sims_t = emb[[pos_cond, *negs_cond]] @ emb[q_cond]  # with the traces, on the side they are about
     rank_q, margin_q = rank_and_margin(sims_q)
     rank_t, margin_t = rank_and_margin(sims_t)
     logp_q, logp_t = log_softmax_positive(sims_q, temperature), log_softmax_positive(sims_t, temperature)
