@@ -9,10 +9,10 @@ import ir_measures
 import numpy as np
 import pytest
 
+from distill.embed_text import candidate_items, query_item, with_trace
 from distill.eval.inputs import EvalRow
 from distill.eval.mmeb_files import MMEBFiles
 from distill.eval.retrieval import NO_TRACE, retrieval, target_key
-from distill.items import candidate_items, query_item, with_trace
 
 
 def ex(dataset, task, query, cands, instruction="", target_instruction="", video=None, images=()):
