@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distill {verb}: error: --log_level: expected one of {', '.join(LOG_LEVELS)}", file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from distill.urls import redact_logs
+
+    redact_logs()  # credentials in a --base_url never reach a log line
 
     def parsed():
         from distill.configs import parse_configs

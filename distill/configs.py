@@ -259,12 +259,15 @@ def configs_from_mapping(config_classes: tuple[type, ...], mapping: dict, where:
 
 
 def config_dict(*configs) -> dict:
-    """The resolved configs as one plain dict (for logging and saving next to outputs)."""
+    """The resolved configs as one plain dict (for logging and saving next to outputs), credentials removed from
+    every URL in it (`distill.urls`)."""
+    from distill.urls import redacted
+
     out: dict = {}
     for c in configs:
         d = c.to_dict() if hasattr(c, "to_dict") else dataclasses.asdict(c)
         out.update({k: v for k, v in d.items() if not k.startswith("_")})
-    return out
+    return redacted(out)
 
 
 def save_resolved_config(path: str | Path, *configs) -> dict:

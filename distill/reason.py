@@ -39,6 +39,7 @@ from distill.stage import DataError, Paths, Stage, StageError, contract_paths
 from distill.teacher.generate import Tally, all_rows_failed, answered_rows, chunked, open_journal, shard_rows
 from distill.teacher.parse import parse_trace
 from distill.teacher.prompts import ImageStore
+from distill.urls import redact_url
 
 log = logging.getLogger(__name__)
 BACKENDS = ("hf", "openai")
@@ -134,7 +135,7 @@ def writer_block(config: ReasonConfig, fingerprint: str | None) -> dict:
         base = config.base_model or _adapter_base(config.model)
         block.update(checkpoint=os.path.abspath(config.model), base_model=base, fingerprint=fingerprint)
     else:
-        block["base_url"] = list(config.base_url)
+        block["base_url"] = [redact_url(u) for u in config.base_url]  # rows are shared: never with credentials
     return block
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.configs import ConfigError
+from distill.urls import redact_url
 
 # The one table of exit statuses (docs/formats.md "Exit statuses"); argparse also uses 2 for a bad flag.
 EXIT_OK = 0
@@ -237,7 +238,7 @@ def boundary(verb: str, fn: Callable[[], int | None]) -> int:
         line = error_line(e)
         if line is None:
             raise
-        print(f"distill {verb}: error: {line}", file=sys.stderr)
+        print(f"distill {verb}: error: {redact_url(line)}", file=sys.stderr)
         return getattr(e, "exit_status", EXIT_USAGE)
 
 

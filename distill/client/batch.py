@@ -2,19 +2,21 @@
 
     distill generate --config recipes/qwen2vl-2b/generate.yaml --batch true \
         --base_url https://api.openai.com/v1 --model gpt-4o --api_key_env OPENAI_API_KEY   # submit, poll, download
-    distill generate ... --batch true --batch_submit false      # only write <stem>.batch/round-0/input-*.jsonl
-    python -m vllm.entrypoints.openai.run_batch -i input-000.jsonl -o output-000.jsonl --model /models/Qwen2.5-VL-72B
+    distill generate ... --batch true --batch_submit false      # only write <stem>.batch/round-0/input-<model>-*.jsonl
+    vllm run-batch -i input-M-000.jsonl -o output-M-000.jsonl --model /models/Qwen2.5-VL-72B --served-model-name M
     distill generate ... --batch true --batch_results 'runs/x/traces.batch/round-0/output-*.jsonl'   # ingest them
 
 Each request becomes one line `{"custom_id": <journal content key>, "method": "POST", "url": "/v1/chat/completions",
-"body": <the online mode's exact request body>}`; files are split under the API's limits (50,000 requests, 200 MB).
+"body": <the online mode's exact request body>}`; files hold one model each (`--image_model` rows apart: the API and
+vLLM serve one model per file) and are split under the API's limits (50,000 requests, 200 MB): `distill.client.batch_files`.
 Upload, create, poll and download go through the official `openai` SDK. Every answer line (OpenAI's and vLLM's
 output files share one shape: `{"custom_id", "response": {"status_code", "body"}, "error"}`) is parsed with the
 online client's `parse_response` and put into the same journal, so the trace rows, resume and failure accounting are
 the online mode's. Requests that fail retryably (expired batch, 408/409/429/5xx, missing from the output) are
 resubmitted in a new batch, up to `rounds` batches in all; what is still missing is reported failed and a rerun of
 the same command sends only that. A killed run resumes: `<stem>.batch/state.json` maps each input file's sha256 to
-its batch id, so the rerun polls the batch it already paid for instead of submitting it again.
+its batch id, so the rerun polls the batch it already paid for instead of submitting it again; a saved batch the
+server no longer knows (or whose output file expired) stops the run with one line naming the state file to remove.
 """
 
 from __future__ import annotations
@@ -29,18 +31,19 @@ from pathlib import Path
 
 import orjson
 
-from distill.client.http import RETRY_STATUSES, ClientConfig, failed_result, parse_response
+from distill.client.batch_files import ENDPOINT, Body, ingest, keys_of, write_files
+from distill.client.http import ClientConfig, failed_result
 from distill.client.journal import Journal
 from distill.io import write_json_atomic
+from distill.stage import StageError
+from distill.urls import redact_url
 
 log = logging.getLogger(__name__)
 
-ENDPOINT = "/v1/chat/completions"
 # OpenAI's Batch API limits (platform.openai.com/docs/guides/batch): 50,000 requests and 200 MB per input file.
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1000 * 1000
 FINAL_STATES = ("completed", "failed", "expired", "cancelled")
-Body = dict | Callable[[], dict]
 Items = list[tuple[str, Body]] | Callable[[], Iterable[tuple[str, Body]]]
 
 
@@ -58,82 +61,6 @@ class BatchSettings:
     completion_window: str = "24h"
 
 
-def request_line(key: str, body: dict) -> bytes:
-    """One Batch API input line; `body` is exactly what the online mode POSTs."""
-    return orjson.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body}) + b"\n"
-
-
-def write_files(items: Iterable[tuple[str, dict | Callable[[], dict]]], directory: Path, max_requests: int,
-                max_bytes: int) -> tuple[list[Path], dict[str, dict]]:  # fmt: skip
-    """Write `input-NNN.jsonl` files under both limits; returns (paths, failures of requests that cannot be sent)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.glob("input-*.jsonl"):
-        old.unlink()
-    paths: list[Path] = []
-    failures: dict[str, dict] = {}
-    f, n, size = None, 0, 0
-    for key, body in items:
-        try:
-            line = request_line(key, body() if callable(body) else body)
-        except Exception as e:  # an unreadable image: the row fails as in the online mode, nothing is sent
-            failures[key] = failed_result(f"bad input: {e}", 0)
-            continue
-        if len(line) > max_bytes:
-            failures[key] = failed_result(f"bad input: request is {len(line)} bytes, over the batch file limit", 0)
-            continue
-        if f is None or n >= max_requests or size + len(line) > max_bytes:
-            if f is not None:
-                f.close()
-            paths.append(directory / f"input-{len(paths):03d}.jsonl")
-            f, n, size = open(paths[-1], "wb"), 0, 0
-        f.write(line)
-        n, size = n + 1, size + len(line)
-    if f is not None:
-        f.close()
-    return paths, failures
-
-
-def parse_line(obj: dict) -> tuple[str | None, dict]:
-    """(custom_id, result in the online client's shape) for one output/error-file line of OpenAI or vLLM."""
-    key = obj.get("custom_id") if isinstance(obj, dict) else None
-    resp = (obj.get("response") or {}) if isinstance(obj, dict) else {}
-    err = (obj.get("error") or {}) if isinstance(obj, dict) else {}
-    code = resp.get("status_code")
-    if code == 200:
-        result, reason = parse_response(orjson.dumps(resp.get("body")))
-        if result is not None:
-            return key, {**result, "error": None, "attempts": 1}
-        return key, {**failed_result(f"{reason} (batch)", 1), "retryable": True}
-    if code is not None:
-        body = resp.get("body") or {}
-        detail = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
-        retry = code in RETRY_STATUSES or code >= 500
-        return key, {**failed_result(f"HTTP {code} (batch): {detail or body}", 1), "retryable": retry}
-    code = err.get("code") or "error"
-    retry = code in ("batch_expired", "batch_cancelled", "rate_limit_exceeded", "server_error")
-    return key, {**failed_result(f"{code} (batch): {err.get('message') or ''}".rstrip(": "), 1), "retryable": retry}
-
-
-def ingest(lines: Iterable[bytes], journal: Journal, wanted: set[str], results: dict[str, dict], source: str) -> None:
-    """Journal each answer for a wanted key; put failures into `results` (a later answer for a key wins)."""
-    for i, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            key, result = parse_line(orjson.loads(raw))
-        except orjson.JSONDecodeError:
-            log.warning("%s:%d: not a JSON line, skipped", source, i)
-            continue
-        if key not in wanted or key in journal:
-            continue
-        if result["status"] == "failed":
-            results.setdefault(key, result)
-        else:  # the answer itself lives in the journal; only what the run's stats need stays in memory
-            results[key] = {"status": result["status"], "usage": result["usage"]}
-            journal.put(key, {k: result[k] for k in ("status", "model", "content", "reasoning_content",
-                                                     "finish_reason", "usage")})  # fmt: skip
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -147,8 +74,33 @@ class Submitter:
         self.settings, self.sleep = settings, sleep or time.sleep
         self.sdk = openai.OpenAI(base_url=client_config.base_urls[0], api_key=client_config.api_key() or "none",
                                  max_retries=client_config.max_retries, timeout=client_config.timeout_s)  # fmt: skip
+        self.base_url = client_config.base_urls[0]
         self.state_path = settings.directory / "state.json"
-        self.state = orjson.loads(self.state_path.read_bytes()) if self.state_path.exists() else {}
+        self.state = self._load_state()
+
+    def _load_state(self) -> dict:
+        if not self.state_path.exists():
+            return {}
+        try:
+            state = orjson.loads(self.state_path.read_bytes())
+        except orjson.JSONDecodeError as e:
+            raise StageError(f"{self.state_path}: not valid JSON ({e}); {self._start_over()}") from None
+        if not isinstance(state, dict) or not all(isinstance(v, dict) and "batch_id" in v for v in state.values()):
+            raise StageError(f"{self.state_path}: not a batch state file ({{sha256: {{batch_id, ...}}}}); "
+                             f"{self._start_over()}")  # fmt: skip
+        return state
+
+    def _start_over(self) -> str:
+        return (f"to start the batches over, remove {self.state_path} and rerun (answers already journaled are kept "
+                "and not sent again)")  # fmt: skip
+
+    def _lost(self, batch_id: str, what: str, e: Exception) -> StageError:
+        """The saved batch can never be resumed (the server forgot it, or its files expired): say how to start over,
+        instead of failing the same way on every rerun."""
+        name = next((v.get("file") for v in self.state.values() if v["batch_id"] == batch_id), "?")
+        status = getattr(e, "status_code", None) or type(e).__name__
+        return StageError(f"batch {batch_id} (input file {name}, saved in {self.state_path}): {what} is unknown to "
+                          f"{redact_url(self.base_url)} (HTTP {status}); {self._start_over()}")  # fmt: skip
 
     def _save(self) -> None:
         write_json_atomic(self.state_path, self.state)
@@ -168,14 +120,24 @@ class Submitter:
         return batch.id
 
     def wait(self, batch_id: str):
+        import openai
+
         while True:
-            batch = self.sdk.batches.retrieve(batch_id)
+            try:
+                batch = self.sdk.batches.retrieve(batch_id)
+            except openai.NotFoundError as e:
+                raise self._lost(batch_id, "the batch", e) from None
             if batch.status in FINAL_STATES:
                 return batch
             self.sleep(self.settings.poll_s)
 
-    def download(self, file_id: str | None) -> list[bytes]:
-        return self.sdk.files.content(file_id).content.splitlines() if file_id else []
+    def download(self, batch_id: str, file_id: str | None, what: str) -> list[bytes]:
+        import openai
+
+        try:
+            return self.sdk.files.content(file_id).content.splitlines() if file_id else []
+        except openai.NotFoundError as e:  # output files expire (30 days at OpenAI) or were deleted
+            raise self._lost(batch_id, f"its {what} file {file_id}", e) from None
 
     def finish(self, batch_id: str) -> None:
         for entry in self.state.values():
@@ -222,14 +184,20 @@ def run_batch(client_config: ClientConfig, settings: BatchSettings, journal: Jou
                                      settings.max_requests, settings.max_bytes)  # fmt: skip
             results.update(bad)
             if submitter is None:
-                print(f"batch: wrote {len(paths)} file(s) with {len(pending) - len(bad)} requests to "
-                      f"{settings.directory / 'round-0'}; run them (vllm run-batch) and ingest with --batch_results")  # fmt: skip
+                folder = settings.directory / "round-0"
+                models = orjson.loads((folder / "models.json").read_bytes()) if paths else {}
+                print(f"batch: wrote {len(paths)} file(s) with {len(pending) - len(bad)} requests to {folder}, one model "
+                      "per file; run each with `vllm run-batch -i FILE -o OUTPUT --model CHECKPOINT "
+                      "--served-model-name MODEL` and ingest the outputs with --batch_results")  # fmt: skip
+                for name in sorted(set(models.values())):
+                    print(f"  --served-model-name {name}: {', '.join(f for f, m in models.items() if m == name)}")
                 stats["written_only"] = True
                 return {}, stats
             for path in paths:
                 batch_id = submitter.start(path)
                 batch = submitter.wait(batch_id)
-                lines = submitter.download(batch.output_file_id) + submitter.download(batch.error_file_id)
+                lines = (submitter.download(batch_id, batch.output_file_id, "output")
+                         + submitter.download(batch_id, batch.error_file_id, "error"))  # fmt: skip
                 ingest(lines, journal, set(pending), results, f"batch {batch_id}")
                 submitter.finish(batch_id)
                 counts = batch.request_counts
@@ -239,7 +207,7 @@ def run_batch(client_config: ClientConfig, settings: BatchSettings, journal: Jou
                 log.info("batch %s (%s): %s", batch_id, path.name, batch.status)
                 if batch.status == "failed" and batch.errors and batch.errors.data:
                     why = "; ".join(f"{e.code}: {e.message}" for e in batch.errors.data[:3])
-                    for key, _ in _keys_of(path):
+                    for key in keys_of(path):
                         results.setdefault(
                             key, {**failed_result(f"batch failed (validation): {why}", 1), "retryable": False}
                         )
@@ -271,9 +239,3 @@ def _bodies(source: Callable[[], Iterable], keys: set[str]) -> Iterable[tuple[st
         if key in keys and key not in seen:
             seen.add(key)
             yield key, body
-
-
-def _keys_of(path: Path) -> Iterable[tuple[str, None]]:
-    with open(path, "rb") as f:
-        for line in f:
-            yield orjson.loads(line)["custom_id"], None

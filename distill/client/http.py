@@ -39,6 +39,7 @@ import aiohttp
 import orjson
 
 from distill.client.limiter import AdaptiveLimiter
+from distill.urls import redact_url
 
 RETRY_STATUSES = {408, 409, 429}
 
@@ -187,7 +188,7 @@ class TeacherClient:
         await self._session.close()
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        return redact_url(text.replace(self._key, "***") if self._key else text)
 
     def _pick(self, avoid: str | None) -> str:
         now, urls = time.monotonic(), self.config.base_urls
@@ -211,7 +212,9 @@ class TeacherClient:
         errors = dict(zip(self.config.base_urls, await asyncio.gather(*map(one, self.config.base_urls)), strict=True))
         down = {u: e for u, e in errors.items() if e is not None}
         if len(down) == len(errors):
-            raise TeacherUnreachable("no teacher answers: " + "; ".join(f"{u}: {e}" for u, e in down.items()))
+            raise TeacherUnreachable(
+                "no teacher answers: " + "; ".join(f"{redact_url(u)}: {e}" for u, e in down.items())
+            )
         for url in down:
             self._rest_until[url] = time.monotonic() + 30.0
 
@@ -230,7 +233,8 @@ class TeacherClient:
         if limit and self._streak >= limit and self.tripped is None:
             self.tripped = TeacherUnreachable(
                 f"teacher unreachable: {self._streak} consecutive requests could not connect to "
-                f"{', '.join(self.config.base_urls)} (last: {error}); stopping the run (answers so far are journaled)"
+                f"{redact_url(', '.join(self.config.base_urls))} (last: {error}); stopping the run (answers so far are "
+                "journaled)"
             )
 
     async def _recheck(self, error: str) -> None:

@@ -1,0 +1,68 @@
+"""Credentials in a `--base_url` (`http://user:PW@host/v1`) connect as given but are never written or logged: not in
+the resolved config, the summary, trace rows (reason records its endpoint in every row) or any log line (issue 21)."""
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main as cli_main
+from distill.urls import RedactingFilter, redact_url, redacted
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "S3cretPW"
+
+
+@pytest.mark.parametrize(
+    "url, clean",
+    [
+        ("http://user:S3cretPW@host:8000/v1", "http://host:8000/v1"),
+        ("https://tok@api.example/v1", "https://api.example/v1"),
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+        ("see http://a:b@h/v1 and https://c:d@k/x/y@z", "see http://h/v1 and https://k/x/y@z"),  # '@' in a path stays
+    ],
+)
+def test_redact_url(url, clean):
+    assert redact_url(url) == clean
+    assert redacted({"base_url": [url], "n": 3}) == {"base_url": [clean], "n": 3}
+
+
+def test_log_records_are_redacted(caplog):
+    logger = logging.getLogger("distill.test_credentials")
+    caplog.handler.addFilter(RedactingFilter())
+    logger.warning("POST %s failed", f"http://u:{SECRET}@h/v1/chat/completions")
+    assert SECRET not in caplog.text and "POST http://h/v1/chat/completions failed" in caplog.text
+
+
+def _leaks(folder: Path) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("verb", ["generate", "reason"])
+def test_credentials_in_base_url_reach_no_file_and_no_log(verb, fake_teacher, tmp_path, capfd):
+    _, url = fake_teacher()
+    url = url.replace("http://", f"http://distill:{SECRET}@")
+    out = tmp_path / "traces.jsonl"
+    common = ["--base_url", url, "--output", str(out), "--progress", "false", "--max_examples", "3"]
+    if verb == "generate":
+        args = ["generate", "--config", str(REPO / "recipes/demo/generate.yaml"), "--input", str(REPO / "data/demo/train"),
+                "--image_root", str(REPO / "data/demo"), *common]  # fmt: skip
+    else:
+        args = ["reason", "--backend", "openai", "--model", "student", "--input", str(REPO / "data/demo/train"),
+                "--image_root", str(REPO / "data/demo"), *common]  # fmt: skip
+    assert cli_main(args) == 0
+    assert out.exists() and not _leaks(tmp_path)
+    captured = capfd.readouterr()
+    assert SECRET not in captured.out + captured.err
+    # the endpoint is still recorded, without the credentials
+    assert "http://127.0.0.1:" in (out.with_name("traces.config.yaml")).read_text()
+
+
+def test_an_unreachable_teacher_is_named_without_credentials(tmp_path, capfd):
+    out = tmp_path / "traces.jsonl"
+    args = ["generate", "--config", str(REPO / "recipes/demo/generate.yaml"), "--input", str(REPO / "data/demo/train"),
+            "--image_root", str(REPO / "data/demo"), "--base_url", f"http://u:{SECRET}@127.0.0.1:9/v1",
+            "--output", str(out), "--progress", "false", "--max_examples", "2", "--max_retries", "0"]  # fmt: skip
+    assert cli_main(args) == 2
+    err = capfd.readouterr().err
+    assert "127.0.0.1:9" in err and SECRET not in err and not _leaks(tmp_path)
