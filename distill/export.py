@@ -252,8 +252,9 @@ def _write_dataset(train_rows, out: Path, config: ExportConfig, rows_in_of):
     with tempfile.TemporaryDirectory(dir=out, prefix=".cache-") as cache:  # a fresh cache: never a stale reuse
         try:
             dataset = Dataset.from_generator(train_rows, features=_features(), cache_dir=cache)
-        except DatasetGenerationError as e:  # datasets wraps what the generator raised: give back our own error
-            raise (e.__cause__ if isinstance(e.__cause__, ValueError) else e) from None
+        except DatasetGenerationError as e:  # datasets wraps what the generator or its writer raised: give back
+            # our own error, or the disk's (a full disk is then one line, exit 2, like everywhere else)
+            raise (e.__cause__ if isinstance(e.__cause__, ValueError | OSError) else e) from None
         except ValueError:  # datasets refuses an empty split; say why there is nothing (below)
             if rows_in_of()[1]:
                 raise

@@ -18,7 +18,7 @@ import os
 import warnings
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Defaults: Pillow's own bomb threshold (~89 MP) and a file-size cap far above any MMEB image.
 MAX_IMAGE_PIXELS = 89_478_485
@@ -85,6 +85,8 @@ def _guarded_decode(opener, where, max_pixels: int) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(where, f"decompression bomb: {e}") from None
+    except UnidentifiedImageError:  # its text names the file object ("<_io.BytesIO object at 0x...>"): say it plainly
+        raise ImageError(where, "corrupt or unreadable image (not in an image format PIL can read)") from None
     except Exception as e:  # PIL raises many types for corrupt data (OSError, SyntaxError, struct.error, ...)
         raise ImageError(where, f"corrupt or unreadable image ({type(e).__name__}: {e})") from None
 

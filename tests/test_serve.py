@@ -305,6 +305,12 @@ def text_body(content: str, **kw) -> bytes:
             400,
             "more than 16 images",
         ),
+        (
+            "data URL that is not an image",  # the message named '<_io.BytesIO object at 0x...>'
+            lambda tiny: orjson.dumps({"model": tiny, "messages": image_message("?", "data:image/png;base64,AAAA")}),
+            400,
+            "corrupt or unreadable image (not in an image format PIL can read)",
+        ),
         ("prompt over context, before tokenizing", lambda tiny: text_body("word " * 1_000_000), 400, "characters"),
         ("n x max_tokens", lambda tiny: text_body("hi", n=16, max_tokens=4000), 400, "per-request limit"),
         ("temperature 1e-300", lambda tiny: text_body("hi", temperature=1e-300), 400, "cannot be sampled"),
@@ -383,6 +389,29 @@ def test_metrics_endpoint_speaks_prometheus(server):
     assert families["distill_serve_request_seconds"].type == "histogram"
 
 
+def _metrics(server) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(server.base_url.removesuffix("/v1") + "/metrics", timeout=10) as resp:
+        families = text_string_to_metric_families(resp.read().decode())
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+
+
+def test_request_ids_and_401s_in_metrics(server):
+    """Every answer carries `x-request-id` (the client's own when it sent a plain one); 401s are counted."""
+    unauthorized = ("distill_serve_requests_total", (("model", ""), ("outcome", "unauthorized")))
+    before = _metrics(server).get(unauthorized, 0)
+    req = urllib.request.Request(server.base_url + "/models", headers={"x-request-id": "client-42"})
+    with pytest.raises(urllib.error.HTTPError) as e:  # no key
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 401 and e.value.headers["x-request-id"] == "client-42"
+    assert _metrics(server)[unauthorized] == before + 1
+    ok = server.client().chat.completions.with_raw_response.create(
+        model="txt", messages=[{"role": "user", "content": "hi"}], max_tokens=2, extra_headers={"x-request-id": "a b"}
+    )  # fmt: skip
+    assert ok.headers["x-request-id"].startswith("req-") and len(ok.headers["x-request-id"]) == 36  # 'a b' not echoed
+
+
 def test_wrong_key_is_401_then_sigterm_exits_cleanly_without_logging_the_key(server):
     with pytest.raises(AuthenticationError):
         server.client(api_key="wrong-key").models.list()
@@ -399,6 +428,14 @@ def test_wrong_key_is_401_then_sigterm_exits_cleanly_without_logging_the_key(ser
             assert time.monotonic() < deadline
             time.sleep(0.05)
         server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        # a new request during the drain: the documented 503 with Retry-After, not a refused connection
+        req = urllib.request.Request(server.base_url + "/chat/completions", data=text_body("hi", max_tokens=2),
+                                     headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as late:
+            urllib.request.urlopen(req, timeout=10)
+        assert late.value.code == 503 and late.value.headers["Retry-After"]
+        assert orjson.loads(late.value.read())["error"]["code"] == "server_stopping"
         results = [a.result(timeout=60) for a in answers]
     assert all(code == 503 and payload["error"]["code"] == "server_stopping" for code, payload in results), results
     assert server.proc.wait(timeout=30) == 0

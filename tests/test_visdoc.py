@@ -176,3 +176,21 @@ def test_interleaved_row_collates_with_text_between_its_images(tiny_vlm):
     assert len(starts) == 2 and batch["image_grid_thw"].shape[0] == 2
     between = proc.tokenizer.decode(ids[starts[0] : starts[1]])
     assert "the same scene as" in between and "<|image_1|>" not in proc.tokenizer.decode(ids)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("verb", ["generate", "validate"])
+def test_a_corpus_folder_without_qrels_names_them(tmp_path, capsys, verb, nested):
+    """Before: the folder was read as MMEB rows ("MMEB rows need a subset name" x10) and generate exited 0, 0 rows."""
+    root = tmp_path / "docs" / "DemoDocs" if nested else tmp_path / "DemoDocs"
+    shutil.copytree(DOCS, root)
+    (root / "qrels.jsonl").unlink()
+    given = root.parent if nested else root
+    args = {"generate": ["generate", "--input", str(given), "--output", str(tmp_path / "t.jsonl"), "--model", "m",
+                         "--base_url", "http://127.0.0.1:9/v1", "--image_root", str(DEMO)],
+            "validate": ["validate", "--input", str(given), "--image_root", str(DEMO)]}[verb]  # fmt: skip
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"distill {verb}: error: {root}: a visual-document corpus folder")
+    assert "without its qrels (qrels.jsonl/.parquet, qrels.tsv, qrels/<split>.tsv or qrels/ shards)" in err[0]
+    assert not (tmp_path / "t.jsonl").exists()

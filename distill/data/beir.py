@@ -65,6 +65,26 @@ def is_beir_dir(path: str | Path) -> bool:
     return path.is_dir() and all(_tables(path, name) for name in ("queries", "corpus", "qrels"))
 
 
+def check_beir_parts(path: str | Path) -> None:
+    """StageError naming what is missing when `path` is a folder holding part of a visual-document corpus (queries or
+    corpus, not all three parts): without it the folder was read as MMEB rows and every row failed for lack of a
+    subset name, while the real cause, say the missing qrels, was never named."""
+    from distill.stage import StageError
+
+    path = Path(path)
+    if not path.is_dir():
+        return
+    parts = {name: _tables(path, name) for name in ("queries", "corpus", "qrels")}
+    missing = [name for name, found in parts.items() if not found]
+    if missing and (parts["queries"] or parts["corpus"]):
+        have = ", ".join(files[0].relative_to(path).parts[0] for files in parts.values() if files)
+        wanted = {"queries": "queries.jsonl/.parquet or queries/ shards", "corpus": "corpus.jsonl/.parquet or corpus/ "
+                  "shards", "qrels": "qrels.jsonl/.parquet, qrels.tsv, qrels/<split>.tsv or qrels/ shards"}  # fmt: skip
+        raise StageError(f"{path}: a visual-document corpus folder ({have}) without its "
+                         f"{' and '.join(missing)} ({'; '.join(wanted[m] for m in missing)}); the qrels say which "
+                         "page answers each query")  # fmt: skip
+
+
 def _first(row: dict, *keys):
     for k in keys:
         if row.get(k) not in (None, ""):

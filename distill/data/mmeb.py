@@ -270,9 +270,13 @@ def load_examples(
     (`distill.data.mmeb_video.with_pools`).
     """
     path = Path(path)
-    from distill.data.beir import is_beir_dir, load_beir_examples
+    from distill.data.beir import check_beir_parts, is_beir_dir, load_beir_examples
     from distill.data.mmeb_v2 import hub_shards, hub_subset
 
+    check_beir_parts(path)
+    if path.is_dir() and not (path / "dataset_info.json").exists():  # per-corpus subfolders: each one complete
+        for sub in (d for d in path.iterdir() if d.is_dir()):
+            check_beir_parts(sub)
     if is_beir_dir(path):  # a visual-document corpus: queries + page images + qrels (ViDoRe / VisRAG layout)
         yield from load_beir_examples(path, subset, trace_side, image_root)
         return

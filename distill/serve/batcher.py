@@ -92,6 +92,11 @@ class Batcher:
             self._deadline = time.monotonic() + drain_s
             self._queue.put(None)  # wakes an idle worker
 
+    def wait_drained(self, timeout: float) -> None:
+        """Block until the worker has answered everything in hand after `shutdown` (at most `timeout` seconds)."""
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
     def stop(self, timeout: float = 30.0) -> None:
         """Shut down at once (no drain) and join the thread."""
         self.shutdown(0.0)

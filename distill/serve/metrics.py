@@ -2,7 +2,8 @@
 with `curl -s http://127.0.0.1:PORT/metrics`).
 
     distill_serve_requests_total{model, outcome}        outcome: ok, invalid_request, too_large, not_found,
-                                                         cancelled, server_stopping, failed
+                                                         cancelled, server_stopping, failed, unauthorized
+                                                         (401: a wrong or missing API key; model "")
     distill_serve_prompt_tokens_total{model}, distill_serve_completion_tokens_total{model}
     distill_serve_batch_rows (histogram)                 rows per batch started
     distill_serve_queue_depth, distill_serve_running_rows, distill_serve_paused_batches   (gauges)

@@ -28,10 +28,13 @@ import asyncio
 import hmac
 import logging
 import os
+import re
 import signal
 import socket
 import sys
+import threading
 import time
+import uuid
 
 # At module level: FastAPI resolves the string annotations (`from __future__ import annotations`) of route functions
 # in this module's globals; a `Request` imported inside a function would turn into a required query parameter.
@@ -46,6 +49,7 @@ from distill.stage import Stage, StageError
 log = logging.getLogger(__name__)
 
 LISTENING = "distill serve listening on"
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # what a client's x-request-id may be to be echoed back
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -102,9 +106,21 @@ def build_app(models: dict, batcher, config: ServeConfig, api_key: str | None = 
         if expected is not None and request.url.path.startswith("/v1"):
             given = request.headers.get("authorization", "").encode()
             if not hmac.compare_digest(given, expected):  # constant time; the header is never logged
+                metrics.requests.labels("", "unauthorized").inc()  # key guessing shows on the dashboards
                 return error(401, "Incorrect or missing API key (send 'Authorization: Bearer <key>').",
                              "invalid_api_key")  # fmt: skip
         return await call_next(request)
+
+    @app.middleware("http")  # added last, so outermost: every answer (401s included) carries the id
+    async def request_id(request: Request, call_next):
+        """`x-request-id` on every response, as OpenAI and vLLM send it: the client's own (when it is a plain token
+        of at most 128 characters) or a new one, so a client's log line and the server's access log meet."""
+        given = request.headers.get("x-request-id", "")
+        rid = given if REQUEST_ID.fullmatch(given) else f"req-{uuid.uuid4().hex}"
+        request.state.request_id = rid
+        response = await call_next(request)
+        response.headers["x-request-id"] = rid
+        return response
 
     def model_card(model_id: str, model) -> dict:
         return {"id": model_id, "object": "model", "created": started, "owned_by": "distill", "kind": model.kind}
@@ -170,7 +186,7 @@ def build_app(models: dict, batcher, config: ServeConfig, api_key: str | None = 
             metrics.requests.labels(model_id, "server_stopping").inc()
             return stopping(str(e))
         except Exception as e:
-            log.exception("request failed")
+            log.exception("request %s failed", getattr(request.state, "request_id", "?"))
             metrics.requests.labels(model_id, "failed").inc()
             return error(500, f"generation failed: {type(e).__name__}: {e}", "generation_failed")
         metrics.requests.labels(model_id, "ok").inc()
@@ -236,9 +252,20 @@ def run(config: ServeConfig) -> None:
             if self.started:  # listening now: safe for a parent process to connect
                 print(f"{LISTENING} http://{url_host}:{port}/v1 (models: {', '.join(models)})", flush=True)
 
-        def handle_exit(self, sig, frame):  # SIGTERM/SIGINT: refuse new work, drain, then 503 what is left
+        draining = False
+
+        def handle_exit(self, sig, frame):  # SIGTERM/SIGINT: 503 new work, drain, then 503 what is left
             batcher.shutdown(config.drain_s)
-            super().handle_exit(sig, frame)
+            if self.draining:  # a second signal: stop now
+                return super().handle_exit(sig, frame)
+            self.draining = True
+            # uvicorn closes the listening socket as soon as it is told to exit: keep listening (new requests get
+            # 503 server_stopping + Retry-After, so clients and load balancers go elsewhere) until the drain ends
+            threading.Thread(target=self._exit_after_drain, args=(sig, frame), daemon=True).start()
+
+        def _exit_after_drain(self, sig, frame):
+            batcher.wait_drained(config.drain_s + 5)
+            super().handle_exit(sig, frame)  # only sets flags the serving loop polls: safe from this thread
 
     # log_config=None: uvicorn's records (access log included) go through our root logger to stderr, so stdout
     # carries only the listening line and a parent that stops reading stdout can never block the server.

@@ -11,17 +11,63 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from distill.stage import StageError
+
 log = logging.getLogger(__name__)
 
 
 def load_export(path: str):
     """The `train` split of an export dir (the Hub layout: README.md + data/*.parquet, read with `load_dataset`, as
-    `trl sft` does), or of a `save_to_disk` dir (`<path>/dataset` of older exports, or the dir itself)."""
-    from datasets import DatasetDict, load_dataset, load_from_disk
+    `trl sft` does), or of a `save_to_disk` dir (`<path>/dataset` of older exports, or the dir itself). StageError (one
+    line naming the file) for an empty, cut or unreadable data file and for an export without rows."""
+    from datasets.exceptions import DatasetGenerationError
 
     p = Path(path)
     if not p.is_dir():
         raise ValueError(f"{path}: not an export directory (run `distill export` first)")
+    check_parquet_files(p)
+    try:
+        ds = _load(p)
+    except DatasetGenerationError as e:  # datasets wraps the reader's error; its own text names no file
+        raise StageError(f"{path}: cannot read the export: {type(e.__cause__ or e).__name__}: "
+                         f"{_first_line(e.__cause__ or e)}") from None  # fmt: skip
+    missing = {"images", "messages"} - set(ds.column_names)
+    if missing:
+        raise ValueError(f"{path}: not a vision-language conversational dataset (missing columns {sorted(missing)})")
+    if len(ds) == 0:
+        raise StageError(f"{path}: the export has no rows: nothing to train on (see its summary.json)")
+    return ds
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
+def check_parquet_files(folder: Path) -> None:
+    """StageError naming the file unless every parquet file under `folder` has a readable footer (read, not the data):
+    an empty or cut file (an interrupted copy) otherwise surfaces as datasets' DatasetGenerationError traceback."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for f in sorted(folder.rglob("*.parquet")):
+        if any(part.startswith(".") for part in f.relative_to(folder).parts):  # a killed export's temp files
+            continue
+        if f.stat().st_size == 0:
+            raise StageError(f"{f}: empty file (0 bytes): an interrupted copy or export; run `distill export` again")
+        try:
+            with pq.ParquetFile(f) as pf:
+                rows = pf.metadata.num_rows
+        except (pa.ArrowException, OSError) as e:
+            raise StageError(
+                f"{f}: not a readable parquet file ({_first_line(e)}); run `distill export` again"
+            ) from None
+        if rows == 0:  # datasets' parquet reader fails on it ("BatchSize must be greater than 0")
+            raise StageError(f"{f}: a parquet file without rows; remove it, or run `distill export` again")
+
+
+def _load(p: Path):
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
     ds = None
     for cand in (p, p / "dataset"):  # the export dir itself, or the folder above it (`dataset/` inside)
         if (cand / "state.json").is_file() or (cand / "dataset_dict.json").is_file():  # save_to_disk (older exports)
@@ -32,12 +78,7 @@ def load_export(path: str):
             break
     if ds is None:  # any other folder datasets can read (parquet/jsonl files)
         ds = load_dataset(str(p), split="train")
-    if isinstance(ds, DatasetDict):
-        ds = ds["train"]
-    missing = {"images", "messages"} - set(ds.column_names)
-    if missing:
-        raise ValueError(f"{path}: not a vision-language conversational dataset (missing columns {sorted(missing)})")
-    return ds
+    return ds["train"] if isinstance(ds, DatasetDict) else ds
 
 
 def tokenize_row(processor, row: dict, chat_template: str | None = None, add_generation_prompt: bool = False) -> dict:
