@@ -172,6 +172,7 @@ class _Tally:
     def __init__(self):
         self.tasks, self.sides, self.datasets = Counter(), Counter(), Counter()
         self.models, self.modes, self.prompts = Counter(), Counter(), {}
+        self.video_rows = 0
 
     def add(self, r: dict) -> None:
         self.tasks[r.get("task")] += 1
@@ -229,6 +230,7 @@ def export(config: ExportConfig) -> dict:
             jsonl_file.write(dumps(jsonl_row))
             rows_out += 1
             tally.add(row)
+            tally.video_rows += bool(jsonl_row.get("videos"))
             yield train_row
 
     try:
@@ -281,6 +283,7 @@ def _finish(config: ExportConfig, out: Path, t0: float, rows_in: int, rows_out: 
         "tasks": dict(tally.tasks),
         "sides": dict(tally.sides),
         "datasets": dict(tally.datasets),
+        "video_rows": tally.video_rows,
         "teacher": tally.teacher(),
         "filter_summary_path": filter_path,
         "filter_summary": filter_summary,
@@ -290,7 +293,7 @@ def _finish(config: ExportConfig, out: Path, t0: float, rows_in: int, rows_out: 
     card = sft_card(manifest, shards, config.license, config.pretty_name, config.push_to_hub or "path/to/this/folder")
     write_text_atomic(out / "README.md", str(card))
     return stage_summary("export", rows_in, rows_out, time.time() - t0, dropped=drops, problems=problems,
-                         quarantined=len(problems))  # fmt: skip
+                         quarantined=len(problems), video_rows=tally.video_rows)  # fmt: skip
 
 
 def run(config: ExportConfig) -> dict:
@@ -300,6 +303,10 @@ def run(config: ExportConfig) -> dict:
         raise DataError(str(e)) from None
     print(f"{config.input}: {summary['rows_in']} rows in, {summary['rows_out']} exported, "
           f"{summary['quarantined']} quarantined -> {config.output}")  # fmt: skip
+    if summary.get("video_rows"):
+        log.warning("%d of %d rows carry a video: `distill train` trains them as videos; stock `trl sft` / SFTTrainer "
+                    "drop the `videos` column and train those rows as text only (see the dataset card)",
+                    summary["video_rows"], summary["rows_out"])  # fmt: skip
     for reason, n in Counter(summary["dropped"]).most_common():
         print(f"  {n:6d}  {reason}")
     return summary

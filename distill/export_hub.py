@@ -77,9 +77,21 @@ def sft_card(manifest: dict, shards: ConfigShards, license: str | None, pretty_n
             "embedding-centric reasoning traces (Think-Then-Embed, arXiv 2510.05014) with `distill`.", "",
             "Each row is in TRL's conversational vision-language format: `images` (the query images, embedded), "
             "`messages` (user: instruction + query text; assistant: `<think>…</think>` + the final part), plus `id`, "
-            "`task`, `dataset`, `sample_index`. Stock `trl sft --dataset_name <this dataset>` and `SFTTrainer` train "
-            "on it as is.", "", "## Use", "", USAGE.format(ref=ref), *_lineage_lines(manifest)]  # fmt: skip
+            "`task`, `dataset`, `sample_index`.", "", *_trl_lines(manifest), "", "## Use", "", USAGE.format(ref=ref),
+            *_lineage_lines(manifest)]  # fmt: skip
     return dataset_card([shards], "\n".join(body), TAGS + ["sft", "trl"], license, title)
+
+
+def _trl_lines(manifest: dict) -> list[str]:
+    """What stock TRL does with these rows: all of them as is, unless some carry a video (TRL reads no `videos`)."""
+    n, total = manifest.get("video_rows") or 0, manifest.get("rows_out")
+    if not n:
+        return ["Stock `trl sft --dataset_name <this dataset>` and `SFTTrainer` train on it as is."]
+    return [f"**Video rows ({n} of {total}).** Their `videos` column holds each video's sampled frames. Stock "
+            "`trl sft` and `SFTTrainer` (TRL 1.16) do not read `videos`: they drop the column and train those rows "
+            "as text only, without a warning. `distill train` trains them as videos (its collator passes the frames "
+            "to the processor as one video). With stock TRL, train the other rows only: "
+            "`ds.filter(lambda r: not r[\"videos\"])`; the image and text rows train as is."]  # fmt: skip
 
 
 def _config_name(path: str) -> str:

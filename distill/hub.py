@@ -74,14 +74,16 @@ def write_parquet_shards(dataset, folder: str | Path, data_dir: str = "data", sp
 def dataset_card(configs: list[ConfigShards], body: str, tags: list[str], license: str | None = None,
                  pretty_name: str | None = None, task_categories: tuple[str, ...] = ("image-text-to-text",)):  # fmt: skip
     """A `huggingface_hub.DatasetCard` whose YAML names every config's data files, features, splits and sizes."""
+    from datasets import DatasetInfo, SplitDict, SplitInfo
+    from datasets.info import DatasetInfosDict
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    infos = []
+    infos = DatasetInfosDict()  # the YAML `push_to_hub` writes, through datasets' public writer
     for c in configs:
-        info = {"features": c.features._to_yaml_list(),
-                "splits": [{"name": c.split, "num_bytes": c.num_bytes, "num_examples": c.num_rows}],
-                "download_size": c.download_size, "dataset_size": c.num_bytes}  # fmt: skip
-        infos.append(info if len(configs) == 1 else {"config_name": c.config_name, **info})
+        splits = SplitDict()
+        splits.add(SplitInfo(name=c.split, num_bytes=c.num_bytes, num_examples=c.num_rows))
+        infos[c.config_name] = DatasetInfo(features=c.features, splits=splits, download_size=c.download_size,
+                                           dataset_size=c.num_bytes)  # fmt: skip
     data = DatasetCardData(
         license=license,
         pretty_name=pretty_name,
@@ -97,8 +99,8 @@ def dataset_card(configs: list[ConfigShards], body: str, tags: list[str], licens
             }
             for i, c in enumerate(configs)
         ],  # fmt: skip
-        dataset_info=infos[0] if len(infos) == 1 else infos,
     )
+    infos.to_dataset_card_data(data)
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n")
 
 

@@ -64,9 +64,15 @@ class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         files = super().save_pretrained(save_directory, push_to_hub=False, **kwargs)
-        # the tokenizer records the processor class too (tokenizer_config.json): resave it under the stock name
-        self.tokenizer._set_processor_class(self.stock_class)
-        self.tokenizer.save_pretrained(save_directory)
+        # the tokenizer records the processor class too: set the stock name in the saved file (its documented
+        # `processor_class` key) rather than through the tokenizer's private `_set_processor_class`
+        from distill.io import write_text_atomic
+
+        path = Path(save_directory) / "tokenizer_config.json"
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            saved["processor_class"] = self.stock_class
+            write_text_atomic(path, json.dumps(saved, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         return files
 
 

@@ -256,3 +256,15 @@ def test_eval_ranks_every_demo_video_kind_with_hit1(tmp_path, tiny_vlm):
     assert {k: (v["metric"], v["queries"]) for k, v in datasets.items()} == {
         "DemoVideoCLS": ("Hit@1", 4), "DemoVideoQA": ("Hit@1", 3), "DemoVideoRet": ("Hit@1", 3),
         "DemoVideoMoment": ("Hit@1", 2)}  # fmt: skip
+
+
+def test_export_card_and_summary_say_what_stock_trl_does_with_video_rows(video_export):
+    """Stock `trl sft` (TRL 1.16) drops `videos` and trains those rows as text only: the card says so, not 'as is'."""
+    import json
+
+    summary = json.loads((video_export / "summary.json").read_text())
+    card = (video_export / "README.md").read_text()
+    n = sum(bool(r["videos"]) for r in read_jsonl(video_export / "train.jsonl"))
+    assert n and summary["video_rows"] == n == json.loads((video_export / "manifest.json").read_text())["video_rows"]
+    assert f"**Video rows ({n} of 13).**" in card and "train those rows as text only" in card
+    assert "train on it as is" not in card

@@ -225,10 +225,13 @@ def combine(chunks: list[Features], threshold: float, num_perm: int, window: int
 
 
 def band_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows per band): datasketch's optimum for the threshold (equal false-positive / negative weights)."""
-    from datasketch.lsh import _optimal_param
+    """(bands, rows per band): datasketch's optimum for the threshold (equal false-positive / negative weights), read
+    from a `MinHashLSH`'s public `b` and `r` (its private `_optimal_param` is what computes them; the empty index
+    costs nothing beyond that computation)."""
+    from datasketch import MinHashLSH
 
-    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.5, 0.5))
+    return lsh.b, lsh.r
 
 
 def cluster_ids(texts: list[str | None], threshold: float = 0.8, num_perm: int = 128, ngram: int = 3) -> list:

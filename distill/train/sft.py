@@ -151,9 +151,21 @@ def _single_process_deepspeed_env() -> None:
                  ("MASTER_PORT", str(port))):  # fmt: skip
         os.environ.setdefault(k, v)
     if not torch.cuda.is_available():
-        import deepspeed.ops
+        _skip_deepspeed_shm_comm()
 
+
+def _skip_deepspeed_shm_comm() -> None:
+    """Mark DeepSpeed's CPU shared-memory comm op unavailable, so `deepspeed.comm` falls back to gloo.
+
+    A private API on purpose, kept to this function: DeepSpeed has no public switch (`DS_BUILD_SHM_COMM` only acts
+    when DeepSpeed itself is built), and `deepspeed.comm.torch.build_shm_op` reads this dict. If a DeepSpeed release
+    drops it, the op is JIT-compiled again (minutes of CPU, then the same training): a warning, not a failure."""
+    import deepspeed.ops
+
+    try:
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    except (AttributeError, TypeError) as e:
+        log.warning("could not mark DeepSpeed's shm comm op unavailable (%s): it may be compiled now", e)
 
 
 def _last_checkpoint(config: TrainConfig) -> str | None:
