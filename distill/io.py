@@ -110,6 +110,13 @@ def current_umask() -> int:
     return mask
 
 
+def umask_mode(paths: Iterable[str | Path]) -> None:
+    """Give files another library created private (safetensors writes 0600) the mode `open` would give them."""
+    mode = 0o666 & ~current_umask()
+    for p in paths:
+        os.chmod(p, mode)
+
+
 def atomic_temp(path: Path, binary: bool = True):
     """(open file, temp path) beside `path` for an atomic write, with the mode an ordinary `open` would give
     (0666 minus the umask): `mkstemp` makes files 0600, which another user or a serving container cannot read."""

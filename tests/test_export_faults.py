@@ -101,11 +101,12 @@ def test_train_on_a_damaged_export_is_one_line(damage, message, exported, tiny_v
 def test_export_outputs_respect_the_umask(kept, demo_dir, tmp_path):
     old = os.umask(0o022)
     try:
-        export(ExportConfig(input=str(kept), output=str(tmp_path / "e"), image_root=str(demo_dir),
-                            max_pixels=28 * 28 * 16))  # fmt: skip
+        rc = cli_main(["export", "--input", str(kept), "--output", str(tmp_path / "e"), "--image_root", str(demo_dir),
+                       *PIXELS])  # fmt: skip
     finally:
         os.umask(old)
+    assert rc == 0
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "e").rglob("*") if p.is_file()}
-    assert {"train.jsonl", "README.md", "summary.json", "manifest.json"} <= set(modes)
+    assert {"train.jsonl", "README.md", "summary.json", "config.yaml", "manifest.json"} <= set(modes)
     assert set(modes.values()) == {0o644}, modes
     assert json.loads((tmp_path / "e" / "summary.json").read_text())["rows_out"] > 0

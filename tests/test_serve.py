@@ -547,3 +547,18 @@ def test_embedded_smollm2_materialises_once_and_answers(tmp_path, monkeypatch):
     [[choice]] = model.generate([(model.prepare(request), request.params)])
     assert "Paris" in choice.text, choice.text
     assert choice.finish_reason == "stop"
+
+
+def test_serve_on_a_truncated_checkpoint_is_one_line(tiny_vlm, tmp_path, capfd):
+    """As `reason`: a half-copied model.safetensors is named before anything loads, not a traceback."""
+    import shutil
+
+    from distill.cli import main as cli_main
+
+    ckpt = tmp_path / "cut"
+    shutil.copytree(tiny_vlm, ckpt)
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert cli_main(["serve", "--model", f"m={ckpt}", "--port", "0"]) == 2
+    err = [x for x in capfd.readouterr().err.splitlines() if x.startswith("distill ")]
+    assert len(err) == 1 and err[0].startswith("distill serve: error: ") and "truncated or damaged" in err[0], err

@@ -208,6 +208,11 @@ def test_video_rows_train_on_the_tiny_vlm_and_pass_the_label_audit(video_export,
     wide = PilQwen2VLVideoProcessor(3136, 12544).num_video_tokens(8, 336, 588)
     assert audit["tokens_per_role"]["image"] == 9 * 16 + wide and audit["supervised_per_role"].get("image", 0) == 0
     assert audit["supervised_fraction_per_role"]["assistant"] == 1.0
+    # every output file has the umask's mode (safetensors writes weights 0600; the subprocess inherits our umask)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {oct(0o666 & ~mask)}, modes
 
 
 def test_load_examples_reads_every_demo_video_kind():
@@ -262,9 +267,8 @@ def test_export_card_and_summary_say_what_stock_trl_does_with_video_rows(video_e
     """Stock `trl sft` (TRL 1.16) drops `videos` and trains those rows as text only: the card says so, not 'as is'."""
     import json
 
-    summary = json.loads((video_export / "summary.json").read_text())
     card = (video_export / "README.md").read_text()
     n = sum(bool(r["videos"]) for r in read_jsonl(video_export / "train.jsonl"))
-    assert n and summary["video_rows"] == n == json.loads((video_export / "manifest.json").read_text())["video_rows"]
+    assert n and json.loads((video_export / "manifest.json").read_text())["video_rows"] == n
     assert f"**Video rows ({n} of 13).**" in card and "train those rows as text only" in card
     assert "train on it as is" not in card

@@ -197,7 +197,8 @@ def build_app(models: dict, batcher, config: ServeConfig, api_key: str | None = 
 
 
 def load_models(specs: list[str], device: str, dtype: str, max_prompt_chars: int | None = None) -> dict:
-    """{model id: LocalModel} for the `--model` specs; ValueError on duplicate ids or missing directories."""
+    """{model id: LocalModel} for the `--model` specs; ValueError on duplicate ids, missing directories and damaged
+    checkpoints (`distill.reason_hf.check_checkpoint`)."""
     from distill.serve.local_engine import LocalModel, parse_model_spec
     from distill.serve.local_models import resolve_local_model
 
@@ -209,6 +210,9 @@ def load_models(specs: list[str], device: str, dtype: str, max_prompt_chars: int
         resolved = resolve_local_model(path)
         if not resolved.is_dir():
             raise ValueError(f"--model {spec}: {resolved} is not a model directory")
+        from distill.reason_hf import check_checkpoint
+
+        check_checkpoint(resolved, f"--model {spec}:")  # a damaged or cut copy: one line, before loading anything
         models[model_id] = LocalModel(model_id, resolved, device=device, dtype=dtype, max_prompt_chars=max_prompt_chars)
     return models
 

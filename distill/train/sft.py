@@ -266,6 +266,7 @@ def train(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict 
     """Train; returns the summary on the main process (None on the other ranks). Raises LabelMaskError before step 1,
     StageError when the launch's world size differs from the one the global batch was derived from."""
     from distill.configs import config_dict
+    from distill.io import umask_mode
     from distill.stage import StageError
     from distill.stage import summary as stage_summary
     from distill.train.audit import audit
@@ -316,6 +317,7 @@ def train(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict 
     if model_args.use_peft and config.merge_lora_on_save:
         result["merged_model"] = _merge_lora(config, model_args, processor)
     write_lineage(config.output_dir, build_lineage(**lineage_args, result=result), result.get("merged_model"))
+    umask_mode(out.rglob("*.safetensors"))  # safetensors writes weights 0600: a serving container could not read them
     log.info("trained %d steps, final loss %.4f, pad fraction %.3f -> %s", result["global_step"],
              result["losses"][-1] if result["losses"] else float("nan"), result["pad_fraction"], out)  # fmt: skip
     dropped = {"over_max_length": pf["dropped_over_max_length"]} if pf["dropped_over_max_length"] else {}
