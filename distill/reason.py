@@ -126,44 +126,23 @@ def iter_rows(config: ReasonConfig, problems: list | None = None):
     return shard_rows(config, problems)
 
 
-def writer_block(config: ReasonConfig, fingerprint: str | None) -> dict:
+def student_base(config: ReasonConfig) -> str | None:
+    """The hf student's base checkpoint, after `distill.reason_hf.check_student` (ValueError, one line)."""
+    from distill.reason_hf import check_student
+
+    return check_student(config.model, config.base_model)
+
+
+def writer_block(config: ReasonConfig, fingerprint: str | None, base: str | None = None) -> dict:
     """Who wrote the traces: the `teacher` block of the trace schema, for a student."""
     block = {"model": config.name or config.model, "prompt_id": f"student_chat_format:{config.side}",
              "prompt_sha": hashlib.sha256((config.system_prompt or "").encode()).hexdigest()[:12], "mode": "blind",
              "role": "student", "backend": config.backend}  # fmt: skip
     if config.backend == "hf":
-        base = config.base_model or _adapter_base(config.model)
         block.update(checkpoint=os.path.abspath(config.model), base_model=base, fingerprint=fingerprint)
     else:
         block["base_url"] = [redact_url(u) for u in config.base_url]  # rows are shared: never with credentials
     return block
-
-
-def student_base(config: ReasonConfig) -> str | None:
-    """The hf student's base checkpoint (a LoRA adapter's; None for a full one), after checking the checkpoint (and
-    that base) can load: ValueError, one line naming the file and field, for a damaged, empty or truncated
-    checkpoint or an adapter without a base."""
-    from distill.reason_hf import adapter_base, check_checkpoint
-
-    check_checkpoint(config.model)
-    base = adapter_base(config.model) if config.base_model is None else config.base_model
-    if config.base_model and not (Path(config.model) / "adapter_config.json").is_file():
-        raise ValueError(f"--base_model {config.base_model}: --model {config.model} is a full checkpoint (no "
-                         "adapter_config.json), not a LoRA adapter; drop --base_model")  # fmt: skip
-    if base:
-        what = "--base_model" if config.base_model else f"{config.model}/adapter_config.json: base_model_name_or_path"
-        try:
-            check_checkpoint(base, what)
-        except ValueError as e:
-            hint = "" if config.base_model else " (pass --base_model PATH to use a local copy)"
-            raise ValueError(f"{e}{hint}") from None
-    return base
-
-
-def _adapter_base(path: str) -> str | None:
-    from distill.reason_hf import adapter_base
-
-    return adapter_base(path) if Path(path).is_dir() else None
 
 
 def row_key(writer: str, example_id: str, prompt: StudentPrompt, digests: list[str], sampling: dict, i: int) -> str:
@@ -306,12 +285,13 @@ def run(config: ReasonConfig, held: Journal) -> dict:
     if config.strict and problems:
         raise DataError(f"stopping on bad input (--strict): {config.input}:{problems[0]['line']}: "
                         f"{problems[0]['reason']}")  # fmt: skip
-    fingerprint = None
+    fingerprint = base = None
     if config.backend == "hf":
         from distill.reason_hf import checkpoint_fingerprint
 
-        fingerprint = checkpoint_fingerprint(*(p for p in (student_base(config), config.model) if p))
-    writer = writer_block(config, fingerprint)
+        base = student_base(config)
+        fingerprint = checkpoint_fingerprint(*(p for p in (base, config.model) if p))
+    writer = writer_block(config, fingerprint, base)
     store = ImageStore(config.image_root, config.min_pixels, config.max_pixels)
     tally = Tally()
     try:

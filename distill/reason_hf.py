@@ -102,6 +102,25 @@ def check_checkpoint(path: str | Path, what: str = "--model") -> None:
             raise ValueError(f"{f}: unreadable weights ({e}); the file is truncated or damaged") from None
 
 
+def check_student(model: str, base_model: str | None = None) -> str | None:
+    """The student's base checkpoint (a LoRA adapter's; None for a full one), after checking the checkpoint and that
+    base can load: ValueError, one line naming the file and field, for a damaged, empty or truncated checkpoint, an
+    adapter without a base, or a `base_model` given for a full checkpoint."""
+    check_checkpoint(model)
+    base = adapter_base(model) if base_model is None else base_model
+    if base_model and not (Path(model) / "adapter_config.json").is_file():
+        raise ValueError(f"--base_model {base_model}: --model {model} is a full checkpoint (no adapter_config.json), "
+                         "not a LoRA adapter; drop --base_model")  # fmt: skip
+    if base:
+        what = "--base_model" if base_model else f"{model}/adapter_config.json: base_model_name_or_path"
+        try:
+            check_checkpoint(base, what)
+        except ValueError as e:
+            hint = "" if base_model else " (pass --base_model PATH to use a local copy)"
+            raise ValueError(f"{e}{hint}") from None
+    return base
+
+
 @dataclass
 class Prompt:
     """One row's model inputs, unpadded."""
