@@ -194,3 +194,14 @@ def test_a_corpus_folder_without_qrels_names_them(tmp_path, capsys, verb, nested
     assert len(err) == 1 and err[0].startswith(f"distill {verb}: error: {root}: a visual-document corpus folder")
     assert "without its qrels (qrels.jsonl/.parquet, qrels.tsv, qrels/<split>.tsv or qrels/ shards)" in err[0]
     assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_a_qrels_tsv_with_a_byte_order_mark_keeps_its_header(tmp_path):
+    root = tmp_path / "DemoDocs"
+    shutil.copytree(DOCS, root)
+    rows = [json.loads(x) for x in (root / "qrels.jsonl").read_text().splitlines() if x.strip()]
+    (root / "qrels.jsonl").unlink()
+    tsv = "query-id\tcorpus-id\tscore\n" + "".join(f"{r['query-id']}\t{r['corpus-id']}\t{r['score']}\n" for r in rows)
+    (root / "qrels.tsv").write_bytes(b"\xef\xbb\xbf" + tsv.encode())
+    corpus = load_beir(root)
+    assert corpus.problems == [] and corpus.qrels == load_beir(DOCS).qrels

@@ -112,7 +112,7 @@ def _rows(path: Path, wanted: tuple[str, ...]) -> Iterator[tuple[int, dict | Bad
     if path.suffix != ".tsv":
         yield from iter_table(path)
         return
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: a byte-order mark would hide the header
         for i, rec in enumerate(csv.reader(f, delimiter="\t"), 1):
             if i == 1 and rec and rec[0] in ("query-id", "query_id", "qid"):
                 continue  # header
