@@ -33,7 +33,10 @@ class RedactingFilter(logging.Filter):
     """A handler filter that removes URL credentials from every record it passes (ours, aiohttp's, the SDK's)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose args do not fit its format: the handler reports that, not this filter
+            return True
         clean = redact_url(message)
         if clean != message:
             record.msg, record.args = clean, None
