@@ -153,12 +153,14 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Atomically replace a small text file (reports, manifests, summaries)."""
+def write_text_atomic(path: str | Path, text: str, private: bool = False) -> None:
+    """Atomically replace a small text file (reports, manifests, summaries); `private`: mode 0600 (it holds a secret)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     file, tmp = atomic_temp(path, binary=False)
     try:
+        if private:
+            os.fchmod(file.fileno(), 0o600)
         with file as f:
             f.write(text)
             f.flush()

@@ -41,6 +41,7 @@ from distill.io import write_json_atomic, write_text_atomic
 from distill.pipeline_stages import STAGES, StageSpec, stage_summary
 from distill.stage import Paths, Stage, StageError, die_with_parent
 from distill.stage import summary as stage_contract_summary
+from distill.urls import redacted
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,11 @@ def run_stage(spec: StageSpec, config: dict, run_dir: Path, launcher: list[str] 
     stage_dir = run_dir / spec.name
     stage_dir.mkdir(parents=True, exist_ok=True)
     config_path = stage_dir / "stage_config.yaml"
-    write_text_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
+    private = redacted(config) != config  # the child needs the URL as given: keep the file its owner's alone
+    if private:
+        log.warning("stage %s: its config holds credentials in a URL; %s is written readable by you only (an API key "
+                    "in an environment variable, --api_key_env, keeps them out of files)", spec.name, config_path)  # fmt: skip
+    write_text_atomic(config_path, yaml.safe_dump(config, sort_keys=False), private=private)
     prefix = [*launcher, "-m"] if launcher else [sys.executable, "-m"]
     cmd = [*prefix, "distill", spec.verb, "--config", str(config_path)]
     log.info("stage %s: %s", spec.name, " ".join(cmd))

@@ -66,3 +66,23 @@ def test_an_unreachable_teacher_is_named_without_credentials(tmp_path, capfd):
     assert cli_main(args) == 2
     err = capfd.readouterr().err
     assert "127.0.0.1:9" in err and SECRET not in err and not _leaks(tmp_path)
+
+
+@pytest.mark.parametrize("url, mode", [(f"http://u:{SECRET}@h/v1", 0o600), ("http://h/v1", 0o644)])
+def test_a_pipeline_stage_config_with_credentials_is_private(url, mode, tmp_path):
+    """`distill run` hands each stage its config as a file, which must keep the URL as given: readable by its owner
+    only when it holds credentials (configs and summaries the stage writes are redacted as everywhere)."""
+    import os
+
+    from distill.pipeline_stages import STAGES
+    from distill.run import run_stage
+    from distill.stage import StageError
+
+    spec = next(s for s in STAGES if s.verb == "generate")
+    old = os.umask(0o022)
+    try:
+        with pytest.raises(StageError):  # `false` stands in for the stage's process: the config is written first
+            run_stage(spec, {"base_url": [url], "model": "m"}, tmp_path, launcher=["false"])
+    finally:
+        os.umask(old)
+    assert (tmp_path / spec.name / "stage_config.yaml").stat().st_mode & 0o777 == mode
