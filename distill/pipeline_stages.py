@@ -48,6 +48,14 @@ STAGES: list[StageSpec] = [
     replace(
         GENERATE, name="generate_eval", optional=True, wire=lambda d: {"output": _p(d, "generate_eval", "traces.jsonl")}
     ),  # fmt: skip
+    # The teacher on the retrieval targets and pages of the held-out rows (optional): each distinct target once; eval
+    # then ranks every condition again with each candidate conditioned by its trace (`target_traces`, wired by run).
+    replace(
+        GENERATE,
+        name="generate_target",
+        optional=True,
+        wire=lambda d: {"output": _p(d, "generate_target", "traces.jsonl"), "side": "target"},
+    ),  # fmt: skip
     StageSpec(
         "score",
         "score",
@@ -113,6 +121,7 @@ STAGES: list[StageSpec] = [
 
 # eval's trace sets: (name in the report, the stage that wrote them)
 EVAL_SETS = (("teacher", "generate_eval"), ("student_untrained", "reason_base"), ("student_trained", "reason"))
+TARGET_TRACES = "generate_target"  # the stage whose traces eval takes as `target_traces` when the run has it
 
 
 def stage_summary(spec: StageSpec, config: dict) -> dict:

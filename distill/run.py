@@ -38,7 +38,7 @@ from distill.cli import load_stage
 from distill.configs import ConfigError, configs_from_mapping, read_yaml_mapping, typed
 from distill.fingerprint import fingerprint, read_paths, referenced_images
 from distill.io import write_json_atomic, write_text_atomic
-from distill.pipeline_stages import STAGES, StageSpec, stage_summary
+from distill.pipeline_stages import STAGES, TARGET_TRACES, StageSpec, stage_summary
 from distill.stage import Paths, Stage, StageError, die_with_parent
 from distill.stage import summary as stage_contract_summary
 from distill.urls import redacted
@@ -70,7 +70,7 @@ class RunConfig:
     stages: list[str] | None = field(
         default=None,
         metadata={"help": "Stages to run, in pipeline order (a subset runs only those; earlier outputs must exist); "
-                  "None: generate..train, plus each optional stage (generate_eval, reason_base, reason, eval) whose "
+                  "None: generate..train, plus each optional stage (generate_eval, generate_target, reason_base, reason, eval) whose "
                   "section the recipe has."},
     )  # fmt: skip
     force: list[str] = field(default_factory=list, metadata={"help": "Stages to rerun even when up to date."})
@@ -97,6 +97,11 @@ class RunConfig:
     generate_eval: dict | None = field(
         default=None, metadata={"help": "The teacher on held-out rows (for eval): {recipe: generate.yaml, input: ...}"}
     )
+    generate_target: dict | None = field(
+        default=None,
+        metadata={"help": "The teacher on the held-out rows' retrieval targets and pages (side target, each distinct "
+                  "target once; eval's target_traces): {recipe: generate.yaml, input: ...}"},
+    )  # fmt: skip
     reason_base: dict | None = field(
         default=None, metadata={"help": "The untrained student on held-out rows: {input: ..., model: base checkpoint}"}
     )
@@ -164,6 +169,8 @@ def check_stage_configs(cfg: RunConfig) -> dict[str, dict]:
         if section is not None and not isinstance(section, dict):
             raise ConfigError(f"{spec.name}: expected a mapping (recipe: FILE plus overrides), got {section!r}")
         merged = stage_config(spec, section, cfg.run_dir, None, shared(cfg))
+        if spec.name == "eval" and TARGET_TRACES in cfg.stages:  # the target-side traces condition eval's candidates
+            merged["target_traces"] = str(cfg.run_dir / TARGET_TRACES / "traces.jsonl")
         configs_from_mapping(load_stage(spec.verb).configs, merged, f"pipeline stage {spec.name}")
         plain[spec.name] = merged
     return plain

@@ -19,8 +19,10 @@ bytes stay on disk until used. The subset is the directory name, or the MMEB-V2 
 
 Query examples (`--side query`): id `<subset>-q-<query-id>`, the query text, positive = its most relevant page, plus
 `query_id` and `qrels {corpus-id: score}` (what NDCG@5 in `distill eval` needs). Page examples (`--side target`): one
-per corpus page, id `<subset>-page-<corpus-id>`, the page on both sides, plus `corpus_id`: each page is described once,
-and every query that needs the page's index-side trace finds it by `corpus_id`. Broken input is reported by file and
+per corpus page, id `<subset>-page-<corpus-id>`, the page on both sides, plus `corpus_id` and `queries` (the queries
+the qrels point at, `{query_id, text, instruction, score}`, most relevant first: `embedding_gain` scores the page's
+trace through them): each page is described once, and every query that needs the page's index-side trace finds it by
+`corpus_id`. Broken input is reported by file and
 line: unreadable lines, missing ids, duplicate ids, qrels naming unknown query or corpus ids, queries without qrels.
 """
 
@@ -251,7 +253,15 @@ def load_beir_examples(path: str | Path, subset: str | None = None, trace_side: 
                               [pages[k] for k in ranked[1:]])  # fmt: skip
             yield line, {**ex, "query_id": qid, "relevance": [rel.get(ids[k], 0) for k in ranked]}
     if trace_side in (None, "target"):
+        # the queries the qrels point at, per page (most relevant first): embedding_gain scores a page's trace by them
+        by_page: dict[str, list] = {}
+        for qid, rel in corpus.qrels.items():
+            if qid in corpus.queries:
+                for cid, grade in rel.items():
+                    by_page.setdefault(cid, []).append({"query_id": qid, "text": corpus.queries[qid][1],
+                                                        "instruction": QUERY_INSTRUCTION, "score": grade})  # fmt: skip
         for cid, (line, image) in corpus.pages.items():
             page = side("", [image])
             ex = make_example(f"{name}-page-{cid}", "visdoc", name, page, PAGE_INSTRUCTION, dict(page))
-            yield line, {**ex, "corpus_id": cid}
+            queries = sorted(by_page.get(cid, []), key=lambda q: -q["score"])
+            yield line, {**ex, "corpus_id": cid, "queries": queries}

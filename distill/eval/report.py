@@ -141,7 +141,12 @@ def _retrieval_md(ret: dict) -> list[str]:
     if skipped:
         md += ["", "Rows left out because every candidate is the same item for this embedder (e.g. image-only "
                "candidates under a text embedder): " + ", ".join(f"{n} {k}" for n, k in skipped.items()) + "."]  # fmt: skip
-    empty = {n: sum(d["no_trace_used"][n] for d in ret["datasets"].values()) for n in conds[1:]}
+    used = sum(d.get("target_traces_used", 0) for d in ret["datasets"].values())
+    if any(c.endswith("+targets") for c in conds):
+        md += ["", f"`+targets` columns: every candidate with a target-side trace is conditioned by it, positives and "
+               f"negatives alike ({used} candidate(s) over the ranked queries)."]  # fmt: skip
+    sets = [c for c in conds[1:] if not c.endswith("+targets")]
+    empty = {n: sum(d["no_trace_used"][n] for d in ret["datasets"].values()) for n in sets}
     empty = {n: c for n, c in empty.items() if c}
     if empty:
         md += ["", "Queries embedded alone because the set has no usable trace for them (failed rows): "

@@ -247,8 +247,11 @@ STAGE = Stage(
     (EvalConfig,),
     run,
     output="output_dir",
-    writes="eval.json, report.md, plots and retrieval_per_query.jsonl in --output_dir",
-    paths=lambda c: Paths(read_files=c.traces.values(), reads=c.eval_rows, write_dirs=[c.output_dir]),
+    writes="eval.json, report.md, plots, retrieval_per_query.jsonl, mmeb_scores/ (MMEB's score files) and trec/ "
+    "(TREC runs + qrels) in --output_dir",
+    paths=lambda c: Paths(
+        read_files=[*c.traces.values(), c.target_traces], reads=c.eval_rows, write_dirs=[c.output_dir]
+    ),  # fmt: skip
 )
 main = STAGE.main
 

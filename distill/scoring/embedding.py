@@ -3,9 +3,13 @@
 For each row, the candidates are its positive and negatives, topped up to `num_candidates` with the positives of
 other examples of the same dataset (in-batch negatives, taken in order of first appearance after this example's, so
 the choice is deterministic). The trace conditions the side it is about (`side`, see `distill.records.trace_side`):
-a query-side trace is appended to the query (instruction + query text [+ images]); a target-side trace (a description
-of the positive, e.g. a document page) is appended to the positive, with the query embedded alone. Candidates carry
-the target instruction (MMEB eval `tgt_inst`) where the data gives one. The trace is embedded as the student writes it
+a query-side trace is appended to the query; a target-side trace (a description of the positive) is appended to the
+positive, with the query embedded alone, and every other candidate is conditioned by its own target-side trace where
+the input holds one (the first row whose positive it is): the positive is never the only candidate with extra text.
+A page row of a visual-document corpus (`queries`: the queries its qrels point at) is scored through them: the page,
+alone and with its trace, ranks its most relevant query against other pages' queries (never the page against itself).
+Target-only rows (`distill.data.targets`) are not scored. Texts as `distill.embed_text` builds them (per MMEB-V2
+dataset, VLM2Vec-V2's evaluation text, docs/eval.md). The trace is embedded as the student writes it
 (`part: full`, the exported `<think>…</think>` + final; or `think` / `final` / `raw`). Every distinct (text, images)
 item of a chunk is embedded once, in one batched call per `chunk_rows` rows (the embedders sort by length inside the
 call, so 8k-row calls pad little). All samples of an example get the same candidates, so their gains compare fairly
@@ -131,8 +135,8 @@ class EmbeddingGain:
         except ValueError as e:  # never guess which side a trace belongs to
             log.warning("embedding_gain: row %s: %s", row.get("id"), e)
             side = None
-        if not trace or not trace.strip() or side is None:
-            return None
+        if not trace or not trace.strip() or side is None or row.get("target_only"):
+            return None  # a target-only row (distill.data.targets) has no query to rank it for
         uses = self.embedder.uses_images
         if side == "target" and _page_queries(row):
             # a page's trace, scored through the queries the qrels point at: the page (alone / with its trace) ranks

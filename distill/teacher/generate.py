@@ -33,6 +33,7 @@ from distill.client.http import TeacherUnreachable
 from distill.client.journal import Journal, JournalLocked, request_key
 from distill.configs import config_dict
 from distill.data.mmeb import Problem, load_examples
+from distill.data.targets import distinct_targets
 from distill.images import ImageError
 from distill.io import write_jsonl_atomic
 from distill.stage import DataError, Paths, Stage, StageError
@@ -53,10 +54,13 @@ def in_shard(example_id: str, shard_index: int, num_shards: int) -> bool:
 def shard_rows(config, problems: list | None = None, side: str | None = None):
     """(line, example) of this shard, streamed in input order, for any stage config with `input`, `subset`,
     `shard_index`, `num_shards`, `max_examples` and `strict` (generate, reason). Bad rows and duplicate ids (first one
-    kept) go to `problems` (when given). Holds only the ids seen, so the input is never in memory at once."""
+    kept) go to `problems` (when given). Holds only the ids seen, so the input is never in memory at once. For
+    `side` "target", each distinct target (positive or negative) once, read in two passes (`distinct_targets`)."""
     seen: dict[str, int] = {}
     n = 0
-    for line, item in load_examples(config.input, config.subset, side, config.image_root):
+    read = partial(load_examples, config.input, config.subset, side, config.image_root)
+    # the target side: each distinct target once, negatives included (distill.data.targets); the query side as read
+    for line, item in distinct_targets(read) if side == "target" else read():
         if isinstance(item, Problem):
             if problems is not None:
                 problems.append(item.as_dict())
