@@ -527,6 +527,7 @@ def test_embedded_smollm2_materialises_once_and_answers(tmp_path, monkeypatch):
     """The real embedded teacher: GGUF -> HF checkpoint once (~20 s on 2 cores), then a sensible greedy answer."""
     import importlib.util
 
+    from distill.reason_hf import check_checkpoint
     from distill.serve.local_engine import LocalModel
     from distill.serve.local_models import is_materialised, resolve_local_model
 
@@ -538,6 +539,10 @@ def test_embedded_smollm2_materialises_once_and_answers(tmp_path, monkeypatch):
     weights = path / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
     assert resolve_local_model("smollm2") == path and weights.stat().st_mtime_ns == stamp  # not converted again
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert weights.stat().st_mode & 0o777 == 0o666 & ~mask  # a cache other users' servers can read, not 0600
+    check_checkpoint(path)  # what `distill serve --model smollm2` checks before loading
 
     model = LocalModel("smollm2", path)
     assert model.kind == "text-only"

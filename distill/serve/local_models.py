@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from distill.io import umask_mode
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_NAME = "smollm2"  # reserved model name for `distill serve --model smollm2`
@@ -96,6 +98,7 @@ def _convert(path: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
+        umask_mode(tmp.glob("*.safetensors"))  # ... and safetensors makes its weights 0600
         (tmp / _DONE_MARKER).write_text(f"converted from {gguf.name} in {time.perf_counter() - start:.1f} s\n")
         if path.exists():
             shutil.rmtree(path)
