@@ -161,9 +161,7 @@ def plan(config: ReasonConfig, rows: list[tuple[int, dict]], store: ImageStore, 
                 check_ref(config.image_root, rel)
             digests = [store.digest(rel) for rel in prompt.images]
             for video in prompt.videos:  # the sampled frames key the row like images do (unreadable: fails here)
-                if config.backend != "hf":
-                    raise ValueError("video rows need --backend hf (the student reads them as a video)")
-                digests += [store.digest(ref) for ref in store.side_images({"images": [], "video": video})]
+                digests += [store.digest(ref) for ref in store.video_frames({"images": [], "video": video})]
         except (ImageError, OSError, KeyError, TypeError, AttributeError, ValueError) as e:
             reason = str(e) if isinstance(e, (ImageError, OSError, ValueError)) else f"malformed row: {e!r}"
             log.warning("%s:%d: %s", config.input, line, reason)
@@ -177,12 +175,15 @@ def plan(config: ReasonConfig, rows: list[tuple[int, dict]], store: ImageStore, 
     return entries
 
 
-def wire_messages(prompt: StudentPrompt, image_urls: list[str]) -> list[dict]:
-    """The student's prompt on the OpenAI wire: the same structured messages, image parts as `image_url`."""
+def wire_messages(prompt: StudentPrompt, image_urls: list[str], video_urls: list[str] | None = None) -> list[dict]:
+    """The student's prompt on the OpenAI wire: the same structured messages, image parts as `image_url` and each
+    video as one `video_url` part (its sampled frames as `data:video/jpeg`, read by vLLM as the video the student was
+    trained on, not as separate images)."""
+    wire = {"image": lambda p: {"type": "image_url", "image_url": {"url": p["image"]}},
+            "video": lambda p: {"type": "video_url", "video_url": {"url": p["video"]}}}  # fmt: skip
     out = []
-    for m in multimodal_messages(prompt.messages, image_urls):
-        parts = [{"type": "image_url", "image_url": {"url": p["image"]}} if p["type"] == "image" else p
-                 for p in m["content"]]  # fmt: skip
+    for m in multimodal_messages(prompt.messages, image_urls, video_urls):
+        parts = [wire[p["type"]](p) if p["type"] in wire else p for p in m["content"]]
         only_text = len(parts) == 1 and parts[0]["type"] == "text"
         out.append({"role": m["role"], "content": parts[0]["text"] if only_text else parts})
     return out
@@ -193,7 +194,8 @@ def run_openai(config: ReasonConfig, entries: list[dict], journal: Journal, stor
 
     def body(e):
         urls = [store.data_url(rel) for rel in e["prompt"].images]
-        return {"model": config.model, "messages": wire_messages(e["prompt"], urls), **e["sampling"]}
+        videos = [store.video_url(store.video_frames({"images": [], "video": v})) for v in e["prompt"].videos]
+        return {"model": config.model, "messages": wire_messages(e["prompt"], urls, videos), **e["sampling"]}
 
     items = [(e["key"], (lambda e=e: body(e))) for e in entries if "key" in e]
     return drive(config.client(), journal, items, desc="reason (openai)")

@@ -29,9 +29,10 @@ def _keyed(messages: list[dict]) -> list[dict]:
     for m in messages:
         c = m.get("content")
         if isinstance(c, list):
-            c = [
-                {**p, "image_url": {"url": "data-sha256:" + hashlib.sha256(p["image_url"]["url"].encode()).hexdigest()}}
-                if p.get("type") == "image_url" and str(p.get("image_url", {}).get("url", "")).startswith("data:")
+            c = [  # image_url parts, and video_url parts (a video's frames, distill.teacher.image_store)
+                {**p, kind: {"url": "data-sha256:" + hashlib.sha256(p[kind]["url"].encode()).hexdigest()}}
+                if (kind := p.get("type")) in ("image_url", "video_url")
+                and str(p.get(kind, {}).get("url", "")).startswith("data:")
                 else p
                 for p in c
             ]

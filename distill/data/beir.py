@@ -18,11 +18,12 @@ bytes stay on disk until used. The subset is the directory name, or the MMEB-V2 
 (`arxivqa_test_subsampled_beir` -> ViDoRe_arxivqa, `distill.data.mmeb_v2`); the task is `visdoc`.
 
 Query examples (`--side query`): id `<subset>-q-<query-id>`, the query text, positive = its most relevant page, plus
-`query_id` and `qrels {corpus-id: score}` (what NDCG@5 in `distill eval` needs). Page examples (`--side target`): one
-per corpus page, id `<subset>-page-<corpus-id>`, the page on both sides, plus `corpus_id` and `queries` (the queries
-the qrels point at, `{query_id, text, instruction, score}`, most relevant first: `embedding_gain` scores the page's
-trace through them): each page is described once, and every query that needs the page's index-side trace finds it by
-`corpus_id`. Broken input is reported by file and
+`query_id` and `qrels {corpus-id: score}` (what NDCG@5 in `distill eval` needs). Every row carries MMEB-V2's page
+instruction as `target_instruction` (what a page candidate is embedded and described with). Page examples (`--side
+target`): one per corpus page, id `<subset>-page-<corpus-id>`, the page on both sides, plus `corpus_id` and `queries`
+(the queries the qrels point at, `{query_id, text, instruction, score}`, most relevant first: `embedding_gain` scores
+the page's trace through them): each page is described once, and every query that needs the page's index-side trace
+finds it by `corpus_id`. Broken input is reported by file and
 line: unreadable lines, missing ids, duplicate ids, qrels naming unknown query or corpus ids, queries without qrels.
 """
 
@@ -238,7 +239,7 @@ def load_beir_examples(path: str | Path, subset: str | None = None, trace_side: 
                 continue
             best = max(rel, key=lambda cid: (rel[cid], -order[cid]))
             ex = make_example(f"{name}-q-{qid}", "visdoc", name, side(text), QUERY_INSTRUCTION,
-                              side("", [corpus.pages[best][1]]))  # fmt: skip
+                              side("", [corpus.pages[best][1]]), target_instruction=PAGE_INSTRUCTION)  # fmt: skip
             yield line, {**ex, "query_id": qid, "qrels": dict(rel)}
     if trace_side == "eval":  # `distill eval`: every page is a candidate, graded by qrels (NDCG@5)
         pages = [side("", [image]) for _, image in corpus.pages.values()]
@@ -250,7 +251,7 @@ def load_beir_examples(path: str | Path, subset: str | None = None, trace_side: 
                 continue
             ranked = sorted(range(len(ids)), key=lambda k: (-rel.get(ids[k], 0), k))  # most relevant page first
             ex = make_example(f"{name}-q-{qid}", "visdoc", name, side(text), QUERY_INSTRUCTION, pages[ranked[0]],
-                              [pages[k] for k in ranked[1:]])  # fmt: skip
+                              [pages[k] for k in ranked[1:]], target_instruction=PAGE_INSTRUCTION)  # fmt: skip
             yield line, {**ex, "query_id": qid, "relevance": [rel.get(ids[k], 0) for k in ranked]}
     if trace_side in (None, "target"):
         # the queries the qrels point at, per page (most relevant first): embedding_gain scores a page's trace by them
@@ -262,6 +263,7 @@ def load_beir_examples(path: str | Path, subset: str | None = None, trace_side: 
                                                         "instruction": QUERY_INSTRUCTION, "score": grade})  # fmt: skip
         for cid, (line, image) in corpus.pages.items():
             page = side("", [image])
-            ex = make_example(f"{name}-page-{cid}", "visdoc", name, page, PAGE_INSTRUCTION, dict(page))
+            ex = make_example(f"{name}-page-{cid}", "visdoc", name, page, PAGE_INSTRUCTION, dict(page),
+                              target_instruction=PAGE_INSTRUCTION)  # fmt: skip
             queries = sorted(by_page.get(cid, []), key=lambda q: -q["score"])
             yield line, {**ex, "corpus_id": cid, "queries": queries}

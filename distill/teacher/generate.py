@@ -173,7 +173,7 @@ def plan(config: GenerateConfig, examples: list[dict], store: ImageStore, templa
             out.append({"example": ex, "sample_index": i, "key": request_key(model, r.messages, sampling, i),
                         "model": model, "rendered": r, "sampling": sampling,
                         # a factory when images must be encoded (run in a thread by the client), else the body itself
-                        "body": partial(_body, model, r.messages, r.images, sampling, store) if r.images
+                        "body": partial(_body, model, r.messages, r.images, sampling, store) if r.images or r.videos
                         else {"model": model, "messages": r.messages, **sampling}})  # fmt: skip
     return out
 
@@ -220,7 +220,8 @@ def run(config: GenerateConfig, held: Journal | None) -> dict | None:
         raise DataError(f"stopping on bad input (--strict): {config.input}:{problems[0]['line']}: "
                         f"{problems[0]['reason']}")  # fmt: skip
     store = ImageStore(config.image_root, config.min_pixels, config.max_pixels, num_frames=config.num_frames,
-                       frame_min_pixels=config.frame_min_pixels, frame_max_pixels=config.frame_max_pixels)  # fmt: skip
+                       frame_min_pixels=config.frame_min_pixels, frame_max_pixels=config.frame_max_pixels,
+                       video_parts=config.video_parts)  # fmt: skip
     templates = TemplateSet(config.prompts_dir)
     try:  # every template this shard needs, before any request: a broken directory is a config error
         templates.check(tasks, config.side)

@@ -12,6 +12,7 @@ from pathlib import Path
 from distill.client.batch import BatchSettings
 from distill.client.http import ClientConfig
 from distill.stage import contract_paths
+from distill.teacher.image_store import VIDEO_PARTS
 from distill.teacher.prompts import MODES, SIDES
 from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
 
@@ -57,6 +58,11 @@ class GenerateConfig:
     num_frames: int = _f(NUM_FRAMES, "Frames sampled uniformly from each video (MMEB-V2 uses 8).")
     frame_min_pixels: int = _f(FRAME_MIN_PIXELS, "Each video frame is resized to at least this many pixels ...")
     frame_max_pixels: int = _f(FRAME_MAX_PIXELS, "... and at most this many (per frame; keep equal to export's).")
+    video_parts: str = _f(
+        "frames",
+        "How a video reaches the teacher: frames (one image part per sampled frame, any "
+        "server) or native (one video_url part of JPEG frames: vLLM's Qwen2-VL video input).",
+    )
     shard_index: int = _f(0, "This shard (0-based), for Slurm arrays / Ray tasks.")
     num_shards: int = _f(1, "Number of shards; examples split by sha256(id) mod num_shards.")
     max_examples: int | None = _f(None, "Only the first N examples of this shard (smoke runs); None = all.")
@@ -80,6 +86,8 @@ class GenerateConfig:
                 raise ValueError(f"--{name} is required")
         if self.mode not in MODES or self.side not in SIDES:
             raise ValueError(f"mode must be one of {MODES}, side one of {SIDES}")
+        if self.video_parts not in VIDEO_PARTS:
+            raise ValueError(f"video_parts must be one of {', '.join(VIDEO_PARTS)}, got {self.video_parts!r}")
         if isinstance(self.base_url, str):
             self.base_url = [self.base_url]
         if not 0 <= self.shard_index < self.num_shards:

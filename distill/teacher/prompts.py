@@ -18,7 +18,7 @@ request (differs per row).
 Rendering happens in two steps so that keys never hold base64: `render` gives *keyed* messages whose image parts carry
 `image-sha256:<digest>` (digest of the source file bytes and the resize budget), which is what prompt hashes and
 journal keys are computed over; `materialize` swaps in the base64 PNG data URLs (resized by `distill.images` to the
-recipe's min/max pixels) right before sending. `ImageStore` hashes each file once and encodes each distinct image once
+recipe's min/max pixels) right before sending. `ImageStore` (`distill.teacher.image_store`) hashes each file once and encodes each distinct image once
 per run (LRU bounded by `cache_mb`, so num_samples, retries and repeated images reuse the encoding).
 `render_messages` does both steps for callers that just want ready-to-send messages.
 """
@@ -28,32 +28,18 @@ from __future__ import annotations
 import hashlib
 import re
 import string
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 import yaml
 
 from distill.data.mmeb import interleave
-from distill.images import data_url, encode_image, image_bytes, is_embedded, resize_to_budget, target_size
-from distill.video import (
-    FRAME_MAX_PIXELS,
-    FRAME_MIN_PIXELS,
-    NUM_FRAMES,
-    frame_file,
-    frame_size,
-    is_frame,
-    open_frame,
-    open_frames,
-    sample_frames,
-)
+from distill.teacher.image_store import IMAGE_REF, VIDEO_REF, ImageStore
 
 MODES = ("blind", "hinted")
 SIDES = ("query", "target")
 FIELDS = {"instruction", "text", "answer", "target", "num_images"}
-IMAGE_REF = "image-sha256:"
 # Template file per task type on the query side. Visual documents: the query is text (a question), the page is the
 # target, so their query side uses the text-query template and the page description runs on the target side.
 TASK_TEMPLATES = {
@@ -68,11 +54,18 @@ TARGET_TEMPLATE = "retrieval_target.yaml"  # the target side of every task witho
 TARGET_TEMPLATES = {"visdoc": "visdoc.yaml"}
 
 
-def template_name(task: str, side: str) -> str:
-    """The template file for a task type on a side (query | target)."""
+def template_name(task: str, side: str, text_query: bool = False) -> str:
+    """The template file for a task type on a side (query | target). A video task whose query is text alone (text to
+    video retrieval: DiDeMo, MSR-VTT, MSVD, VATEX, YouCook2) uses the text-query template: there are no frames."""
     if side == "target":
         return TARGET_TEMPLATES.get(task, TARGET_TEMPLATE)
-    return TASK_TEMPLATES[task]
+    return TASK_TEMPLATES["retrieval" if text_query and task == "video" else task]
+
+
+def is_text_query(example: dict, side: str) -> bool:
+    """True for a video row whose query has neither video nor images (text to video retrieval)."""
+    query = example["query"]
+    return side == "query" and example["task"] == "video" and not query.get("video") and not query["images"]
 
 
 def installed_prompts_dir() -> Path:
@@ -158,115 +151,18 @@ class TemplateSet:
         for task in sorted(set(tasks)):
             try:
                 self.for_example(task, side)
+                self.for_example(task, side, text_query=True)
             except OSError as e:
                 raise ValueError(f"prompts directory {self.dir}: cannot read template {Path(e.filename or '?').name}"
                                  f" ({e.strerror})") from None  # fmt: skip
 
-    def for_example(self, task: str, side: str) -> PromptTemplate:
+    def for_example(self, task: str, side: str, text_query: bool = False) -> PromptTemplate:
         if task not in TASK_TEMPLATES:
             raise ValueError(f"no prompt template for task {task!r} (known: {sorted(TASK_TEMPLATES)})")
-        name = template_name(task, side)
+        name = template_name(task, side, text_query)
         if name not in self._cache:
             self._cache[name] = load_template(self.dir / name)
         return self._cache[name]
-
-
-class ImageStore:
-    """Per-run image cache: `digest(rel)` (file sha256 + budget, for keys) and `data_url(rel)` (resized PNG, base64).
-
-    Thread-safe: `data_url` runs in a thread pool so encoding never blocks the event loop that drives requests.
-    """
-
-    def __init__(self, image_root: str | Path, min_pixels: int, max_pixels: int, cache_mb: float = 512,
-                 num_frames: int = NUM_FRAMES, frame_min_pixels: int = FRAME_MIN_PIXELS,
-                 frame_max_pixels: int = FRAME_MAX_PIXELS):  # fmt: skip
-        self.root, self.min_pixels, self.max_pixels = Path(image_root), min_pixels, max_pixels
-        # video frames (`frame:` refs, distill.video) get their own, smaller budget: 8 of them share one prompt
-        self.num_frames, self.frame_pixels = num_frames, (frame_min_pixels, frame_max_pixels)
-        self._frames: dict[str, list[str]] = {}
-        self._siblings: dict[str, list[str]] = {}  # a video file's frame ref -> all sampled refs of that video
-        self._decoded: dict = {}  # frames decoded along with a sibling, waiting for their own encoding
-        self._file_sha: dict[Path, str] = {}
-        self._digests: dict[str, str] = {}
-        self._urls: OrderedDict[str, str] = OrderedDict()
-        self._bytes, self._limit = 0, int(cache_mb * 2**20)
-        self._lock = threading.Lock()
-        self._encoding: dict[str, threading.Lock] = {}  # path -> lock held while that image is being encoded
-        self.encoded = 0  # how many encodings were done (a test checks each distinct image is encoded once)
-
-    def budget(self, rel: str) -> tuple[int, int]:
-        """(min_pixels, max_pixels) for an image path or a frame ref."""
-        return self.frame_pixels if is_frame(rel) else (self.min_pixels, self.max_pixels)
-
-    def side_images(self, side: dict) -> list[str]:
-        """A side's visual inputs in order: its video's sampled frame refs, then its images (raises ImageError)."""
-        video = side.get("video")
-        if video and video not in self._frames:
-            self._frames[video] = sample_frames(self.root, video, self.num_frames)
-            for ref in self._frames[video]:
-                if "#" in ref:  # frames of a video file: decoded together in one pass (`_open`)
-                    self._siblings[ref] = self._frames[video]
-        return [*(self._frames[video] if video else []), *side["images"]]
-
-    def digest(self, rel: str) -> str:
-        if rel not in self._digests:
-            lo, hi = self.budget(rel)
-            if is_embedded(rel):  # a page inside a parquet file: its encoded bytes, as for an image file
-                h = hashlib.sha256(image_bytes(self.root, rel))
-                h.update(f"|{lo}|{hi}|png".encode())
-                self._digests[rel] = h.hexdigest()
-                return self._digests[rel]
-            path, index = frame_file(self.root, rel)
-            if index is None:  # an image file or a frame-folder frame: its bytes (keys of image rows unchanged)
-                h = hashlib.sha256(path.read_bytes())
-                h.update(f"|{lo}|{hi}|png{'|frame' if is_frame(rel) else ''}".encode())
-            else:  # a frame of a video file: the file is hashed once for all its frames
-                if path not in self._file_sha:
-                    self._file_sha[path] = hashlib.sha256(path.read_bytes()).hexdigest()
-                h = hashlib.sha256(f"{self._file_sha[path]}|frame {index}|{lo}|{hi}|png".encode())
-            self._digests[rel] = h.hexdigest()
-        return self._digests[rel]
-
-    def data_url(self, rel: str) -> str:
-        with self._lock:
-            if rel in self._urls:
-                self._urls.move_to_end(rel)
-                return self._urls[rel]
-            path_lock = self._encoding.setdefault(rel, threading.Lock())
-        with path_lock:  # samples of one example arrive together: one thread encodes, the others wait for it
-            with self._lock:
-                if rel in self._urls:
-                    return self._urls[rel]
-            img = resize_to_budget(self._open(rel), *self.budget(rel))
-            url = data_url(encode_image(img))
-            with self._lock:
-                self.encoded += 1
-                self._urls[rel] = url
-                self._bytes += len(url)
-                while self._bytes > self._limit and len(self._urls) > 1:
-                    self._bytes -= len(self._urls.popitem(last=False)[1])
-                self._encoding.pop(rel, None)
-        return url
-
-    def _open(self, rel: str):
-        """The image or frame; a video file's sampled frames are decoded in one pass and kept until encoded."""
-        siblings = self._siblings.get(rel)
-        if siblings is None:
-            return open_frame(self.root, rel)
-        with self._lock:
-            img = self._decoded.pop(rel, None)
-        if img is None:
-            frames = open_frames(self.root, siblings)
-            with self._lock:
-                pending = {r: f for r, f in zip(siblings, frames, strict=True) if r != rel and r not in self._urls}
-                self._decoded.update(pending)
-            img = frames[siblings.index(rel)]
-        return img
-
-    def approx_tokens(self, rel: str) -> int:
-        """Vision tokens Qwen2-VL would spend on this image after resizing (one token per 28x28 patch group)."""
-        h, w = target_size(*frame_size(self.root, rel), *self.budget(rel))  # header only, no decode
-        return (h // 28) * (w // 28)
 
 
 @dataclass
@@ -280,6 +176,7 @@ class Rendered:
     prompt_version: int
     template_sha: str
     request_sha: str
+    videos: list[list[str]] = field(default_factory=list)  # frame refs of each native video part, in part order
 
 
 def _fill(template: str, fields: dict) -> str:
@@ -296,19 +193,27 @@ def render(
     """Keyed messages for one example; raises ImageError when an image cannot be read (the row then fails)."""
     if mode not in MODES or side not in SIDES:
         raise ValueError(f"mode must be one of {MODES} and side one of {SIDES}")
-    tpl = templates.for_example(example["task"], side)
+    tpl = templates.for_example(example["task"], side, is_text_query(example, side))
     subject, other = (
         (example["query"], example["positive"]) if side == "query" else (example["positive"], example["query"])
     )
-    subject_images = store.side_images(subject)  # a video's frames (in order), then the side's images
-    hint_images = list(other["images"]) if side == "query" and mode == "hinted" else []
+    native = store.native_video  # a video as one video_url part (vLLM), else its frames as images
+    frames = store.video_frames(subject)
+    subject_images = list(subject["images"]) if native else [*frames, *subject["images"]]
+    # hinted: the other side's visuals follow the hint: the positive's on the query side; on the target side the
+    # query's, when it has no text to quote (an image or video query)
+    hinted = mode == "hinted" and (side == "query" or not other["text"].strip())
+    other_frames = store.video_frames(other) if hinted else []
+    hint_images = [*([] if native else other_frames), *other["images"]] if hinted else []
+    videos = [v for v in ((frames, other_frames) if native else ()) if v]  # native video parts, in part order
+    shown = "(shown after this text)" if hint_images or other_frames else ""  # a visual target has no text
     fields = {
         # the task instruction instructs the query side; the target side has its own (MMEB eval tgt_inst) or none
         "instruction": example.get("instruction" if side == "query" else "target_instruction") or "",
         "text": subject["text"],
-        "answer": example.get("answer") or other["text"],
-        "target": other["text"],
-        "num_images": len(subject_images),
+        "answer": example.get("answer") or other["text"] or shown,
+        "target": other["text"] or shown,
+        "num_images": len(frames) + len(subject["images"]),
     }
     text = _fill(tpl.user, fields)
     if mode == "hinted" and tpl.hint:
@@ -319,30 +224,38 @@ def render(
              for kind, i in interleave(text, len(subject_images))]  # fmt: skip
     images = [ref for kind, ref in parts if kind == "image"] + hint_images
     user: str | list[dict] = text  # plain string when there is no image: what text-only servers expect
-    if images:
+    if images or videos:
+        video_parts = [{"type": "video_url", "video_url": {"url": VIDEO_REF + store.video_key(v)}} for v in videos]
+        first = 1 if frames and native else 0  # the subject's video leads, as its frames do; the hint's comes last
         user = [
+            *video_parts[:first],
             *({"type": "text", "text": v} if kind == "text" else _image_parts([v], store)[0] for kind, v in parts),
             *_image_parts(hint_images, store),
+            *video_parts[first:],
         ]
     shots = [{"role": r, "content": t} for u, a in tpl.examples for r, t in (("user", u), ("assistant", a))]
     messages = [{"role": "system", "content": _fill(tpl.system, fields)}, *shots, {"role": "user", "content": user}]
     sha = hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return Rendered(messages, images, tpl.prompt_id, tpl.version, tpl.sha, sha)
+    return Rendered(messages, images, tpl.prompt_id, tpl.version, tpl.sha, sha, videos)
 
 
 def materialize(messages: list[dict], images: list[str], store: ImageStore) -> list[dict]:
-    """A copy of keyed `messages` with each image ref replaced by its data URL (in part order); call off the loop."""
+    """A copy of keyed `messages` with each image ref replaced by its data URL (in part order), and each native video
+    part by its frames' `data:video/jpeg` URL; call off the loop."""
     urls = iter([store.data_url(p) for p in images])
-    out = []
-    for m in messages:
-        content = m["content"]
-        if isinstance(content, list):
-            content = [
-                {"type": "image_url", "image_url": {"url": next(urls)}} if part.get("type") == "image_url" else part
-                for part in content
-            ]
-        out.append({**m, "content": content})
-    return out
+
+    def part_url(part: dict) -> dict:
+        if part.get("type") == "image_url":
+            return {"type": "image_url", "image_url": {"url": next(urls)}}
+        if part.get("type") == "video_url":
+            return {
+                "type": "video_url",
+                "video_url": {"url": store.video_url(store.video_for(part["video_url"]["url"]))},
+            }
+        return part
+
+    return [{**m, "content": [part_url(p) for p in m["content"]] if isinstance(m["content"], list) else m["content"]}
+            for m in messages]  # fmt: skip
 
 
 def render_messages(example: dict, templates: TemplateSet, store: ImageStore, mode: str = "blind",
@@ -356,4 +269,5 @@ def approx_prompt_tokens(rendered: Rendered, store: ImageStore) -> int:
     """Rough prompt size for dry runs: ~4 characters per text token plus each image's vision tokens."""
     chars = sum(len(m["content"]) if isinstance(m["content"], str) else
                 sum(len(p.get("text", "")) for p in m["content"]) for m in rendered.messages)  # fmt: skip
-    return chars // 4 + sum(store.approx_tokens(p) for p in rendered.images)
+    frames = [f for video in rendered.videos for f in video]
+    return chars // 4 + sum(store.approx_tokens(p) for p in [*rendered.images, *frames])
