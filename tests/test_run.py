@@ -111,7 +111,7 @@ def test_kill_during_generate_then_resume_redoes_no_request_and_no_finished_stag
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
     """recipes/demo/pipeline.yaml with smaller settings: the run builds the tiny VLM, starts `distill serve`
-    (SmolLM2 for text queries, the tiny VLM for image queries) and stops it; one sample per example."""
+    (SmolLM2 for text queries, the pixel-reading scene teacher for image queries) and stops it; one sample per example."""
     for name in ("data", "recipes"):  # relative recipe paths resolve; outputs stay in tmp_path
         (tmp_path / name).symlink_to(REPO / name)
     pipeline = yaml.safe_load((REPO / "recipes/demo/pipeline.yaml").read_text())
@@ -141,7 +141,7 @@ def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
         {r["teacher"]["model"] for r in traces if r["query"]["images"]},
         {r["teacher"]["model"] for r in traces if not r["query"]["images"]},
     )
-    assert by_model == ({"tiny-vlm"}, {"smollm2"})
+    assert by_model == ({"scenes"}, {"smollm2"})
     kept = read_jsonl(run_dir / "filter" / "kept.jsonl")
     assert kept and all(r["status"] == "ok" for r in kept)
     assert "listening on http://127.0.0.1:" in (run_dir / "serve.log").read_text()

@@ -50,10 +50,10 @@ def test_faults_every_row_complete_or_failed_and_key_never_written(fake_teacher,
     assert summary["rows_out"] == 2 * DEMO_ROWS and summary["ok"] + summary["truncated"] + summary["failed"] == 120
     assert summary["config"]["api_key_env"] == "DISTILL_TEST_TEACHER_KEY"
     image_paths = {p for r in rows for p in r["query"]["images"]}
-    image_requests = sum(n for m, n in fake.models.items() if m == "tiny-vlm")
+    image_requests = sum(n for m, n in fake.models.items() if m == "scenes")
     assert 0 < summary["requests"]["images_encoded"] <= len(image_paths) < image_requests  # each image encoded once
     # text-only queries (ShapesT2I) went to `model`, image queries to `image_model`
-    assert set(fake.models) == {"smollm2", "tiny-vlm"}
+    assert set(fake.models) == {"smollm2", "scenes"}
     # the key reached the server, and nowhere else
     assert fake.auth_headers == {f"Bearer {SECRET}"}
     captured = capfd.readouterr()

@@ -14,8 +14,8 @@ class ServeConfig:
     model: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Model to serve, repeatable: PATH (id = directory name), NAME=PATH, or 'smollm2' (the "
-            "embedded SmolLM2-135M-Instruct).",
+            "help": "Model to serve, repeatable: PATH (id = directory name), NAME=PATH, 'smollm2' (the "
+            "embedded SmolLM2-135M-Instruct), or NAME=shape-scenes (the demo's pixel-reading image teacher).",
             "action": "extend",
         },
     )

@@ -5,9 +5,10 @@
 
 Endpoints: `GET /v1/models`, `POST /v1/chat/completions` (OpenAI wire format; images as base64 data URLs),
 `GET /v1/stats` (batches run, requests and rows served, tokens), `GET /metrics` (Prometheus text), `GET /health`.
-Each `--model` is `PATH` (model id = the directory name), `NAME=PATH`, or the reserved `smollm2` (the embedded
-SmolLM2-135M-Instruct, materialised on first use; see `distill.serve.local_models`). Requests are routed by their
-`model` field. Once listening, the server prints `distill serve listening on http://HOST:PORT/v1` on stdout, so a
+Each `--model` is `PATH` (model id = the directory name), `NAME=PATH`, the reserved `smollm2` (the embedded
+SmolLM2-135M-Instruct, materialised on first use; see `distill.serve.local_models`), or the reserved `shape-scenes`
+(the demo's image teacher: reads shape scenes from the pixels, no weights; see `distill.serve.scene_teacher`).
+Requests are routed by their `model` field. Once listening, the server prints `distill serve listening on http://HOST:PORT/v1` on stdout, so a
 parent that started it with `--port 0` reads the port from that line. SIGTERM / SIGINT: new requests get a 503
 `server_stopping` JSON error, work in hand may finish for `--drain_s` seconds, whatever is left then gets the same 503
 (clients retry it), and the process exits 0.
@@ -35,6 +36,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 # At module level: FastAPI resolves the string annotations (`from __future__ import annotations`) of route functions
 # in this module's globals; a `Request` imported inside a function would turn into a required query parameter.
@@ -201,12 +203,16 @@ def load_models(specs: list[str], device: str, dtype: str, max_prompt_chars: int
     checkpoints (`distill.reason_hf.check_checkpoint`)."""
     from distill.serve.local_engine import LocalModel, parse_model_spec
     from distill.serve.local_models import resolve_local_model
+    from distill.serve.scene_teacher import SCENES_NAME, SceneTeacher
 
     models: dict = {}
     for spec in specs:
         model_id, path = parse_model_spec(spec)
         if model_id in models:
             raise ValueError(f"two models share the id {model_id!r}; name them with NAME=PATH")
+        if path == SCENES_NAME and not Path(path).exists():  # the demo's pixel-reading image teacher: no weights
+            models[model_id] = SceneTeacher(model_id)
+            continue
         resolved = resolve_local_model(path)
         if not resolved.is_dir():
             raise ValueError(f"--model {spec}: {resolved} is not a model directory")
