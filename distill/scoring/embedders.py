@@ -191,6 +191,30 @@ class HashingEmbedder:
         return (counts / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def detect_kind(model: str, default: str) -> str:
+    """The embedder kind a model names: `hashing` for that word; `sentence-transformers` for a directory a
+    SentenceTransformer saved (it has `modules.json`: `distill embed`'s output, all-MiniLM); `vlm` for a checkpoint
+    whose `config.json` names an image-text model type; otherwise `default` (also for hub ids and unreadable paths)."""
+    import json
+    from pathlib import Path
+
+    if model == "hashing":
+        return "hashing"
+    try:
+        path = Path(resolve_model_path(model))
+    except ImportError:  # a package: that is not installed; make_embedder reports it
+        return default
+    if (path / "modules.json").is_file():
+        return "sentence-transformers"
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return default
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    return "vlm" if model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES else default
+
+
 def make_embedder(kind: str, model: str | None, image_root: str = ".", **kwargs):
     """An embedder by kind: 'sentence-transformers' (text), 'vlm' (Qwen2-VL family, images + text) or 'hashing'
     (model-free word n-grams; `model` unused)."""
