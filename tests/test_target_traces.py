@@ -142,3 +142,30 @@ def test_eval_target_traces_end_to_end_and_bad_file(tmp_path, demo_dir, capsys):
     assert main(EvalConfig(output_dir=str(tmp_path / "bad"), target_traces=str(tmp_path / "teacher.jsonl"),
                            **common)) == 2  # fmt: skip
     assert "teacher.jsonl:1: not a target-side trace row" in capsys.readouterr().err
+
+
+def test_the_score_cache_key_follows_the_other_candidates_traces():
+    """A target-side row's value depends on its candidates' own traces, so its cache key must change with them (own
+    negatives and pool candidates alike), and must not when they stay."""
+    from distill.scoring.embedding import EmbeddingGain
+    from distill.scoring.pool import PositivePool
+
+    def row(i, pos, negs, trace):
+        ex = make_example(f"r{i}", "retrieval", "MSCOCO_t2i", side(f"q{i}"), "Find:", img(pos), [img(n) for n in negs])
+        return {**trace_row(ex, 0, f"<think>t</think>{trace}"), "side": "target"}
+
+    def extra(rows):
+        scorer = EmbeddingGain(Angles({}), num_candidates=3)
+        pool = PositivePool(rows.__getitem__)
+        pool.add(scorer.pool_features(rows, range(len(rows))))
+        return scorer._plan(rows[0], pool).extra
+
+    base = [
+        row(1, "bus.jpg", ["car.jpg"], "A bus."),
+        row(2, "car.jpg", [], "A car."),
+        row(3, "tree.jpg", [], "A tree."),
+    ]
+    assert extra(base) == extra([dict(r) for r in base])
+    for k, changed in ((1, "A grey car."), (2, "A tall tree.")):  # r1's own negative; a pool candidate
+        other = [*base[:k], row(k + 1, base[k]["positive"]["images"][0], [], changed), *base[k + 1 :]]
+        assert extra(other) != extra(base), k

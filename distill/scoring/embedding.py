@@ -179,7 +179,12 @@ class EmbeddingGain:
         if target_side:  # every candidate with its own trace where the input has one, the positive with this row's
             pos_cond = with_trace(pos, trace)
             negs_cond = [self._conditioned(pool, key, n) for n in negs]
-            extra = b"".join(item_digest(key, n) for n in negs_cond)
+            # the cache key must change when another row's trace does: the conditioned candidates' digests (pooled
+            # ones read back once here; `_resolver` reads them again only for rows that are embedded)
+            pooled_cond = [self._with_own_trace(pool.row(key, k), None) for k in pooled]
+            extra = b"".join(item_digest(key, n) for n in negs_cond) + b"".join(
+                item_digest(key, (t, ())) for t in pooled_cond
+            )
         return _Plan(q, q_cond, pos, pos_cond, negs, negs_cond, key, pos_digest, pooled, digests, target_side, extra)
 
     def _conditioned(self, pool: PositivePool, key, item: Item) -> Item:
@@ -187,12 +192,16 @@ class EmbeddingGain:
         k = pool.position(item_digest(key, item))
         return item if k is None else self._with_own_trace(pool.row(key, k), item)
 
-    def _with_own_trace(self, row: dict, item: Item) -> Item:
+    def _with_own_trace(self, row: dict, item: Item | None) -> Item | str:
+        """`item` conditioned by `row`'s target-side trace (itself when the row has none); with item None, that
+        trace's text ("" when none)."""
         trace = trace_for_embedding(row, self.part)
         try:
             usable = trace and trace.strip() and trace_side(row) == "target" and not _page_queries(row)
         except ValueError:
             usable = False
+        if item is None:
+            return trace if usable else ""
         return with_trace(item, trace) if usable else item
 
     def _resolver(self, plans: list, pool: PositivePool):
