@@ -94,3 +94,18 @@ def test_every_pipeline_passes_the_up_front_check(path, monkeypatch):
     monkeypatch.chdir(REPO)
     (cfg,) = parse_configs((RunConfig,), ["--config", str(path)])
     assert list(check_stage_configs(cfg)) == cfg.stages
+
+
+def test_generate_target_is_wired_as_the_target_side_and_into_eval(monkeypatch):
+    """The pipeline stage `generate_target` is generate on the target side; when a run has it, eval reads its traces
+    as `target_traces`."""
+    from distill.run import check_stage_configs
+
+    monkeypatch.chdir(REPO)
+    (cfg,) = parse_configs((RunConfig,), ["--config", "recipes/qwen2vl-2b/pipeline.yaml"])
+    assert "generate_target" in cfg.stages
+    plain = check_stage_configs(cfg)
+    assert plain["generate_target"]["side"] == "target"
+    assert plain["eval"]["target_traces"] == str(cfg.run_dir / "generate_target" / "traces.jsonl")
+    without = RunConfig(**{**vars(cfg), "stages": [s for s in cfg.stages if s != "generate_target"]})
+    assert "target_traces" not in check_stage_configs(without)["eval"]
