@@ -86,3 +86,14 @@ def test_a_pipeline_stage_config_with_credentials_is_private(url, mode, tmp_path
     finally:
         os.umask(old)
     assert (tmp_path / spec.name / "stage_config.yaml").stat().st_mode & 0o777 == mode
+
+
+def test_credentials_in_the_url_and_an_api_key_are_refused_before_any_request(tmp_path, capfd, monkeypatch):
+    """Both need the Authorization header: aiohttp refused every request ('client error' on every row)."""
+    monkeypatch.setenv("DISTILL_TEST_KEY", "k")
+    args = ["generate", "--config", str(REPO / "recipes/demo/generate.yaml"), "--input", str(REPO / "data/demo/train"),
+            "--base_url", f"http://u:{SECRET}@127.0.0.1:9/v1", "--api_key_env", "DISTILL_TEST_KEY",
+            "--output", str(tmp_path / "t.jsonl")]  # fmt: skip
+    assert cli_main(args) == 2
+    err = capfd.readouterr().err
+    assert "use one of them" in err and SECRET not in err and not any(tmp_path.iterdir())

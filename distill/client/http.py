@@ -75,6 +75,9 @@ class ClientConfig:
             raise ValueError(f"base_urls must be http(s) URLs, got {self.base_urls}")
         if not self.model:
             raise ValueError("model must be set")
+        if self.api_key_env and any(redact_url(u) != u for u in self.base_urls):  # aiohttp refuses every request
+            raise ValueError("a base URL with credentials (user:password@, sent as Basic auth) and api_key_env (a "
+                             "Bearer key) both need the one Authorization header: use one of them")  # fmt: skip
         if not 1 <= self.min_concurrency <= self.max_concurrency:
             raise ValueError("need 1 <= min_concurrency <= max_concurrency")
         if self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_base_s < 0:
