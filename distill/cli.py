@@ -23,6 +23,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "export": ("distill.export", "kept traces -> TRL vision-language SFT dataset (+ JSONL)"),
     "train": ("distill.train.sft", "SFT the student (TRL + PEFT + DeepSpeed)"),
     "eval": ("distill.eval.stage", "did it work? trace quality + retrieval, teacher vs students"),
+    "embed": ("distill.embed.stage", "train the trace-conditioned embedder (TTE) on examples + traces"),
     "reason": ("distill.reason", "the student writes traces (in-process or an endpoint; resumable)"),
     "run": ("distill.run", "the whole chain from one pipeline recipe, resumable stage by stage"),
 }

@@ -1,0 +1,1 @@
+"""`distill embed`: train the trace-conditioned embedder (see distill.embed.stage)."""
