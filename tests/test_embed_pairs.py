@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from distill.embed.pairs import build_pairs, dropped, load_examples_checked, load_traces
+from distill.embed.pairs import InputError, build_pairs, dropped, load_examples_checked, load_traces
 from distill.embed_text import query_item, target_item, trace_for_embedding, with_trace
 from distill.testing.coded_traces import coded_trace_row
 from distill.testing.traces import trace_row
@@ -66,7 +66,7 @@ def test_missing_trace_policy(examples, tmp_path, mode):
     traces = load_traces("t", str(_write(tmp_path / "t.jsonl", rows)), examples, "full")
     kw = dict(dropout=0.0, seed=0, num_negatives=0, uses_images=False, missing_trace=mode)
     if mode == "error":
-        with pytest.raises(ValueError, match=r"ShapesCLS.jsonl:1: example 'ShapesCLS-\w+' has no usable trace"):
+        with pytest.raises(InputError, match=r"ShapesCLS.jsonl:1: example 'ShapesCLS-\w+' has no usable trace"):
             build_pairs(examples, traces, **kw)
         return
     _, stats = build_pairs(examples, traces, **kw)
