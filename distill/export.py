@@ -46,7 +46,7 @@ from tqdm import tqdm
 from distill.chat_format import assistant_text, load_images, load_videos, student_prompt, user_text  # noqa: F401 (re-exported: older callers)
 from distill.export_hub import export_traces, sft_card
 from distill.hub import push_folder, write_parquet_shards
-from distill.images import ImageError
+from distill.images import ImageError, PixelBudget
 from distill.io import BadLine, atomic_temp, dumps, iter_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from distill.records import trace_problems, trace_side
 from distill.stage import DataError, Paths, Stage, StageError, reason_class
@@ -55,21 +55,14 @@ from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
 
 log = logging.getLogger(__name__)
 
-# 56x56: Qwen2-VL's smallest image (4 visual tokens). 28*28*1280: at most 1280 visual tokens per image, the cap common
-# in Qwen2-VL finetunes; the teacher sends images through the same `resize_to_budget`, so keep the two budgets equal.
-DEFAULT_MIN_PIXELS = 56 * 56
-DEFAULT_MAX_PIXELS = 28 * 28 * 1280
-
 
 @dataclass
-class ExportConfig:
+class ExportConfig(PixelBudget):
+    """export's flags, plus the image budget (`PixelBudget`): the teacher's, which the student is trained with."""
+
     input: str = field(metadata={"help": "Kept trace rows (.jsonl) written by `distill filter`."})
     output: str = field(metadata={"help": "Output directory (README.md, data/, train.jsonl, manifest.json, ...)."})
     image_root: str = field(default=".", metadata={"help": "Directory the rows' image paths are relative to."})
-    min_pixels: int = field(default=DEFAULT_MIN_PIXELS, metadata={"help": "Smallest image area after resize (px)."})
-    max_pixels: int = field(
-        default=DEFAULT_MAX_PIXELS, metadata={"help": "Largest image area after resize (px); match the teacher's."}
-    )
     system_prompt: str | None = field(
         default=None, metadata={"help": "System message for every row; None: none (the chat template's default)."}
     )
@@ -108,8 +101,7 @@ class ExportConfig:
     def __post_init__(self):
         if not self.input or not self.output:
             raise ValueError("--input and --output are required")
-        if not 0 < self.min_pixels <= self.max_pixels:
-            raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
+        self.check_pixels()
         if self.format not in ("sft", "traces"):
             raise ValueError(f"--format must be sft or traces, got {self.format!r}")
         if self.extra_inputs and self.format != "traces":

@@ -8,6 +8,9 @@
   same guards (`distill.parquet_images`); `image_bytes`, `check_ref`, `image_size` and `ref_file` likewise.
 - `resize_to_budget(img, min_pixels, max_pixels)`: Qwen2-VL's `smart_resize` (sides rounded to multiples of 28, area
   kept within the budget), taken from transformers so we match the student's processor exactly.
+- `PixelBudget`: the `min_pixels` / `max_pixels` part every stage config that sees images composes (generate, score's
+  judge and vlm embedders, export, train, reason, eval): documented and checked once; `distill run` sets it once for
+  the whole pipeline.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import base64
 import io
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -25,7 +29,25 @@ MAX_IMAGE_PIXELS = 89_478_485
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 # Qwen2-VL's patch (14) x spatial merge (2): both sides of a resized image are multiples of this.
 QWEN_FACTOR = 28
+# 56x56: Qwen2-VL's smallest image (4 visual tokens). 28*28*1280: at most 1280 visual tokens per image, Qwen2-VL's
+# default and the budget VLM2Vec trains with: teacher, judge, export and student keep one budget.
+DEFAULT_MIN_PIXELS = 56 * 56
+DEFAULT_MAX_PIXELS = 28 * 28 * 1280
 EMBEDDED = "parquet:"  # an image inside a parquet file: parquet:<file under image_root>#<row> (distill.parquet_images)
+
+
+@dataclass(kw_only=True)
+class PixelBudget:
+    """The image pixel budget (Qwen2-VL smart resize): one part, so the teacher sees what the student is trained on."""
+
+    min_pixels: int = field(default=DEFAULT_MIN_PIXELS, metadata={"help": "Images are resized (Qwen2-VL smart "
+                            "resize, sides multiples of 28) to at least this many pixels; set once per pipeline."})  # fmt: skip
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "... and at most this many (1003520 = "
+                            "1280 x 28x28, Qwen2-VL's default); set once per pipeline."})  # fmt: skip
+
+    def check_pixels(self) -> None:
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
 
 
 class ImageError(ValueError):

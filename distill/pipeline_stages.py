@@ -22,7 +22,8 @@ class StageSpec:
     verb: str
     wire: Callable[[Path], dict]  # run_dir -> {config field: path}: the run layout
     report: str | None = None  # the stage's own human report, relative to its stage dir (None: its summary)
-    teacher_field: str | None = None  # config field that takes a local teacher's base URL
+    # (stage config, a local teacher's base URL) -> the config using that teacher; None: the stage sends no request
+    use_teacher: Callable[[dict, str], dict] | None = None
     needs_teacher: Callable[[dict], bool] = lambda cfg: False
     optional: bool = False  # runs only when the pipeline recipe has its section (or lists it in `stages`)
     # the files that stand for its inputs in the skip fingerprint, when hashing what it declares it reads costs too
@@ -38,7 +39,7 @@ GENERATE = StageSpec(
     "generate",
     "generate",
     wire=lambda d: {"output": _p(d, "generate", "traces.jsonl")},
-    teacher_field="base_url",
+    use_teacher=lambda c, url: {**{k: v for k, v in c.items() if k != "base_url"}, "base_urls": [url]},
     needs_teacher=lambda c: not c.get("dry_run", False),
 )
 
@@ -60,6 +61,8 @@ STAGES: list[StageSpec] = [
         "score",
         "score",
         wire=lambda d: {"input": _p(d, "generate", "traces.jsonl"), "output": _p(d, "score", "scored.jsonl")},
+        use_teacher=lambda c, url: {**c, "scorers": _judges_use(c.get("scorers"), url)},
+        needs_teacher=lambda c: bool(_judges(c.get("scorers"))),
     ),
     StageSpec(
         "filter",
@@ -118,6 +121,22 @@ STAGES: list[StageSpec] = [
         optional=True,
     ),
 ]
+
+
+def _judges(scorers) -> list[str]:
+    """The llm_judge scorers of a score config (by output name)."""
+    scorers = scorers if isinstance(scorers, dict) else {}
+    return [n for n, p in scorers.items() if (p or {}).get("scorer", n) == "llm_judge"]
+
+
+def _judges_use(scorers: dict, url: str) -> dict:
+    """`scorers` with every llm_judge's client sent to the local teacher (its model name is the recipe's)."""
+    out = dict(scorers)
+    for name in _judges(scorers):
+        client = {k: v for k, v in (out[name].get("client") or {}).items() if k != "base_url"}
+        out[name] = {**out[name], "client": {**client, "base_urls": [url]}}
+    return out
+
 
 # eval's trace sets: (name in the report, the stage that wrote them)
 EVAL_SETS = (("teacher", "generate_eval"), ("student_untrained", "reason_base"), ("student_trained", "reason"))

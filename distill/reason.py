@@ -29,11 +29,10 @@ from pathlib import Path
 import orjson
 
 from distill.chat_format import SIDES, StudentPrompt, multimodal_messages, student_prompt
-from distill.client.http import ClientConfig
+from distill.client.config import ClientConfig, ClientFields, client_config
 from distill.client.journal import Journal
 from distill.configs import config_dict
-from distill.export import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
-from distill.images import ImageError, check_ref
+from distill.images import ImageError, PixelBudget, check_ref
 from distill.io import write_jsonl_atomic
 from distill.stage import DataError, Paths, Stage, StageError, contract_paths
 from distill.teacher.generate import Tally, all_rows_failed, answered_rows, chunked, open_journal, shard_rows
@@ -50,7 +49,10 @@ def _f(default, help_: str, **kw):
 
 
 @dataclass
-class ReasonConfig:
+class ReasonConfig(ClientFields, PixelBudget):
+    """reason's own flags, plus the endpoint part (`ClientFields`, used by the openai backend) and the image budget
+    (`PixelBudget`: use the export's, the one the student was trained with)."""
+
     input: str = _f(None, "Examples: .jsonl/.parquet/saved dataset, or a dir of per-subset files (required).")
     output: str = _f(None, "Trace JSONL to write (required); journal/summary/config are written beside it.")
     image_root: str = _f(".", "Directory the examples' image paths are relative to.")
@@ -67,18 +69,9 @@ class ReasonConfig:
     top_p: float | None = _f(None, "Nucleus sampling; None = 1.0 (hf) / the server's default (openai).")
     max_new_tokens: int = _f(512, "Completion token cap; answers that hit it are status=truncated.")
     seed: int | None = _f(None, "hf: torch seed before generating; openai: sample i sends seed+i. None: no seed.")
-    min_pixels: int = _f(DEFAULT_MIN_PIXELS, "Images are resized (Qwen2-VL smart resize) to at least this many px.")
-    max_pixels: int = _f(DEFAULT_MAX_PIXELS, "... and at most this many: use the export's budget.")
     batch_size: int = _f(16, "hf: rows per batched generate call.")
     device: str = _f("auto", "hf: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
     dtype: str = _f("auto", "hf: auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32.")
-    base_url: list[str] | str = field(default_factory=lambda: ["http://127.0.0.1:8000/v1"],
-                                metadata={"help": "openai: base URL(s) incl. /v1; several = load-balanced."})  # fmt: skip
-    api_key_env: str | None = _f(None, "openai: name of the env var holding the API key; None = no key sent.")
-    max_concurrency: int = _f(64, "openai: requests in flight at most.")
-    timeout_s: float = _f(600.0, "openai: per-attempt request timeout, seconds.")
-    max_retries: int = _f(6, "openai: retries per request after the first attempt.")
-    backoff_base_s: float = _f(1.0, "openai: first retry waits up to this many seconds, doubling per retry.")
     shard_index: int = _f(0, "This shard (0-based); examples split by sha256(id) mod num_shards, as in generate.")
     num_shards: int = _f(1, "Number of shards.")
     max_examples: int | None = _f(None, "Only the first N examples of this shard (smoke runs); None = all.")
@@ -90,23 +83,17 @@ class ReasonConfig:
                 raise ValueError(f"--{name} is required")
         if self.backend not in BACKENDS or self.side not in SIDES:
             raise ValueError(f"backend must be one of {BACKENDS}, side one of {SIDES}")
-        if isinstance(self.base_url, str):
-            self.base_url = [self.base_url]
         if not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"need 0 <= shard_index < num_shards, got {self.shard_index}/{self.num_shards}")
         if self.num_samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("need num_samples >= 1, max_new_tokens >= 1 and batch_size >= 1")
         if self.num_samples > 1 and self.temperature <= 0:
             raise ValueError("num_samples > 1 with greedy decoding (temperature 0) gives identical samples")
-        if not 0 < self.min_pixels <= self.max_pixels:
-            raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
-        if self.backend == "openai":
-            self.client()  # validates URLs / concurrency / retries
+        self.check_pixels()
+        self.check_client()
 
     def client(self) -> ClientConfig:
-        return ClientConfig(base_urls=list(self.base_url), model=self.model, api_key_env=self.api_key_env,
-                            max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
-                            backoff_base_s=self.backoff_base_s, progress=self.progress)  # fmt: skip
+        return client_config(self, model=self.model, progress=self.progress)
 
     def sampling(self, sample_index: int) -> dict:
         s = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_new_tokens,
@@ -141,7 +128,7 @@ def writer_block(config: ReasonConfig, fingerprint: str | None, base: str | None
     if config.backend == "hf":
         block.update(checkpoint=os.path.abspath(config.model), base_model=base, fingerprint=fingerprint)
     else:
-        block["base_url"] = [redact_url(u) for u in config.base_url]  # rows are shared: never with credentials
+        block["base_url"] = [redact_url(u) for u in config.base_urls]  # rows are shared: never with credentials
     return block
 
 

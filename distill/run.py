@@ -86,8 +86,10 @@ class RunConfig:
         default=None, metadata={"help": "Set once for every stage that reads images; None: each stage's own."}
     )
     min_pixels: int | None = field(
-        default=None, metadata={"help": "Pixel budget of teacher, export and student; None: each stage's own."}
-    )
+        default=None,
+        metadata={"help": "Pixel budget (`PixelBudget`) of teacher, judge and embedders, export, student and eval, set "
+                  "once for every stage; None: each stage's own."},
+    )  # fmt: skip
     max_pixels: int | None = field(default=None, metadata={"help": "... its upper bound (px); None: each stage's."})
     generate: dict | None = field(default=None, metadata={"help": "{recipe: generate.yaml, <overrides>}"})
     score: dict | None = field(default=None, metadata={"help": "{recipe: score.yaml, <overrides>}"})
@@ -153,8 +155,8 @@ def stage_config(spec: StageSpec, section: dict | None, run_dir: Path, teacher_u
                                   f"{value!r}; set it once, at the top of the pipeline recipe")  # fmt: skip
             merged[key] = value
     merged.update(spec.wire(run_dir))
-    if teacher_url and spec.teacher_field:
-        merged[spec.teacher_field] = teacher_url
+    if teacher_url and spec.use_teacher:
+        merged = spec.use_teacher(merged, teacher_url)
     return merged
 
 
@@ -328,7 +330,7 @@ def run(cfg: RunConfig) -> dict:
                     summaries[spec.name] = {**done["summary"], "status": "skipped (up to date)"}
                     continue
             url = None
-            if spec.teacher_field and cfg.serve and spec.needs_teacher(plain):
+            if spec.use_teacher and cfg.serve and spec.needs_teacher(plain):
                 if teacher is None:
                     teacher = LocalTeacher(dataclasses.asdict(cfg.serve), log_path=run_dir / "serve.log").start()
                 url = teacher.base_url
@@ -345,7 +347,10 @@ def run(cfg: RunConfig) -> dict:
                             ", ".join(k for k in summary["dropped"] if k.startswith("failed: ")))  # fmt: skip
             else:
                 write_json_atomic(done_file, {"fingerprint": fp, "summary": summary})
-            if teacher is not None and not any(s.teacher_field and s.name in cfg.stages for s in STAGES[i + 1 :]):
+            if teacher is not None and not any(
+                s.use_teacher and s.name in cfg.stages and s.needs_teacher(plain_configs[s.name])
+                for s in STAGES[i + 1 :]
+            ):
                 teacher.stop()  # free its memory and cores for training
                 teacher = None
     finally:

@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.images import PixelBudget
 from distill.io import BadLine, checked_rows, write_jsonl_atomic
 from distill.records import trace_problems
 from distill.stage import DataError, Paths, Stage, StageError, every_row_dropped, reason_class
@@ -34,7 +35,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class ScoreConfig:
+class ScoreConfig(PixelBudget):
+    """score's flags, plus the image budget (`PixelBudget`) the judge and the vlm embedders see."""
+
     input: str = field(metadata={"help": "Trace rows (.jsonl) written by `distill generate`."})
     output: str = field(metadata={"help": "Scored rows (.jsonl): the input rows plus `scores`, same order."})
     scorers: dict | str | None = field(
@@ -46,6 +49,7 @@ class ScoreConfig:
     strict: bool = field(default=False, metadata={"help": "Exit 1 on the first unreadable input line."})
 
     def __post_init__(self):
+        self.check_pixels()
         if isinstance(self.scorers, str):
             self.scorers = json.loads(self.scorers)
         if not self.scorers or not isinstance(self.scorers, dict):
@@ -65,7 +69,8 @@ def build_scorers(config: ScoreConfig) -> dict:
     """Output name -> built scorer, in config order."""
     from distill.scoring import build_scorer  # importing the package registers every scorer family
 
-    context = {"image_root": config.image_root, "work_dir": str(Path(config.output).parent)}
+    context = {"image_root": config.image_root, "work_dir": str(Path(config.output).parent),
+               "min_pixels": config.min_pixels, "max_pixels": config.max_pixels}  # fmt: skip
     built = {}
     for name, params in config.scorers.items():
         params = dict(params or {})
@@ -184,7 +189,8 @@ def stream_scores(config: ScoreConfig, scorers: dict, bad: list) -> tuple[int, d
     stats = {name: _Stats() for name in scorers}
     done, pools, reader = _first_pass(config, scorers, kinds, stats)
     cache_dir = Path(config.output).parent / "score_cache"
-    caches = {name: ScoreCache(cache_dir, name, dict(config.scorers.get(name) or {}))
+    budget = {"min_pixels": config.min_pixels, "max_pixels": config.max_pixels}  # what the scorers saw (context)
+    caches = {name: ScoreCache(cache_dir, name, {**(config.scorers.get(name) or {}), **budget})
               for name, kind in kinds.items() if kind in ("chunk", "pooled") and _registry_name(config, name) in CACHED}  # fmt: skip
     position = 0
 

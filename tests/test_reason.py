@@ -93,7 +93,7 @@ def test_hf_lora_adapter_equals_its_merged_model(tiny_vlm, examples, demo_dir, t
 def test_openai_backend_sends_the_student_prompt(fake_teacher, examples, demo_dir, tmp_path):
     server, url = fake_teacher(record=True)
     path, src = examples
-    rows, summary = _run(tmp_path, path, demo_dir, backend="openai", model="student", base_url=[url],
+    rows, summary = _run(tmp_path, path, demo_dir, backend="openai", model="student", base_urls=[url],
                          temperature=0.7, num_samples=2, seed=5)  # fmt: skip
     assert len(rows) == 2 * len(src) and len(server.requests) == 2 * len(src)
     assert all(r["status"] == "ok" and r["trace"]["think"] and r["teacher"]["backend"] == "openai" for r in rows)
@@ -104,7 +104,7 @@ def test_openai_backend_sends_the_student_prompt(fake_teacher, examples, demo_di
     assert user["role"] == "user" and [p["type"] for p in user["content"]] == ["image_url", "text"]
     assert user["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
     # a rerun sends nothing: every answer comes from the journal
-    again, summary = _run(tmp_path, path, demo_dir, backend="openai", model="student", base_url=[url],
+    again, summary = _run(tmp_path, path, demo_dir, backend="openai", model="student", base_urls=[url],
                           temperature=0.7, num_samples=2, seed=5)  # fmt: skip
     assert again == rows and summary["run"]["to_send"] == 0 and len(server.requests) == 2 * len(src)
 
@@ -221,7 +221,7 @@ def test_chunked_run_writes_the_same_rows_as_one_chunk(fake_teacher, examples, d
 
     _, url = fake_teacher()
     path, src = examples
-    kw = {"backend": "openai", "model": "student", "base_url": [url], "num_samples": 2, "seed": 1, "temperature": 0.7}
+    kw = {"backend": "openai", "model": "student", "base_urls": [url], "num_samples": 2, "seed": 1, "temperature": 0.7}
     one, _ = _run(tmp_path, path, demo_dir, out="one.jsonl", **kw)
     monkeypatch.setattr(reason_mod, "CHUNK_EXAMPLES", 3)
     many, summary = _run(tmp_path, path, demo_dir, out="many.jsonl", **kw)

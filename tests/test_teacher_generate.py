@@ -171,7 +171,7 @@ def test_config_validation(flags, match, capsys):
 @pytest.mark.parametrize("recipe", sorted(REPO.glob("recipes/*/generate.yaml")))
 def test_recipes_load(recipe):
     (config,) = parse_configs((GenerateConfig,), ["--config", str(recipe)])
-    assert config.model and config.base_url and config.client().max_concurrency == config.max_concurrency
+    assert config.model and config.base_urls and config.client().max_concurrency == config.max_concurrency
 
 
 def _journal_keys(path: Path) -> set[str]:

@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import os
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import aiohttp
 import orjson
 
+from distill.client.config import ClientConfig  # noqa: F401 (its home before the config parts; callers import it here)
 from distill.client.limiter import AdaptiveLimiter
 from distill.urls import redact_url
 
@@ -46,52 +45,6 @@ RETRY_STATUSES = {408, 409, 429}
 
 class TeacherUnreachable(ConnectionError):
     """No teacher answers: every base URL refused/timed out, or the circuit breaker tripped. str() is one line."""
-
-
-@dataclass
-class ClientConfig:
-    """Settings of the teacher client (no secrets: only the *name* of the env var holding the key)."""
-
-    base_urls: list[str]
-    model: str
-    api_key_env: str | None = None  # env var holding the API key; None = send no Authorization header
-    max_concurrency: int = 64  # requests in flight at most (across all base_urls)
-    min_concurrency: int = 1  # floor of the AIMD window after 429s
-    timeout_s: float = 600.0  # per attempt, whole request (a long generation is not sent until it is done)
-    connect_timeout_s: float = 10.0  # TCP/TLS connect; a blackholed host fails in seconds, not after timeout_s
-    probe_timeout_s: float = 15.0  # GET /models before the first request must answer (any status) within this
-    breaker_failures: int = 8  # consecutive connection failures (no HTTP answer in between) that stop the run; 0 = off
-    max_retries: int = 6  # retries after the first attempt
-    backoff_base_s: float = 1.0  # first retry waits up to this, doubling each time
-    backoff_max_s: float = 60.0  # cap of one backoff wait
-    retry_after_max_s: float = 300.0  # cap on a server's Retry-After
-    progress: bool = True  # tqdm bar on stderr
-
-    def __post_init__(self):
-        if isinstance(self.base_urls, str):
-            self.base_urls = [self.base_urls]
-        self.base_urls = [u.rstrip("/") for u in self.base_urls]
-        if not self.base_urls or not all(u.startswith(("http://", "https://")) for u in self.base_urls):
-            raise ValueError(f"base_urls must be http(s) URLs, got {self.base_urls}")
-        if not self.model:
-            raise ValueError("model must be set")
-        if self.api_key_env and any(redact_url(u) != u for u in self.base_urls):  # aiohttp refuses every request
-            raise ValueError("a base URL with credentials (user:password@, sent as Basic auth) and api_key_env (a "
-                             "Bearer key) both need the one Authorization header: use one of them")  # fmt: skip
-        if not 1 <= self.min_concurrency <= self.max_concurrency:
-            raise ValueError("need 1 <= min_concurrency <= max_concurrency")
-        if self.timeout_s <= 0 or self.max_retries < 0 or self.backoff_base_s < 0:
-            raise ValueError("timeout_s must be > 0, max_retries and backoff_base_s >= 0")
-        if self.connect_timeout_s <= 0 or self.probe_timeout_s <= 0 or self.breaker_failures < 0:
-            raise ValueError("connect_timeout_s and probe_timeout_s must be > 0, breaker_failures >= 0")
-
-    def api_key(self) -> str | None:
-        if not self.api_key_env:
-            return None
-        key = os.environ.get(self.api_key_env)
-        if not key:
-            raise ValueError(f"environment variable {self.api_key_env} (api_key_env) is not set or empty")
-        return key
 
 
 def retry_after_s(value: str | None, now: float | None = None) -> float | None:

@@ -34,6 +34,7 @@ from distill.eval.inputs import (
 )
 from distill.eval.retrieval import TIES
 from distill.eval.tte import parse_embedders
+from distill.images import PixelBudget
 from distill.stage import Paths, Stage
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def parse_traces(value) -> dict[str, str]:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(PixelBudget):  # the vlm embedder sees images at the pipeline's budget
     # YAML may give the NAME=PATH pairs as a mapping
     __yaml_types__ = {"traces": list[str] | dict[str, str] | None, "embedders": list[str] | dict[str, str] | None}
 
@@ -149,8 +150,6 @@ class EvalConfig:
     )
     batch_size: int = field(default=64, metadata={"help": "Embedder batch size (items per forward pass)."})
     device: str | None = field(default=None, metadata={"help": "Embedder device; default: cuda when available."})
-    min_pixels: int | None = field(default=None, metadata={"help": "vlm embedder: image pixel budget, lower bound."})
-    max_pixels: int | None = field(default=None, metadata={"help": "vlm embedder: image pixel budget, upper bound."})
     require_think: bool = field(
         default=True, metadata={"help": "Format check: require <think>...</think> (false accepts tagless traces)."}
     )
@@ -180,6 +179,7 @@ class EvalConfig:
             raise ValueError(f"eval: embedder name {self.embedder_name!r} is both --embedder_name and in --embedders")
         if self.tte_student is not None and self.tte_student not in self.traces:
             raise ValueError(f"eval: tte_student {self.tte_student!r} is not a trace set ({', '.join(self.traces)})")
+        self.check_pixels()
 
 
 def _traces_by_id(sets: dict, part: str) -> dict[str, dict[str, str | None]]:

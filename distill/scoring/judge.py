@@ -20,12 +20,12 @@ from pathlib import Path
 
 import orjson
 
+from distill.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from distill.records import side_subject, trace_side
 from distill.scoring.registry import register, trace_text
 
 SLOTS = ("task", "instruction", "query", "answer", "positive", "side", "trace")
 # The teacher's defaults (GenerateConfig): the judge sees the images at the budget the teacher saw them.
-DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS = 4 * 28 * 28, 1280 * 28 * 28
 _SCORE = re.compile(r"score\s*[:=]\s*\**\s*([1-5])\b", re.I)
 _ALONE = re.compile(r"^\s*([1-5])(?:\s*/\s*5)?\s*\.?\s*$")
 
@@ -83,8 +83,9 @@ def make_llm_judge(
 ):
     """Judge each trace with the rubric file `rubric` through the teacher client configured by `client` (the
     ClientConfig fields: base_urls, model, api_key_env, max_concurrency, timeout_s, max_retries). `journal` defaults
-    to <output dir>/llm_judge.journal.jsonl. `images` (default true) sends the trace's images; `min_pixels` /
-    `max_pixels` must equal the generate recipe's so the judge sees what the teacher saw."""
+    to <output dir>/llm_judge.journal.jsonl. `images` (default true) sends the trace's images at the
+    stage's pixel budget (`min_pixels` / `max_pixels`: score's, set once per pipeline, so the judge sees what the
+    teacher saw). `client` may still spell `base_url` (read as `base_urls`)."""
     from distill.images import ImageError
     from distill.teacher.prompts import (
         IMAGE_REF,
@@ -99,9 +100,9 @@ def make_llm_judge(
     sampling = {"temperature": 0.0, "max_tokens": 256, **(sampling or {})}
     journal_path = str(journal or Path(work_dir) / "llm_judge.journal.jsonl")
     if complete is None:
-        from distill.client.http import ClientConfig
+        from distill.client.config import ClientConfig, renamed
 
-        config = ClientConfig(**client)
+        config = ClientConfig(**renamed(client, "llm_judge: client"))
         complete = _default_complete()
     else:
         config = dict(client)

@@ -20,8 +20,9 @@ from collections.abc import Callable
 Scorer = Callable[[list[dict]], list]
 SCORERS: dict[str, Callable[..., Scorer]] = {}
 
-# Run-level values the `score` stage offers to factories that ask for them by parameter name (never set in YAML).
-CONTEXT_KEYS = ("image_root", "work_dir")
+# Run-level values the `score` stage offers to factories that ask for them by parameter name (never set per scorer:
+# the pixel budget is score's own `min_pixels` / `max_pixels`, set once for the whole pipeline).
+CONTEXT_KEYS = ("image_root", "work_dir", "min_pixels", "max_pixels")
 
 
 def register(name: str):
@@ -43,6 +44,9 @@ def check_params(name: str, params: dict) -> None:
         raise ValueError(f"unknown scorer {name!r}; known: {', '.join(sorted(SCORERS))}")
     sig = inspect.signature(SCORERS[name])
     accepted = [p for p in sig.parameters if p not in CONTEXT_KEYS]
+    if run_level := sorted(set(params) & set(CONTEXT_KEYS)):
+        raise ValueError(f"scorer {name!r}: {', '.join(run_level)} is set once for the whole stage (score's own "
+                         "key, which `distill run` takes from the pipeline recipe), not per scorer")  # fmt: skip
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ValueError(f"scorer {name!r}: unknown parameter(s) {unknown}; accepted: {accepted}")

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.client.batch import BatchSettings
-from distill.client.http import ClientConfig
+from distill.client.config import ClientConfig, ClientFields, client_config
+from distill.images import PixelBudget
 from distill.stage import contract_paths
 from distill.teacher.image_store import VIDEO_PARTS
 from distill.teacher.prompts import MODES, SIDES
@@ -22,7 +23,10 @@ def _f(default, help_: str, **kw):
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(ClientFields, PixelBudget):
+    """generate's own flags, plus the endpoint (`ClientFields`: base_urls, timeouts, breaker, concurrency) and the
+    image budget (`PixelBudget`) parts it shares with the other stages."""
+
     input: str = _f(None, "Examples: .jsonl/.parquet/saved dataset, or a dir of per-subset files (required).")
     output: str = _f(None, "Trace JSONL to write (required); journal/summary/config are written beside it.")
     image_root: str = _f(".", "Directory the examples' image paths are relative to.")
@@ -33,28 +37,13 @@ class GenerateConfig:
     )
     mode: str = _f("blind", "blind: the teacher sees the query only; hinted: also the gold answer/target.")
     side: str = _f("query", "query: reason about the query; target: describe the positive (retrieval target side).")
-    base_url: list[str] | str = field(default_factory=lambda: ["http://127.0.0.1:8000/v1"],
-                                metadata={"help": "OpenAI-compatible base URL(s) incl. /v1; several = load-balanced."})  # fmt: skip
     model: str = _f(None, "Model name sent in each request (required).")
     image_model: str | None = _f(None, "Model name for requests that carry images; None = `model`.")
-    api_key_env: str | None = _f(None, "Name of the env var holding the API key; None = no key sent.")
-    max_concurrency: int = _f(64, "Requests in flight at most (AIMD window shrinks on 429 and recovers).")
-    timeout_s: float = _f(600.0, "Per-attempt request timeout, seconds.")
-    connect_timeout_s: float = _f(10.0, "TCP connect timeout, seconds (separate from timeout_s).")
-    breaker_failures: int = _f(
-        8,
-        "Stop the run after this many connection failures in a row (refused, DNS, reset), or as many read "
-        "timeouts in a row when GET /models does not answer either; 0 = never.",
-    )
-    max_retries: int = _f(6, "Retries per request after the first attempt.")
-    backoff_base_s: float = _f(1.0, "First retry waits up to this many seconds, doubling per retry (with jitter).")
     num_samples: int = _f(1, "Traces per example (sample_index 0..num_samples-1).")
     temperature: float = _f(0.7, "Sampling temperature.")
     top_p: float | None = _f(None, "Nucleus sampling; None = server default.")
     max_tokens: int = _f(1024, "Completion token cap; answers that hit it are status=truncated.")
     seed: int | None = _f(None, "Base seed; sample i sends seed+i. None = no seed.")
-    min_pixels: int = _f(4 * 28 * 28, "Images are resized (Qwen2-VL smart resize) to at least this many pixels.")
-    max_pixels: int = _f(1280 * 28 * 28, "... and at most this many (Qwen2-VL's default budget).")
     num_frames: int = _f(NUM_FRAMES, "Frames sampled uniformly from each video (MMEB-V2 uses 8).")
     frame_min_pixels: int = _f(FRAME_MIN_PIXELS, "Each video frame is resized to at least this many pixels ...")
     frame_max_pixels: int = _f(FRAME_MAX_PIXELS, "... and at most this many (per frame; keep equal to export's).")
@@ -88,23 +77,19 @@ class GenerateConfig:
             raise ValueError(f"mode must be one of {MODES}, side one of {SIDES}")
         if self.video_parts not in VIDEO_PARTS:
             raise ValueError(f"video_parts must be one of {', '.join(VIDEO_PARTS)}, got {self.video_parts!r}")
-        if isinstance(self.base_url, str):
-            self.base_url = [self.base_url]
         if not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"need 0 <= shard_index < num_shards, got {self.shard_index}/{self.num_shards}")
-        if self.num_samples < 1 or self.max_tokens < 1 or not 0 < self.min_pixels <= self.max_pixels:
-            raise ValueError("need num_samples >= 1, max_tokens >= 1 and 0 < min_pixels <= max_pixels")
-        self.client()  # validates URLs / concurrency / retries
+        if self.num_samples < 1 or self.max_tokens < 1:
+            raise ValueError("need num_samples >= 1 and max_tokens >= 1")
+        self.check_pixels()
+        self.check_client()
         if self.batch_rounds < 1 or self.batch_max_requests < 1 or self.batch_max_bytes < 1024 or self.batch_poll_s < 0:
             raise ValueError(
                 "need batch_rounds >= 1, batch_max_requests >= 1, batch_max_bytes >= 1024, batch_poll_s >= 0"
             )
 
     def client(self) -> ClientConfig:
-        return ClientConfig(base_urls=list(self.base_url), model=self.model, api_key_env=self.api_key_env,
-                            max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
-                            backoff_base_s=self.backoff_base_s, progress=self.progress,
-                            connect_timeout_s=self.connect_timeout_s, breaker_failures=self.breaker_failures)  # fmt: skip
+        return client_config(self, model=self.model, progress=self.progress)
 
     def sampling(self, sample_index: int) -> dict:
         s = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,

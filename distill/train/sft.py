@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from trl import ModelConfig, SFTConfig
 
+from distill.images import PixelBudget
 from distill.stage import Paths, Stage
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,9 @@ class NoRowsLeft(ValueError):
 
 
 @dataclass
-class TrainConfig(SFTConfig):
-    """TRL's SFTConfig (every TrainingArguments/SFTConfig key) plus the student-specific keys below."""
+class TrainConfig(SFTConfig, PixelBudget):
+    """TRL's SFTConfig (every TrainingArguments/SFTConfig key), the image budget (`PixelBudget`: the export's, so the
+    processor sizes images as the teacher saw them) and the student-specific keys below."""
 
     dataset_path: str = field(default="", metadata={"help": "Export dir from `distill export` (or its dataset/)."})
     freeze_vision_tower: bool = field(default=True, metadata={"help": "Freeze the vision encoder (TTE recipe)."})
@@ -51,8 +53,6 @@ class TrainConfig(SFTConfig):
         default_factory=lambda: ["merger", "multi_modal_projector", "mm_projector"],
         metadata={"help": "Module names of the projector (matched before vision_modules)."},
     )
-    min_pixels: int | None = field(default=None, metadata={"help": "Processor min image area (px); None: its own."})
-    max_pixels: int | None = field(default=None, metadata={"help": "Processor max image area (px); None: its own."})
     text_only_batch_guard: bool = field(
         default=True,
         metadata={
@@ -130,8 +130,7 @@ class TrainConfig(SFTConfig):
             raise ValueError("dataset_path is required (an export dir from `distill export`)")
         if self.audit_rows < 1:
             raise ValueError(f"audit_rows must be >= 1, got {self.audit_rows}")
-        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
-            raise ValueError(f"min_pixels {self.min_pixels} > max_pixels {self.max_pixels}")
+        self.check_pixels()
         if self.packing or self.padding_free:
             raise ValueError("packing / padding_free are not supported for vision datasets (TRL); use group_by_length")
 
