@@ -29,6 +29,7 @@ from pathlib import Path
 import orjson
 
 from distill.chat_format import SIDES, StudentPrompt, multimodal_messages, student_prompt
+from distill.checkpoint import Checkpoint, resolve_checkpoint
 from distill.client.config import ClientConfig, ClientFields, client_config
 from distill.client.journal import Journal
 from distill.configs import config_dict
@@ -113,20 +114,14 @@ def iter_rows(config: ReasonConfig, problems: list | None = None):
     return shard_rows(config, problems)
 
 
-def student_base(config: ReasonConfig) -> str | None:
-    """The hf student's base checkpoint, after `distill.reason_hf.check_student` (ValueError, one line)."""
-    from distill.reason_hf import check_student
-
-    return check_student(config.model, config.base_model)
-
-
-def writer_block(config: ReasonConfig, fingerprint: str | None, base: str | None = None) -> dict:
-    """Who wrote the traces: the `teacher` block of the trace schema, for a student."""
+def writer_block(config: ReasonConfig, checkpoint: Checkpoint | None) -> dict:
+    """Who wrote the traces: the `teacher` block of the trace schema, for a student (`checkpoint`: the hf one)."""
     block = {"model": config.name or config.model, "prompt_id": f"student_chat_format:{config.side}",
              "prompt_sha": hashlib.sha256((config.system_prompt or "").encode()).hexdigest()[:12], "mode": "blind",
              "role": "student", "backend": config.backend}  # fmt: skip
-    if config.backend == "hf":
-        block.update(checkpoint=os.path.abspath(config.model), base_model=base, fingerprint=fingerprint)
+    if checkpoint is not None:
+        block.update(checkpoint=os.path.abspath(config.model), base_model=checkpoint.base,
+                     fingerprint=checkpoint.fingerprint)  # fmt: skip
     else:
         block["base_url"] = [redact_url(u) for u in config.base_urls]  # rows are shared: never with credentials
     return block
@@ -206,7 +201,13 @@ def run_hf(config: ReasonConfig, entries: list[dict], journal: Journal, loaded: 
         try:
             loaded["student"] = Student(config.model, config.base_model, config.device, config.dtype,
                                         config.min_pixels, config.max_pixels)  # fmt: skip
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:  # passed student_base, still refused
+        except (
+            OSError,
+            ValueError,
+            RuntimeError,
+            KeyError,
+            TypeError,
+        ) as e:  # passed resolve_checkpoint, still refused
             first = (str(e).strip().splitlines() or [""])[0]
             raise StageError(f"--model {config.model}: cannot load it: {type(e).__name__}: {first}") from None
         if config.seed is not None:  # once per run: a chunked run samples the same stream as one call would
@@ -274,13 +275,8 @@ def run(config: ReasonConfig, held: Journal) -> dict:
     if config.strict and problems:
         raise DataError(f"stopping on bad input (--strict): {config.input}:{problems[0]['line']}: "
                         f"{problems[0]['reason']}")  # fmt: skip
-    fingerprint = base = None
-    if config.backend == "hf":
-        from distill.reason_hf import checkpoint_fingerprint
-
-        base = student_base(config)
-        fingerprint = checkpoint_fingerprint(*(p for p in (base, config.model) if p))
-    writer = writer_block(config, fingerprint, base)
+    checkpoint = resolve_checkpoint(config.model, config.base_model) if config.backend == "hf" else None
+    writer = writer_block(config, checkpoint)
     store = ImageStore(config.image_root, config.min_pixels, config.max_pixels)
     tally = Tally()
     try:
@@ -302,7 +298,7 @@ def _check(config: ReasonConfig) -> None:
         if config.backend == "openai":
             config.client().api_key()
         else:
-            student_base(config)
+            resolve_checkpoint(config.model, config.base_model)  # resolved once: run and the model load reuse it
     except (OSError, ValueError) as e:  # a damaged or missing checkpoint, a missing key: nothing was written
         raise StageError(str(e)) from None
 

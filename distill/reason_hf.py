@@ -10,8 +10,6 @@ batches of `batch_size` rows with left padding, so a batch holds prompts of simi
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from distill.checkpoint import resolve_checkpoint
 from distill.serve.local_engine import (  # serve's batching and context rules
     MAX_CHARS_PER_TOKEN,
     collate_left_padded,
@@ -28,97 +27,6 @@ from distill.serve.local_engine import (  # serve's batching and context rules
 )
 
 log = logging.getLogger(__name__)
-
-# Weight files above this size are fingerprinted by (size, mtime) instead of content (checkpoints of several GB).
-CONTENT_HASH_MAX_BYTES = 64 * 2**20
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".json")
-
-
-def checkpoint_fingerprint(*paths: str | Path) -> str:
-    """A short hash of the weights and configs in checkpoint directories: journaled answers of one model are never
-    reused for another model saved at the same path (a retrained student)."""
-    h = hashlib.sha256()
-    for path in paths:
-        for f in sorted(p for p in Path(path).iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES):
-            st = f.stat()
-            h.update(f.name.encode())
-            if st.st_size > CONTENT_HASH_MAX_BYTES:
-                h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-            else:
-                h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def _json_file(path: Path) -> dict:
-    """A checkpoint's JSON config, or ValueError naming the file, line and reason."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}); the checkpoint is damaged") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text; the checkpoint is damaged") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def adapter_base(path: str | Path) -> str | None:
-    """The base model an adapter directory names (PEFT's `adapter_config.json`), or None for a full checkpoint.
-    ValueError when the file is damaged or names no base (null: it was never a full checkpoint)."""
-    cfg = Path(path) / "adapter_config.json"
-    if not cfg.exists():
-        return None
-    base = _json_file(cfg).get("base_model_name_or_path")
-    if not isinstance(base, str) or not base:
-        raise ValueError(f"{cfg}: base_model_name_or_path is {json.dumps(base)}: this LoRA adapter does not name its "
-                         "base model; pass --base_model PATH")  # fmt: skip
-    return base
-
-
-def check_checkpoint(path: str | Path, what: str = "--model") -> None:
-    """ValueError (one line naming the file) unless `path` looks loadable: a folder with a valid config.json or
-    adapter_config.json and weight files whose safetensors headers cover the file (a truncated copy fails here, in
-    milliseconds, instead of deep inside `from_pretrained`). Only headers are read."""
-    from safetensors import SafetensorError, safe_open
-
-    folder = Path(path)
-    if not folder.is_dir():
-        raise ValueError(f"{what} {path}: no such checkpoint directory")
-    configs = [folder / n for n in ("config.json", "adapter_config.json") if (folder / n).is_file()]
-    if not configs:
-        raise ValueError(f"{what} {path}: not a checkpoint (no config.json or adapter_config.json in it)")
-    for cfg in configs:
-        _json_file(cfg)
-    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-    if not weights:
-        raise ValueError(f"{what} {path}: no weight files (*.safetensors, *.bin) in it")
-    for f in weights:
-        if f.suffix != ".safetensors":
-            continue
-        try:
-            with safe_open(str(f), "pt"):
-                pass
-        except (SafetensorError, OSError) as e:
-            raise ValueError(f"{f}: unreadable weights ({e}); the file is truncated or damaged") from None
-
-
-def check_student(model: str, base_model: str | None = None) -> str | None:
-    """The student's base checkpoint (a LoRA adapter's; None for a full one), after checking the checkpoint and that
-    base can load: ValueError, one line naming the file and field, for a damaged, empty or truncated checkpoint, an
-    adapter without a base, or a `base_model` given for a full checkpoint."""
-    check_checkpoint(model)
-    base = adapter_base(model) if base_model is None else base_model
-    if base_model and not (Path(model) / "adapter_config.json").is_file():
-        raise ValueError(f"--base_model {base_model}: --model {model} is a full checkpoint (no adapter_config.json), "
-                         "not a LoRA adapter; drop --base_model")  # fmt: skip
-    if base:
-        what = "--base_model" if base_model else f"{model}/adapter_config.json: base_model_name_or_path"
-        try:
-            check_checkpoint(base, what)
-        except ValueError as e:
-            hint = "" if base_model else " (pass --base_model PATH to use a local copy)"
-            raise ValueError(f"{e}{hint}") from None
-    return base
 
 
 @dataclass
@@ -145,14 +53,9 @@ class Student:
         from distill.processing import load_processor
 
         start = time.perf_counter()
-        if not Path(path).is_dir():
-            raise FileNotFoundError(f"--model {path}: no such checkpoint directory")
-        self.path = path
-        self.base_model = base_model or adapter_base(path)
+        checkpoint = resolve_checkpoint(path, base_model)  # checked once per process (and `distill reason` did)
+        self.path, self.base_model = path, checkpoint.base
         self.device, self.dtype = resolve_device_dtype(device, dtype)
-        if self.base_model and not Path(self.base_model).is_dir():
-            raise FileNotFoundError(f"{path} is a LoRA adapter over {self.base_model}, which is not a directory here; "
-                                    "pass --base_model PATH")  # fmt: skip
         # train saves the processor next to the adapter; an adapter saved without one uses its base's
         proc_dir = path if any((Path(path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")) else (
             self.base_model or path)  # fmt: skip
@@ -166,7 +69,7 @@ class Student:
         else:
             self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype)
         self.model.to(self.device).eval()
-        self.fingerprint = checkpoint_fingerprint(*(p for p in (self.base_model, path) if p))
+        self.fingerprint = checkpoint.fingerprint
         gen = self.model.generation_config
         eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
         self.eos_ids = sorted({i for i in [*eos, self.tokenizer.eos_token_id] if i is not None})

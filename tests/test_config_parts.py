@@ -91,3 +91,20 @@ def test_a_local_teacher_started_by_run_reaches_the_judge(tmp_path):
     merged = stage_config(spec, section, tmp_path, "http://127.0.0.1:5/v1")
     assert merged["scorers"]["llm_judge"]["client"]["base_urls"] == ["http://127.0.0.1:5/v1"]
     assert merged["scorers"]["llm_judge"]["client"]["model"] == "Qwen/Qwen2.5-VL-72B-Instruct"  # the recipe's
+
+
+def test_a_checkpoint_is_resolved_once_and_again_when_it_changes(tmp_path, monkeypatch):
+    """Before: reason checked a checkpoint three times and hashed it twice on the way to the model load."""
+    from distill import checkpoint as ckpt
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.bin").write_bytes(b"weights v1")
+    hashed = []
+    real = ckpt.checkpoint_fingerprint
+    monkeypatch.setattr(ckpt, "checkpoint_fingerprint", lambda *p: hashed.append(p) or real(*p))
+    first = ckpt.resolve_checkpoint(str(tmp_path))
+    assert ckpt.resolve_checkpoint(str(tmp_path)) is first and len(hashed) == 1 and not first.is_adapter
+    (tmp_path / "model.bin").write_bytes(b"weights v2, saved again at the same path")
+    assert ckpt.resolve_checkpoint(str(tmp_path)).fingerprint != first.fingerprint and len(hashed) == 2
+    with pytest.raises(ValueError, match="is a full checkpoint"):
+        ckpt.resolve_checkpoint(str(tmp_path), base_model=str(tmp_path))

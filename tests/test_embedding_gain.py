@@ -68,9 +68,9 @@ def test_vlm_embedder_smoke(tiny_vlm, demo_dir, demo_examples):
 
     t2i = demo_examples["ShapesT2I"][:3]  # positives and negatives are images: the VLM can tell them apart
     rows = [trace_row(e, 0, "<think>x</think>" + e["query"]["text"]) for e in t2i]
-    scorer = build_scorer("embedding_gain", context={"image_root": str(demo_dir)}, model=str(tiny_vlm),
-                          embedder="vlm", device="cpu", batch_size=4, min_pixels=TINY_MIN_PIXELS,
-                          max_pixels=TINY_MAX_PIXELS)  # fmt: skip
+    budget = {"min_pixels": TINY_MIN_PIXELS, "max_pixels": TINY_MAX_PIXELS}  # score's own keys, passed as context
+    scorer = build_scorer("embedding_gain", context={"image_root": str(demo_dir), **budget}, model=str(tiny_vlm),
+                          embedder="vlm", device="cpu", batch_size=4)  # fmt: skip
     values = scorer(rows)
     assert all(v is not None for v in values)
     assert all(v["candidates"] == 4 for v in values)  # positive + own negative + 2 in-batch positives

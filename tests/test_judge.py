@@ -78,9 +78,9 @@ def test_llm_judge_rejects_a_rubric_without_trace_slot(tmp_path):
 def test_llm_judge_over_http_with_the_teacher_client(tmp_path):
     """Through the real client (branch `generate`) against its fault-injecting fake server: faults are retried, every
     row gets a value with the reason kept (the fake answers without a score), and a rerun re-sends nothing."""
-    pytest.importorskip("distill.client.http")
-    fake = pytest.importorskip("distill.testing.fake_openai")
-    server = fake.FakeOpenAI(fault_rate=0.3, faults=("429", "500"), seed=1)
+    from distill.testing.fake_openai import FakeOpenAI
+
+    server = FakeOpenAI(fault_rate=0.3, faults=("429", "500"), seed=1)
     url = server.start()
     try:
         client = {"base_urls": [url], "model": "judge", "max_concurrency": 4, "timeout_s": 5, "max_retries": 4}
@@ -117,8 +117,8 @@ def test_judge_request_carries_the_side_image_as_generate_encodes_it(demo_dir, t
           "positive": {"text": "red", "images": ["images/t2i_00.png"]}}  # fmt: skip
     rows = [{**trace_row(ex, 0, "<think>x</think>red"), "side": side}]
     budget = {"min_pixels": 3136, "max_pixels": 12544}
-    scorer = build_scorer("llm_judge", context={"work_dir": str(tmp_path), "image_root": str(demo_dir)},
-                          rubric=str(RUBRIC), client={"model": "judge"}, complete=fake_complete, **budget)  # fmt: skip
+    scorer = build_scorer("llm_judge", context={"work_dir": str(tmp_path), "image_root": str(demo_dir), **budget},
+                          rubric=str(RUBRIC), client={"model": "judge"}, complete=fake_complete)  # fmt: skip
     assert scorer(rows) == [{"score": 3.0}]
     (content,) = [m["content"] for m in sent[0]["messages"]]
     assert [p["type"] for p in content] == ["image_url", "text"]  # image first, as generate sends it

@@ -200,7 +200,7 @@ def build_app(models: dict, batcher, config: ServeConfig, api_key: str | None = 
 
 def load_models(specs: list[str], device: str, dtype: str, max_prompt_chars: int | None = None) -> dict:
     """{model id: LocalModel} for the `--model` specs; ValueError on duplicate ids, missing directories and damaged
-    checkpoints (`distill.reason_hf.check_checkpoint`)."""
+    checkpoints (`distill.checkpoint.check_checkpoint`)."""
     from distill.serve.local_engine import LocalModel, parse_model_spec
     from distill.serve.local_models import resolve_local_model
     from distill.serve.scene_teacher import SCENES_NAME, SceneTeacher
@@ -216,7 +216,7 @@ def load_models(specs: list[str], device: str, dtype: str, max_prompt_chars: int
         resolved = resolve_local_model(path)
         if not resolved.is_dir():
             raise ValueError(f"--model {spec}: {resolved} is not a model directory")
-        from distill.reason_hf import check_checkpoint
+        from distill.checkpoint import check_checkpoint
 
         check_checkpoint(resolved, f"--model {spec}:")  # a damaged or cut copy: one line, before loading anything
         models[model_id] = LocalModel(model_id, resolved, device=device, dtype=dtype, max_prompt_chars=max_prompt_chars)
