@@ -10,6 +10,7 @@ import yaml
 
 from distill.client.config import ClientFields
 from distill.configs import ConfigError, parse_configs
+from distill.embed.config import EmbedConfig
 from distill.eval.stage import EvalConfig
 from distill.export import ExportConfig
 from distill.images import PixelBudget
@@ -53,7 +54,9 @@ def test_the_judge_reads_the_client_part_in_either_spelling():
         assert callable(judge)
 
 
-@pytest.mark.parametrize("cls", [GenerateConfig, ReasonConfig, ExportConfig, ScoreConfig, EvalConfig, TrainConfig])
+@pytest.mark.parametrize(
+    "cls", [GenerateConfig, ReasonConfig, ExportConfig, ScoreConfig, EvalConfig, TrainConfig, EmbedConfig]
+)
 def test_every_stage_that_sees_images_composes_the_pixel_budget(cls):
     assert issubclass(cls, PixelBudget)
 

@@ -52,6 +52,8 @@ CASES = {
     "reason": (lambda f, o: ["--backend", "openai", "--model", "m", "--base_url", "http://127.0.0.1:9/v1", "--input",
                              f["ex"], "--image_root", f["root"], "--output", o / "r.jsonl"], "--input",
                {"max_new_tokens": "long"}),
+    "embed": (lambda f, o: ["--input", f["ex"], "--output_dir", o / "embed", "--model_name_or_path", f["model"]],
+              "--input", {"temperature": "cold"}),
     "run": (lambda f, o: ["--name", "t", "--runs_root", o / "runs", "--stages", "score"], None, {"force": 3}),
 }  # fmt: skip
 

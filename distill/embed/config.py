@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from sentence_transformers import SentenceTransformerTrainingArguments
 
 from distill.embed_text import PARTS
+from distill.images import PixelBudget
 
 LOSSES = ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss")
 MISSING_TRACE = ("no_trace", "drop", "error")
@@ -41,8 +42,9 @@ def parse_trace_files(value) -> dict[str, str]:
 
 
 @dataclass
-class EmbedConfig(SentenceTransformerTrainingArguments):
-    """sentence-transformers' SentenceTransformerTrainingArguments plus the keys below."""
+class EmbedConfig(SentenceTransformerTrainingArguments, PixelBudget):
+    """sentence-transformers' SentenceTransformerTrainingArguments, the image budget (`PixelBudget`: the VLM path's,
+    set once per pipeline) and the keys below."""
 
     __yaml_types__ = {"traces": list[str] | dict[str, str] | None}  # YAML may give the NAME=PATH pairs as a mapping
 
@@ -96,8 +98,6 @@ class EmbedConfig(SentenceTransformerTrainingArguments):
                   "keeps its own."},
     )  # fmt: skip
     max_seq_length: int | None = field(default=None, metadata={"help": "Token limit per item; None: the model's."})
-    min_pixels: int | None = field(default=None, metadata={"help": "VLM image pixel budget, lower bound."})
-    max_pixels: int | None = field(default=None, metadata={"help": "VLM image pixel budget, upper bound."})
     base_model: str | None = field(
         default=None, metadata={"help": "The base's name in the model card (a hub id); None: model_name_or_path."}
     )
@@ -168,8 +168,7 @@ class EmbedConfig(SentenceTransformerTrainingArguments):
             raise ValueError(f"embed: trace_dropout must be in [0, 1), got {self.trace_dropout}")
         if not self.temperature > 0 or self.mini_batch_size < 1 or self.num_negatives < 0:
             raise ValueError("embed: need temperature > 0, mini_batch_size >= 1 and num_negatives >= 0")
-        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
-            raise ValueError(f"embed: min_pixels {self.min_pixels} > max_pixels {self.max_pixels}")
+        self.check_pixels()
 
     @property
     def scale(self) -> float:

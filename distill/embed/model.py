@@ -83,7 +83,10 @@ def build_model(model_path: str, model_args, config):
                 model_kwargs["dtype"] = getattr(torch, model_args.dtype)
             if model_args.attn_implementation:
                 model_kwargs["attn_implementation"] = model_args.attn_implementation
-            budget = {k: v for k, v in (("min_pixels", config.min_pixels), ("max_pixels", config.max_pixels)) if v}
+            # the image budget goes to image processors only: a local text checkpoint (no preprocessor_config.json)
+            # would hand min_pixels to its tokenizer
+            text_only = Path(model_path).is_dir() and not (Path(model_path) / "preprocessor_config.json").is_file()
+            budget = {} if text_only else {"min_pixels": config.min_pixels, "max_pixels": config.max_pixels}
             # unpad_inputs=False: Qwen2-VL cannot take flattened (unpadded) inputs (sentence-transformers' note)
             module = Transformer(model_path, model_kwargs=model_kwargs, processor_kwargs=budget, unpad_inputs=False)
             pooling = Pooling(module.get_embedding_dimension(), pooling_mode=config.pooling)
