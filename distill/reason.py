@@ -23,89 +23,22 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import orjson
 
-from distill.chat_format import SIDES, StudentPrompt, multimodal_messages, student_prompt
+from distill.chat_format import StudentPrompt, multimodal_messages, student_prompt
 from distill.checkpoint import Checkpoint, resolve_checkpoint
-from distill.client.config import ClientConfig, ClientFields, client_config
 from distill.client.journal import Journal
 from distill.configs import config_dict
-from distill.images import ImageError, PixelBudget, check_ref
+from distill.image_store import ImageStore
+from distill.images import ImageError, check_ref
 from distill.io import write_jsonl_atomic
-from distill.stage import DataError, Paths, Stage, StageError, contract_paths
-from distill.teacher.generate import Tally, all_rows_failed, answered_rows, chunked, open_journal, shard_rows
-from distill.teacher.parse import parse_trace
-from distill.teacher.prompts import ImageStore
+from distill.reason_config import ReasonConfig
+from distill.stage import DataError, Paths, Stage, StageError
+from distill.trace_rows import Tally, all_rows_failed, answered_rows, chunked, open_journal, shard_rows, trace_row
 from distill.urls import redact_url
 
 log = logging.getLogger(__name__)
-BACKENDS = ("hf", "openai")
-
-
-def _f(default, help_: str, **kw):
-    return field(default=default, metadata={"help": help_}, **kw)
-
-
-@dataclass
-class ReasonConfig(ClientFields, PixelBudget):
-    """reason's own flags, plus the endpoint part (`ClientFields`, used by the openai backend) and the image budget
-    (`PixelBudget`: use the export's, the one the student was trained with)."""
-
-    input: str = _f(None, "Examples: .jsonl/.parquet/saved dataset, or a dir of per-subset files (required).")
-    output: str = _f(None, "Trace JSONL to write (required); journal/summary/config are written beside it.")
-    image_root: str = _f(".", "Directory the examples' image paths are relative to.")
-    subset: str | None = _f(None, "MMEB subset name (sets the task type); default: the file stem.")
-    strict: bool = _f(False, "Stop with exit 1 on the first bad input row instead of reporting it.")
-    backend: str = _f("hf", "hf: the checkpoint in-process (transformers); openai: an endpoint serving the student.")
-    model: str = _f(None, "hf: checkpoint or LoRA adapter directory; openai: the served model name (required).")
-    base_model: str | None = _f(None, "hf, LoRA adapter: its base checkpoint; None: adapter_config.json's base.")
-    name: str | None = _f(None, "Name rows record as the writer (teacher.model); None: --model.")
-    side: str = _f("query", f"Which side of the example the student reasons about ({', '.join(SIDES)}).")
-    system_prompt: str | None = _f(None, "System message; must be the one `distill export` trained with (None: none).")
-    num_samples: int = _f(1, "Traces per example (sample_index 0..num_samples-1); > 1 needs temperature > 0.")
-    temperature: float = _f(0.0, "Sampling temperature; 0 = greedy.")
-    top_p: float | None = _f(None, "Nucleus sampling; None = 1.0 (hf) / the server's default (openai).")
-    max_new_tokens: int = _f(512, "Completion token cap; answers that hit it are status=truncated.")
-    seed: int | None = _f(None, "hf: torch seed before generating; openai: sample i sends seed+i. None: no seed.")
-    batch_size: int = _f(16, "hf: rows per batched generate call.")
-    device: str = _f("auto", "hf: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
-    dtype: str = _f("auto", "hf: auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32.")
-    shard_index: int = _f(0, "This shard (0-based); examples split by sha256(id) mod num_shards, as in generate.")
-    num_shards: int = _f(1, "Number of shards.")
-    max_examples: int | None = _f(None, "Only the first N examples of this shard (smoke runs); None = all.")
-    progress: bool = _f(True, "Show a tqdm progress bar (rows/s, tokens/s).")
-
-    def __post_init__(self):
-        for name in ("input", "output", "model"):
-            if not getattr(self, name):
-                raise ValueError(f"--{name} is required")
-        if self.backend not in BACKENDS or self.side not in SIDES:
-            raise ValueError(f"backend must be one of {BACKENDS}, side one of {SIDES}")
-        if not 0 <= self.shard_index < self.num_shards:
-            raise ValueError(f"need 0 <= shard_index < num_shards, got {self.shard_index}/{self.num_shards}")
-        if self.num_samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("need num_samples >= 1, max_new_tokens >= 1 and batch_size >= 1")
-        if self.num_samples > 1 and self.temperature <= 0:
-            raise ValueError("num_samples > 1 with greedy decoding (temperature 0) gives identical samples")
-        self.check_pixels()
-        self.check_client()
-
-    def client(self) -> ClientConfig:
-        return client_config(self, model=self.model, progress=self.progress)
-
-    def sampling(self, sample_index: int) -> dict:
-        s = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_new_tokens,
-             "seed": None if self.seed is None else self.seed + sample_index}  # fmt: skip
-        return {k: v for k, v in s.items() if v is not None}
-
-    def paths(self) -> dict[str, Path]:
-        out = Path(self.output)
-        stem = out.parent / (out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name)
-        config, summary = contract_paths(out)  # the stage contract: beside the output, like every stage's
-        return {"journal": Path(f"{stem}.journal.jsonl"), "summary": summary, "config": config}
 
 
 def iter_rows(config: ReasonConfig, problems: list | None = None):
@@ -231,18 +164,10 @@ def run_hf(config: ReasonConfig, entries: list[dict], journal: Journal, loaded: 
     return failures, stats
 
 
-def trace_row(entry: dict, writer: dict, record: dict | None, error: str | None) -> dict:
-    """The output row for one (example, sample): the example + the trace schema's fields (distill/records.py)."""
-    row = {**entry["example"], "sample_index": entry["sample_index"], "side": writer["prompt_id"].split(":")[-1]}
-    row["trace"] = (parse_trace(record.get("content"), record.get("reasoning_content")) if record is not None
-                    else {"raw": "", "think": "", "final": ""})  # fmt: skip
-    row["teacher"] = {**writer, "sampling": entry.get("sampling") or {}}
-    row["usage"] = (record or {}).get("usage") or {"prompt_tokens": 0, "completion_tokens": 0}
-    row["status"] = record["status"] if record is not None else "failed"
-    row["error"] = None if record is not None else (error or "no answer")
-    if row["status"] == "truncated":
-        row["error"] = "finish_reason=length (hit max_new_tokens)"
-    return row
+def student_row(entry: dict, writer: dict, record: dict | None, error: str | None) -> dict:
+    """The trace row of one (example, sample), written by the student `writer` (`distill.trace_rows.trace_row`)."""
+    teacher = {**writer, "sampling": entry.get("sampling") or {}}
+    return trace_row(entry, writer["prompt_id"].split(":")[-1], teacher, record, error, "max_new_tokens")
 
 
 CHUNK_EXAMPLES = 16384  # examples planned, generated, journaled and written at a time: bounds what is in memory
@@ -259,7 +184,9 @@ def streamed_rows(config: ReasonConfig, writer: dict, store: ImageStore, journal
         else:
             failures, stats = run_openai(config, entries, journal, store)
         tally.add_requests(stats)
-        yield from answered_rows(entries, journal, failures, tally, lambda e, rec, err: trace_row(e, writer, rec, err))
+        yield from answered_rows(
+            entries, journal, failures, tally, lambda e, rec, err: student_row(e, writer, rec, err)
+        )
 
 
 def run(config: ReasonConfig, held: Journal) -> dict:

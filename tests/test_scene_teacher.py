@@ -17,8 +17,8 @@ from distill.scoring.answers import extract_answer, normalize
 from distill.serve.chat_request import RequestError, parse_chat_request
 from distill.serve.scene_reader import colour_name, read_scene
 from distill.serve.scene_teacher import SceneTeacher, task_of
-from distill.teacher.parse import parse_trace
 from distill.teacher.prompts import ImageStore, TemplateSet, render_messages
+from distill.trace_rows import parse_trace
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"

@@ -13,7 +13,8 @@ import pytest
 from distill.cli import main as cli_main
 from distill.configs import parse_configs
 from distill.io import read_jsonl
-from distill.teacher.generate import GenerateConfig, in_shard
+from distill.teacher.generate import GenerateConfig
+from distill.trace_rows import in_shard
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_ROWS = 60

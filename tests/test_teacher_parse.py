@@ -1,6 +1,6 @@
 import pytest
 
-from distill.teacher.parse import parse_trace
+from distill.trace_rows import parse_trace
 
 
 @pytest.mark.parametrize(

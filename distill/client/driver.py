@@ -29,7 +29,7 @@ def _keyed(messages: list[dict]) -> list[dict]:
     for m in messages:
         c = m.get("content")
         if isinstance(c, list):
-            c = [  # image_url parts, and video_url parts (a video's frames, distill.teacher.image_store)
+            c = [  # image_url parts, and video_url parts (a video's frames, distill.image_store)
                 {**p, kind: {"url": "data-sha256:" + hashlib.sha256(p[kind]["url"].encode()).hexdigest()}}
                 if (kind := p.get("type")) in ("image_url", "video_url")
                 and str(p.get(kind, {}).get("url", "")).startswith("data:")

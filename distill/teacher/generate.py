@@ -16,12 +16,9 @@ The flags: `distill.teacher.generate_config.GenerateConfig`; `--dry_run`: `disti
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import sys
 import time
-from collections import Counter
 from contextlib import nullcontext
 from functools import partial
 
@@ -30,69 +27,23 @@ from tqdm import tqdm
 from distill.client.batch import run_batch
 from distill.client.driver import drive
 from distill.client.http import TeacherUnreachable
-from distill.client.journal import Journal, JournalLocked, request_key
+from distill.client.journal import Journal, request_key
 from distill.configs import config_dict
-from distill.data.mmeb import Problem, load_examples
-from distill.data.targets import distinct_targets
+from distill.image_store import ImageStore
 from distill.images import ImageError
 from distill.io import write_jsonl_atomic
 from distill.stage import DataError, Paths, Stage, StageError
-from distill.stage import summary as stage_summary
 from distill.teacher.dry_run import dry_run
 from distill.teacher.generate_config import GenerateConfig
-from distill.teacher.parse import parse_trace
-from distill.teacher.prompts import ImageStore, TemplateSet, materialize, render
+from distill.teacher.prompts import TemplateSet, materialize, render
+from distill.trace_rows import Tally, all_rows_failed, answered_rows, chunked, open_journal, shard_rows, trace_row
 
 log = logging.getLogger(__name__)
-
-
-def in_shard(example_id: str, shard_index: int, num_shards: int) -> bool:
-    """Deterministic split by id: the same id lands in the same shard on every machine and run."""
-    return int(hashlib.sha256(example_id.encode()).hexdigest()[:16], 16) % num_shards == shard_index
-
-
-def shard_rows(config, problems: list | None = None, side: str | None = None):
-    """(line, example) of this shard, streamed in input order, for any stage config with `input`, `subset`,
-    `shard_index`, `num_shards`, `max_examples` and `strict` (generate, reason). Bad rows and duplicate ids (first one
-    kept) go to `problems` (when given). Holds only the ids seen, so the input is never in memory at once. For
-    `side` "target", each distinct target (positive or negative) once, read in two passes (`distinct_targets`)."""
-    seen: dict[str, int] = {}
-    n = 0
-    read = partial(load_examples, config.input, config.subset, side, config.image_root)
-    # the target side: each distinct target once, negatives included (distill.data.targets); the query side as read
-    for line, item in distinct_targets(read) if side == "target" else read():
-        if isinstance(item, Problem):
-            if problems is not None:
-                problems.append(item.as_dict())
-        elif in_shard(item["id"], config.shard_index, config.num_shards):
-            if item["id"] in seen:
-                if problems is not None:
-                    problems.append(
-                        {"line": line, "id": item["id"], "reason": f"duplicate id (first on line {seen[item['id']]})"}
-                    )
-                continue
-            seen[item["id"]] = line
-            if config.max_examples is None or n < config.max_examples:
-                n += 1
-                yield line, item
-        if config.strict and problems:
-            return
 
 
 def iter_shard(config: GenerateConfig, problems: list | None = None):
     """This shard's examples (`shard_rows` for the configured side, without line numbers)."""
     return (item for _, item in shard_rows(config, problems, config.side))
-
-
-def chunked(items, size: int):
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 PLAN_CHUNK = 16384  # examples rendered, sent, journaled and written at a time: bounds what is held in memory
@@ -112,44 +63,8 @@ def streamed_rows(config: GenerateConfig, store: ImageStore, templates: Template
 
 def entry_rows(config: GenerateConfig, entries: list[dict], journal: Journal, failures: dict, tally: Tally):
     """The output rows of planned entries once their answers are journaled (or failed); counts into `tally`."""
-    return answered_rows(entries, journal, failures, tally, lambda e, record, err: trace_row(e, config, record, err))
-
-
-class Tally:
-    """What generate and reason count while their rows stream out: statuses and tokens (`totals`), failure reasons,
-    and the request stats of each chunk (`requests`); `summary` turns them into the stage summary both write."""
-
-    def __init__(self):
-        self.totals, self.failed_reasons, self.requests = Counter(), Counter(), Counter()
-
-    def add_requests(self, stats: dict) -> None:
-        self.requests.update({k: v for k, v in stats.items() if isinstance(v, int | float)})
-
-    def count(self, row: dict) -> None:
-        self.totals.update({row["status"]: 1, **row["usage"]})
-        if row["status"] == "failed":
-            self.failed_reasons[reason_class(row["error"])] += 1
-
-    def summary(self, stage: str, n_examples: int, n_rows: int, seconds: float, problems: list, **extra) -> dict:
-        dropped = Counter(f"bad input: {p['reason'].split(':')[0]}" for p in problems)
-        dropped.update({f"failed: {r}": n for r, n in self.failed_reasons.items()})
-        t = self.totals
-        return stage_summary(
-            stage, n_examples + len(problems), n_rows, seconds, dropped=dropped, problems=problems,
-            tokens={"prompt": t["prompt_tokens"], "completion": t["completion_tokens"]}, examples=n_examples,
-            bad_input_rows=len(problems), ok=t["ok"], truncated=t["truncated"], failed=t["failed"],
-            failed_reasons=dict(self.failed_reasons), **extra,
-        )  # fmt: skip
-
-
-def answered_rows(entries: list[dict], journal: Journal, failures: dict, tally: Tally, make_row):
-    """`make_row(entry, journaled record or None, error)` per entry, counted into `tally`: how generate and reason
-    turn a chunk's answers into rows."""
-    for e in entries:
-        err = e.get("error") or failures.get(e.get("key"), {}).get("error")
-        row = make_row(e, journal.get(e["key"]) if "key" in e else None, err)
-        tally.count(row)
-        yield row
+    return answered_rows(entries, journal, failures, tally,
+                         lambda e, rec, err: trace_row(e, config.side, teacher_block(e, config), rec, err, "max_tokens"))  # fmt: skip
 
 
 def _body(model: str, messages: list[dict], images: list[str], sampling: dict, store: ImageStore) -> dict:
@@ -178,31 +93,14 @@ def plan(config: GenerateConfig, examples: list[dict], store: ImageStore, templa
     return out
 
 
-def trace_row(entry: dict, config: GenerateConfig, record: dict | None, error: str | None) -> dict:
-    """The output row for one (example, sample): the example + trace fields (distill/records.py)."""
+def teacher_block(entry: dict, config: GenerateConfig) -> dict:
+    """Who wrote a row: the teacher model, the prompt (prompt_sha: the template's hash, one per template, what lineage
+    lists; request_sha: this rendered request's), the mode and the sampling."""
     r = entry.get("rendered")
-    row = {**entry["example"], "sample_index": entry["sample_index"], "side": config.side}
-    if record is not None:
-        row["trace"] = parse_trace(record.get("content"), record.get("reasoning_content"))
-    else:
-        row["trace"] = {"raw": "", "think": "", "final": ""}
-    # prompt_sha: the template's hash (one per template, what lineage lists); request_sha: this rendered request's.
-    row["teacher"] = {"model": entry.get("model", config.image_model or config.model),
-                      "prompt_id": r.prompt_id if r else None, "prompt_version": r.prompt_version if r else None,
-                      "prompt_sha": r.template_sha if r else None, "request_sha": r.request_sha if r else None,
-                      "mode": config.mode, "sampling": entry.get("sampling") or config.sampling(entry["sample_index"])}  # fmt: skip
-    row["usage"] = (record or {}).get("usage") or {"prompt_tokens": 0, "completion_tokens": 0}
-    row["status"] = record["status"] if record is not None else "failed"
-    row["error"] = None if record is not None else (error or "no answer")
-    if row["status"] == "truncated":
-        row["error"] = "finish_reason=length (hit max_tokens)"
-    return row
-
-
-def reason_class(error: str) -> str:
-    """'failed after 7 attempt(s): HTTP 503: {...}' -> 'HTTP 503' (for the summary's failed_reasons)."""
-    error = re.sub(r"^failed after \d+ attempt\(s\): ", "", error or "no answer")
-    return re.sub(r"\s*\(.*", "", error.split(":")[0]).strip()
+    return {"model": entry.get("model", config.image_model or config.model),
+            "prompt_id": r.prompt_id if r else None, "prompt_version": r.prompt_version if r else None,
+            "prompt_sha": r.template_sha if r else None, "request_sha": r.request_sha if r else None,
+            "mode": config.mode, "sampling": entry.get("sampling") or config.sampling(entry["sample_index"])}  # fmt: skip
 
 
 def run(config: GenerateConfig, held: Journal | None) -> dict | None:
@@ -278,25 +176,6 @@ def _dry_run(config: GenerateConfig, store: ImageStore, templates: TemplateSet) 
         dry_run(config, chunks, store, journaled)
     except ValueError as e:  # a template that renders badly for some example: a config error
         raise StageError(str(e)) from None
-
-
-def open_journal(path) -> Journal:
-    """The journal at `path`, locked for this process; StageError when another run holds it (its files are left as
-    they are: a second run must not touch a running job's output, config or summary)."""
-    try:
-        return Journal(path)
-    except JournalLocked as e:
-        raise StageError(f"{e}; refusing to run, its files are left as they are") from None
-
-
-def all_rows_failed(s: dict) -> str | None:
-    """A `verdict` for generate and reason: failed rows are data (with their reason), not a failed run, unless *every*
-    row failed for one reason: a configuration problem (wrong image_root, model name, URL or key)."""
-    n_rows, reasons = s["rows_out"], s["failed_reasons"]
-    if n_rows and s["failed"] == n_rows and len(reasons) == 1:
-        return (f"every row ({n_rows}) failed with the same reason: {next(iter(reasons))}; "
-                "check the configuration (paths, model, base_url, key)")  # fmt: skip
-    return None
 
 
 def _check(config: GenerateConfig) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from distill.client.batch import BatchSettings
 from distill.client.config import ClientConfig, ClientFields, client_config
+from distill.image_store import VIDEO_PARTS
 from distill.images import PixelBudget
 from distill.stage import contract_paths
-from distill.teacher.image_store import VIDEO_PARTS
 from distill.teacher.prompts import MODES, SIDES
 from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
 

@@ -18,7 +18,7 @@ request (differs per row).
 Rendering happens in two steps so that keys never hold base64: `render` gives *keyed* messages whose image parts carry
 `image-sha256:<digest>` (digest of the source file bytes and the resize budget), which is what prompt hashes and
 journal keys are computed over; `materialize` swaps in the base64 PNG data URLs (resized by `distill.images` to the
-recipe's min/max pixels) right before sending. `ImageStore` (`distill.teacher.image_store`) hashes each file once and encodes each distinct image once
+recipe's min/max pixels) right before sending. `ImageStore` (`distill.image_store`) hashes each file once and encodes each distinct image once
 per run (LRU bounded by `cache_mb`, so num_samples, retries and repeated images reuse the encoding).
 `render_messages` does both steps for callers that just want ready-to-send messages.
 """
@@ -35,7 +35,7 @@ import orjson
 import yaml
 
 from distill.data.mmeb import interleave
-from distill.teacher.image_store import IMAGE_REF, VIDEO_REF, ImageStore
+from distill.image_store import IMAGE_REF, VIDEO_REF, ImageStore
 
 MODES = ("blind", "hinted")
 SIDES = ("query", "target")

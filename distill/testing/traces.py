@@ -15,7 +15,7 @@ import argparse
 import hashlib
 
 from distill.data.mmeb import Problem, load_examples
-from distill.teacher.parse import parse_trace
+from distill.trace_rows import parse_trace
 
 
 def trace_row(example: dict, sample_index: int, raw: str | None, status: str = "ok", error: str | None = None) -> dict:
