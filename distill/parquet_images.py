@@ -26,7 +26,7 @@ OPEN_FILES = 16  # parquet footers kept (a corpus is a handful of shards)
 
 _lock = threading.Lock()  # generate encodes images in a thread pool
 _files: OrderedDict[Path, tuple] = OrderedDict()  # path -> (ParquetFile, row-group start rows, total rows)
-_groups: OrderedDict[tuple[Path, int], list] = OrderedDict()  # (path, group) -> [(bytes | None, path | None)]
+_groups: OrderedDict[tuple[Path, int], tuple] = OrderedDict()  # (path, group) -> (bytes array, path array | None)
 _cached = 0
 
 
@@ -59,18 +59,20 @@ def _file(path: Path) -> tuple:
     return _files[path]
 
 
-def _read_group(pf, group: int) -> list:
-    """[(bytes or None, path or None)] for the rows of one row group's image column."""
+def _read_group(pf, group: int) -> tuple:
+    """(bytes array, path array or None) of one row group's image column, kept as Arrow arrays: a row's bytes are
+    copied out only when asked for, so a group costs its encoded size once."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    column = pf.read_row_group(group, columns=[COLUMN]).column(0).combine_chunks()
+    column = pf.read_row_group(group, columns=[COLUMN]).column(0)  # chunked: no combining copy
     if pa.types.is_struct(column.type):
         names = [column.type.field(i).name for i in range(column.type.num_fields)]
-        data = column.field("bytes").to_pylist() if "bytes" in names else [None] * len(column)
-        paths = column.field("path").to_pylist() if "path" in names else [None] * len(column)
-        return list(zip(data, paths, strict=True))
+        if "bytes" not in names:
+            raise ValueError(f"column {COLUMN!r} has no 'bytes' field (fields: {', '.join(names)})")
+        return pc.struct_field(column, "bytes"), pc.struct_field(column, "path") if "path" in names else None
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-        return [(b, None) for b in column.to_pylist()]
+        return column, None
     raise ValueError(f"column {COLUMN!r} holds {column.type}, not embedded images ({{bytes, path}} or binary)")
 
 
@@ -85,11 +87,13 @@ def row_bytes(path: Path, row: int) -> bytes:
         key = (path, group)
         if key not in _groups:
             _groups[key] = _read_group(pf, group)
-            _cached += sum(len(b or b"") for b, _ in _groups[key])
+            _cached += _groups[key][0].nbytes
             while _cached > CACHE_BYTES and len(_groups) > 1:
-                _cached -= sum(len(b or b"") for b, _ in _groups.popitem(last=False)[1])
+                _cached -= _groups.popitem(last=False)[1][0].nbytes
         _groups.move_to_end(key)
-        data, name = _groups[key][row - starts[group]]
+        data_array, paths = _groups[key]
+        data = data_array[row - starts[group]].as_py()
+        name = paths[row - starts[group]].as_py() if paths is not None and not data else None
     if not data:
         raise ValueError(f"row {row} has no embedded image bytes" + (f" (only a path: {name!r})" if name else ""))
     return data
