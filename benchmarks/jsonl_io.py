@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonlines
 import orjson
 
-from distill.io import BadLine, iter_jsonl, write_jsonl_atomic
+from distill.io import BadRow, iter_jsonl, write_jsonl_atomic
 
 
 def trace_row(i: int) -> dict:
@@ -52,7 +52,7 @@ def main() -> None:
         write_jsonl_atomic(path, rows)
 
         def read_ours():
-            return sum(1 for _, r in iter_jsonl(path) if not isinstance(r, BadLine))
+            return sum(1 for _, r in iter_jsonl(path) if not isinstance(r, BadRow))
 
         def read_jsonlines(loads):
             def run():

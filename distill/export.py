@@ -47,7 +47,7 @@ from distill.chat_format import assistant_text, load_images, load_videos, studen
 from distill.export_hub import export_traces, sft_card
 from distill.hub import push_folder, write_parquet_shards
 from distill.images import ImageError, PixelBudget
-from distill.io import BadLine, atomic_temp, dumps, iter_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from distill.io import BadRow, atomic_temp, dumps, iter_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from distill.records import trace_problems, trace_side
 from distill.stage import DataError, Paths, Stage, StageError, reason_class
 from distill.stage import summary as stage_summary
@@ -204,17 +204,17 @@ def export(config: ExportConfig) -> dict:
         nonlocal rows_in, rows_out
         for line, row in tqdm(iter_jsonl(config.input), desc="export", unit="row"):
             rows_in += 1
-            reason = row.reason if isinstance(row, BadLine) else row_problem(row, config.require_think)
+            reason = row.reason if isinstance(row, BadRow) else row_problem(row, config.require_think)
             if reason is None:
                 try:
                     train_row, jsonl_row = to_training_row(row, config)
                 except (ImageError, ValueError, KeyError, TypeError) as e:
                     reason = f"image {e}" if isinstance(e, ImageError) else f"malformed row: {e}"
             if reason is not None:
-                row_id = None if isinstance(row, BadLine) else row.get("id")
+                row_id = None if isinstance(row, BadRow) else row.get("id")
                 log.warning("%s:%d: %s", config.input, line, reason)
                 problems.append({"line": line, "id": row_id, "reason": reason})
-                if not isinstance(row, BadLine):
+                if not isinstance(row, BadRow):
                     quarantine.append({**row, "export_error": reason})
                 if config.strict:
                     raise ValueError(f"{config.input}:{line}: {reason}")

@@ -129,7 +129,7 @@ def _table(rows: list[dict]):
 
 def export_traces(config) -> dict:
     """Write trace JSONL files (config.input + config.extra_inputs) as a multi-config Hub dataset with a card."""
-    from distill.io import BadLine, iter_jsonl, write_text_atomic
+    from distill.io import BadRow, iter_jsonl, write_text_atomic
     from distill.stage import reason_class
     from distill.stage import summary as stage_summary
 
@@ -143,7 +143,7 @@ def export_traces(config) -> dict:
             raise ValueError(f"{path}: a second input named {name!r} (config names come from file names)")
         rows = []
         for line, row in iter_jsonl(path):
-            if isinstance(row, BadLine):
+            if isinstance(row, BadRow):
                 problems.append({"file": Path(path).name, "line": line, "reason": row.reason})
                 if config.strict:
                     raise ValueError(f"{path}:{line}: {row.reason}")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from distill.configs import ConfigError, typed
-from distill.io import BadLine, checked_rows, write_jsonl_atomic
+from distill.io import BadRow, checked_rows, write_jsonl_atomic
 from distill.records import scored_problems
 from distill.stage import DataError, Paths, Stage, StageError, every_row_dropped, reason_class
 from distill.stage import summary as stage_summary
@@ -253,7 +253,7 @@ def run(config: FilterConfig) -> dict:
     # outputs are then streamed from the input in passes 2 and 3, so memory does not hold the traces and examples.
     rows, bad = [], []
     for line, item in checked_rows(config.input, scored_problems):  # a row without `scores` is reported, never kept
-        if isinstance(item, BadLine):
+        if isinstance(item, BadRow):
             if config.strict:
                 raise DataError(f"{item} (--strict: stopping, nothing written)")
             log.warning("%s (not passed on)", item)
@@ -270,9 +270,7 @@ def run(config: FilterConfig) -> dict:
     full: dict[int, dict] = {}
 
     def out_rows(keep: bool):
-        for i, row in enumerate(
-            r for _, r in checked_rows(config.input, scored_problems) if not isinstance(r, BadLine)
-        ):
+        for i, row in enumerate(r for _, r in checked_rows(config.input, scored_problems) if not isinstance(r, BadRow)):
             if i in shown:
                 full[i] = row
             if (not reasons[i]) == keep:

@@ -18,22 +18,28 @@ BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark
 
 
 @dataclass
-class BadLine:
-    """A line that could not be read as a JSON object: 1-based `line`, and why."""
+class BadRow:
+    """The one bad-row type every reader and stage reports: a row that could not be used (not JSON, not an object, a
+    missing or malformed field, a schema check it fails), at its 1-based `line` (the row number in parquet files and
+    saved datasets), why, its `id` when known and its file when known. `as_dict()` is the summary's problem entry."""
 
-    path: str
     line: int
     reason: str
+    id: str | None = None
+    path: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"line": self.line, "id": self.id, "reason": self.reason}
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.reason}"
+        return f"{self.path}:{self.line}: {self.reason}" if self.path else f"line {self.line}: {self.reason}"
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | BadLine]]:
-    """Yield (1-based line number, row dict or BadLine) for each non-blank line; never raises on content.
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | BadRow]]:
+    """Yield (1-based line number, row dict or BadRow) for each non-blank line; never raises on content.
 
     A UTF-8 byte-order mark before line 1 is skipped. A final line without a trailing newline is a torn write (a killed appender) when it does not parse; it is
-    reported as a BadLine like any other so callers can decide (resume readers skip it, validate reports it).
+    reported as a BadRow like any other so callers can decide (resume readers skip it, validate reports it).
     """
     path = str(path)
     with open(path, "rb") as f:
@@ -46,22 +52,22 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | BadLine]]:
                 row = orjson.loads(raw)
             except orjson.JSONDecodeError as e:
                 torn = "" if raw.endswith(b"\n") else " (unterminated last line: an interrupted write?)"
-                yield lineno, BadLine(path, lineno, f"invalid JSON: {e}{torn}")
+                yield lineno, BadRow(lineno, f"invalid JSON: {e}{torn}", path=path)
                 continue
             if not isinstance(row, dict):
-                yield lineno, BadLine(path, lineno, f"expected a JSON object, got {type(row).__name__}")
+                yield lineno, BadRow(lineno, f"expected a JSON object, got {type(row).__name__}", path=path)
                 continue
             yield lineno, row
 
 
-def checked_rows(path: str | Path, check) -> Iterator[tuple[int, dict | BadLine]]:
+def checked_rows(path: str | Path, check) -> Iterator[tuple[int, dict | BadRow]]:
     """`iter_jsonl`, with rows that fail `check` (a `distill.records.ROW_CHECKS` function: row -> reasons) turned
-    into BadLines naming the row's id and every reason: the one way stages read rows."""
+    into BadRows naming the row's id and every reason: the one way stages read rows."""
     for line, item in iter_jsonl(path):
-        if not isinstance(item, BadLine) and (reasons := check(item)):
+        if not isinstance(item, BadRow) and (reasons := check(item)):
             row_id = item.get("id")
             who = f"row {row_id!r}: " if isinstance(row_id, str) else ""
-            item = BadLine(str(path), line, who + "; ".join(reasons))
+            item = BadRow(line, who + "; ".join(reasons), row_id if isinstance(row_id, str) else None, str(path))
         yield line, item
 
 
@@ -75,7 +81,7 @@ def read_rows_reporting_bad(path: str | Path, strict: bool = False, check=None) 
 
     rows, bad = [], []
     for line, item in checked_rows(path, check) if check else iter_jsonl(path):
-        if isinstance(item, BadLine):
+        if isinstance(item, BadRow):
             if strict:
                 raise ValueError(f"{item} (--strict: stopping, nothing written)")
             logging.getLogger(__name__).warning("%s (not passed on)", item)
@@ -226,7 +232,7 @@ class AppendLog:
         self.close()
 
 
-def iter_table(path: str | Path) -> Iterator[tuple[int, dict | BadLine]]:
+def iter_table(path: str | Path) -> Iterator[tuple[int, dict | BadRow]]:
     """Rows of a .jsonl file, a .parquet file or a `datasets.save_to_disk` directory as (1-based line/row, row).
 
     JSONL is read line by line so one bad line is reported instead of failing the file; parquet and saved datasets

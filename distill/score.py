@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.images import PixelBudget
-from distill.io import BadLine, checked_rows, write_jsonl_atomic
+from distill.io import BadRow, checked_rows, write_jsonl_atomic
 from distill.records import trace_problems
 from distill.stage import DataError, Paths, Stage, StageError, every_row_dropped, reason_class
 from distill.stage import summary as stage_summary
@@ -148,7 +148,7 @@ def _chunks(config: ScoreConfig, bad: list | None):
     given)."""
     lines, chunk = [], []
     for line, item in checked_rows(config.input, trace_problems):  # the trace schema, as every stage checks it
-        if isinstance(item, BadLine):
+        if isinstance(item, BadRow):
             if bad is not None:
                 log.warning("%s (line not scored; it is not passed on)", item)
                 bad.append({"line": line, "reason": item.reason})

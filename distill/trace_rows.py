@@ -21,8 +21,9 @@ from functools import partial
 
 from distill.client.driver import raw_text
 from distill.client.journal import Journal, JournalLocked
-from distill.data.mmeb import Problem, load_examples
+from distill.data.mmeb import load_examples
 from distill.data.targets import distinct_targets
+from distill.io import BadRow
 from distill.stage import StageError
 from distill.stage import summary as stage_summary
 
@@ -66,7 +67,7 @@ def shard_rows(config, problems: list | None = None, side: str | None = None):
     read = partial(load_examples, config.input, config.subset, side, config.image_root)
     # the target side: each distinct target once, negatives included (distill.data.targets); the query side as read
     for line, item in distinct_targets(read) if side == "target" else read():
-        if isinstance(item, Problem):
+        if isinstance(item, BadRow):
             if problems is not None:
                 problems.append(item.as_dict())
         elif in_shard(item["id"], config.shard_index, config.num_shards):

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.data import mmeb_v2
-from distill.data.mmeb import Problem, load_examples
+from distill.data.mmeb import load_examples
 from distill.data.mmeb_video import GLOBAL_POOL, label_list, natural_name
 from distill.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, check_ref
-from distill.io import write_json_atomic
+from distill.io import BadRow, write_json_atomic
 from distill.records import image_paths, video_paths
 from distill.stage import Paths, Stage, reason_class
 from distill.stage import summary as stage_summary
@@ -59,7 +59,7 @@ class ValidateConfig:
 
 
 def _short(reason: str) -> str:
-    """Problem class for the summary: the reason without file names and numbers."""
+    """BadRow class for the summary: the reason without file names and numbers."""
     for key in ("invalid JSON", "missing field", "not found", "zero-byte", "corrupt", "escapes", "absolute",
                 "decompression", "MiB", "duplicate id", "unknown task", "needs a gold", "malformed",
                 "unreadable video", "no frames", "unknown query id", "unknown corpus id", "no relevant page"):  # fmt: skip
@@ -112,7 +112,7 @@ class Found:
 def validate(config: ValidateConfig) -> dict:
     """Run every check; returns the report dict."""
     found = Found(config.input)
-    problems: list[Problem] = []
+    problems: list[BadRow] = []
     rows = ok = 0
     seen_ids: dict[str, int] = {}
     image_verdict: dict[str, str | None] = {}  # each distinct image is opened once
@@ -139,7 +139,7 @@ def validate(config: ValidateConfig) -> dict:
 
     for line, item in load_examples(config.input, config.subset, image_root=config.image_root):
         rows += 1
-        if isinstance(item, Problem):
+        if isinstance(item, BadRow):
             row_problems = [item]
         else:
             # the schema (distill.records.example_problems) was checked by load_examples, as in every stage
@@ -149,7 +149,7 @@ def validate(config: ValidateConfig) -> dict:
                 reasons.append(f"duplicate id (first seen on line {seen_ids[item['id']]})")
             else:
                 seen_ids[item["id"]] = line
-            row_problems = [Problem(line, r, item.get("id")) for r in reasons]
+            row_problems = [BadRow(line, r, item.get("id")) for r in reasons]
             found.add(item, not row_problems)
         if row_problems:
             problems += row_problems

@@ -3,7 +3,8 @@ import json
 import pytest
 from datasets import Dataset
 
-from distill.data.mmeb import SUBSET_TASKS, Problem, load_examples, subset_task
+from distill.data.mmeb import SUBSET_TASKS, load_examples, subset_task
+from distill.io import BadRow
 from distill.records import example_problems
 
 TRAIN_ROWS = [
@@ -84,4 +85,4 @@ def test_subset_table_covers_every_mmeb_v2_image_dataset():
 def test_unknown_subset_is_a_problem_not_a_crash(tmp_path):
     path = _write(tmp_path, "rows", TRAIN_ROWS[:1], "jsonl")
     ((line, item),) = list(load_examples(path, subset="NoSuchSet"))
-    assert isinstance(item, Problem) and line == 1 and "unknown MMEB subset" in item.reason
+    assert isinstance(item, BadRow) and line == 1 and "unknown MMEB subset" in item.reason

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main as cli_main
-from distill.data.mmeb import SUBSET_TASKS, Problem, load_examples, subset_task
+from distill.data.mmeb import SUBSET_TASKS, load_examples, subset_task
 from distill.data.mmeb_v2 import TASKS, task
 from distill.images import ImageError, image_size, load_image
+from distill.io import BadRow
 from distill.testing.mmeb_published import write_published
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def published(tmp_path_factory):
 
 def _load(path, root, side="eval"):
     items = [item for _, item in load_examples(path, trace_side=side, image_root=root)]
-    return [i for i in items if not isinstance(i, Problem)], [i.reason for i in items if isinstance(i, Problem)]
+    return [i for i in items if not isinstance(i, BadRow)], [i.reason for i in items if isinstance(i, BadRow)]
 
 
 @pytest.mark.parametrize("name", [

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from distill.cli import main as cli_main
-from distill.data.mmeb import Problem, load_examples
-from distill.io import read_jsonl
+from distill.data.mmeb import load_examples
+from distill.io import BadRow, read_jsonl
 from distill.teacher.prompts import ImageStore, TemplateSet, is_text_query, materialize, render
 from distill.testing.mmeb_published import write_published
 
@@ -32,7 +32,7 @@ def published(tmp_path_factory):
     for name, p in sets.items():
         side = "query" if p.kind == "visdoc" else None  # visdoc: the query rows; pages come from side "target"
         rows[name] = [
-            x for _, x in load_examples(p.path, trace_side=side, image_root=root) if not isinstance(x, Problem)
+            x for _, x in load_examples(p.path, trace_side=side, image_root=root) if not isinstance(x, BadRow)
         ]
         if p.kind == "visdoc":
             rows[name + ":page"] = [x for _, x in load_examples(p.path, trace_side="target", image_root=root)]

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.data.mmeb_v2 import hub_shards, hub_subset, query_language
-from distill.io import BadLine, iter_table
+from distill.io import BadRow, iter_table
 from distill.parquet_images import COLUMN, embedded_ref
 from distill.records import make_example, side
 
@@ -108,7 +108,7 @@ def _parquet_rows(path: Path, wanted: tuple[str, ...]) -> Iterator[tuple[int, di
             yield line, row
 
 
-def _rows(path: Path, wanted: tuple[str, ...]) -> Iterator[tuple[int, dict | BadLine]]:
+def _rows(path: Path, wanted: tuple[str, ...]) -> Iterator[tuple[int, dict | BadRow]]:
     if path.suffix == ".parquet":
         yield from _parquet_rows(path, wanted)
         return
@@ -120,7 +120,7 @@ def _rows(path: Path, wanted: tuple[str, ...]) -> Iterator[tuple[int, dict | Bad
             if i == 1 and rec and rec[0] in ("query-id", "query_id", "qid"):
                 continue  # header
             if len(rec) < 3:
-                yield i, BadLine(str(path), i, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(rec)}")  # fmt: skip
+                yield i, BadRow(i, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(rec)}", path=str(path))  # fmt: skip
             else:
                 yield i, {"query-id": rec[0], "corpus-id": rec[1], "score": rec[2]}
 
@@ -156,7 +156,7 @@ def _read_ids(corpus: BeirCorpus, files: list[Path], target: dict, keys, value_k
     """Queries or pages into `target` {id: (line, value)}; `value_of(file, index)` gives an embedded page's ref."""
     for f in files:
         for line, row in _rows(f, (*keys, "language", *(() if value_of else value_keys))):
-            if isinstance(row, BadLine):
+            if isinstance(row, BadRow):
                 corpus.problems.append((where(f), line, None, row.reason))
                 continue
             rid = _first(row, *keys)
@@ -200,7 +200,7 @@ def load_beir(path: str | Path, subset: str | None = None, image_root: str | Pat
         _read_ids(corpus, [f], corpus.pages, PAGE_KEYS, ("image", "image_path"), where, value_of)
     for r_file in r_files:
         for line, row in _rows(r_file, ("query-id", "query_id", "corpus-id", "corpus_id", "score")):
-            if isinstance(row, BadLine):
+            if isinstance(row, BadRow):
                 corpus.problems.append((where(r_file), line, None, row.reason))
                 continue
             qid, cid, score = (
@@ -223,19 +223,17 @@ def load_beir(path: str | Path, subset: str | None = None, image_root: str | Pat
 
 def load_beir_examples(path: str | Path, subset: str | None = None, trace_side: str | None = None,
                        image_root: str | Path = "."):  # fmt: skip
-    """(line, example or Problem) for the corpus at `path`: query examples, page examples, or both (None)."""
-    from distill.data.mmeb import Problem
-
+    """(line, example or BadRow) for the corpus at `path`: query examples, page examples, or both (None)."""
     corpus = load_beir(path, subset, image_root)
     for file, line, rid, reason in corpus.problems:
-        yield line, Problem(line, f"{file}: {reason}", rid)
+        yield line, BadRow(line, f"{file}: {reason}", rid)
     name = corpus.name
     order = {cid: k for k, cid in enumerate(corpus.pages)}
     if trace_side in (None, "query"):
         for qid, (line, text) in corpus.queries.items():
             rel = corpus.qrels.get(qid)
             if not rel:
-                yield line, Problem(line, "queries: query has no relevant page in qrels", f"{name}-q-{qid}")
+                yield line, BadRow(line, "queries: query has no relevant page in qrels", f"{name}-q-{qid}")
                 continue
             best = max(rel, key=lambda cid: (rel[cid], -order[cid]))
             ex = make_example(f"{name}-q-{qid}", "visdoc", name, side(text), QUERY_INSTRUCTION,
@@ -247,7 +245,7 @@ def load_beir_examples(path: str | Path, subset: str | None = None, trace_side: 
         for qid, (line, text) in corpus.queries.items():
             rel = corpus.qrels.get(qid)
             if not rel:
-                yield line, Problem(line, "queries: query has no relevant page in qrels", f"{name}-q-{qid}")
+                yield line, BadRow(line, "queries: query has no relevant page in qrels", f"{name}-q-{qid}")
                 continue
             ranked = sorted(range(len(ids)), key=lambda k: (-rel.get(ids[k], 0), k))  # most relevant page first
             ex = make_example(f"{name}-q-{qid}", "visdoc", name, side(text), QUERY_INSTRUCTION, pages[ranked[0]],

@@ -2,7 +2,7 @@
 
     from distill.data.mmeb import load_examples
     for line, item in load_examples("data/demo/train/ShapesVQA.jsonl"):  # subset taken from the file stem
-        ...  # item is an example row (see distill.records) or a Problem
+        ...  # item is an example row (see distill.records) or a BadRow
 
 MMEB-train rows: `qry` (text with an `<|image_1|>` placeholder), `qry_image_path`, `pos_text`, `pos_image_path`, optional
 `neg_text`, `neg_image_path`. MMEB eval rows: `qry_inst`, `qry_text`, `qry_img_path`, `tgt_inst`, `tgt_text` (candidate
@@ -16,12 +16,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
-from distill.io import BadLine, iter_table
+from distill.io import BadRow, iter_table
 from distill.records import example_problems, make_example, side
 
 # MMEB dataset name -> task type. Train and eval spellings (ImageNet_1K / ImageNet-1K) both resolve: see `subset_task`.
@@ -107,18 +106,6 @@ def subset_task(subset: str) -> str:
     if task is None:
         raise ValueError(f"unknown MMEB subset {subset!r}; known: {', '.join(sorted(SUBSET_TASKS))}")
     return task
-
-
-@dataclass
-class Problem:
-    """A row that could not be turned into an example: 1-based line/row number, id if known, and why."""
-
-    line: int
-    reason: str
-    id: str | None = None
-
-    def as_dict(self) -> dict:
-        return {"line": self.line, "id": self.id, "reason": self.reason}
 
 
 def _strip_placeholder(text: str | None) -> str:
@@ -211,24 +198,24 @@ def convert_row(row: dict, subset: str | None, image_root: str | Path = ".") -> 
     return from_eval_row(row, subset, task) if fmt == "mmeb_eval" else from_train_row(row, subset, task)
 
 
-def _examples(rows, subset: str | None, image_root) -> Iterator[tuple[int, dict | Problem]]:
-    """(line, example or Problem) for (line, row or BadLine) pairs: the row checks every reader applies."""
+def _examples(rows, subset: str | None, image_root) -> Iterator[tuple[int, dict | BadRow]]:
+    """(line, example or BadRow) for (line, row or BadRow) pairs: the row checks every reader applies."""
     for line, row in rows:
-        if isinstance(row, BadLine):
-            yield line, Problem(line, row.reason)
+        if isinstance(row, BadRow):
+            yield line, BadRow(line, row.reason)
             continue
         try:
             example = convert_row(row, subset, image_root)
         except KeyError as e:
-            yield line, Problem(line, f"missing field {e.args[0]!r}", row.get("id"))
+            yield line, BadRow(line, f"missing field {e.args[0]!r}", row.get("id"))
             continue
         except (ValueError, TypeError, AttributeError, IndexError) as e:
-            yield line, Problem(line, f"malformed row: {e}", row.get("id"))
+            yield line, BadRow(line, f"malformed row: {e}", row.get("id"))
             continue
-        # the one schema check every stage applies (distill.records): a bad row is a Problem here, not a crash later
+        # the one schema check every stage applies (distill.records): a bad row is a BadRow here, not a crash later
         if reasons := example_problems(example):
             row_id = example.get("id") if isinstance(example.get("id"), str) else None
-            yield line, Problem(line, "; ".join(reasons), row_id)
+            yield line, BadRow(line, "; ".join(reasons), row_id)
             continue
         yield line, example
 
@@ -237,7 +224,7 @@ def _hub_rows(shards: list, folder: Path):
     """Rows of a Hub snapshot's shards; problems name the shard. A config folder (MVBench's sub-tasks) fills `subset`."""
     for f, config in shards:
         for line, row in iter_table(f):
-            if isinstance(row, BadLine):
+            if isinstance(row, BadRow):
                 row.reason = f"{f.relative_to(folder)}: {row.reason}"
             elif config and "subset" not in row:
                 row = {**row, "subset": config}
@@ -256,8 +243,8 @@ def dataset_files(path: Path) -> list[Path]:
 
 def load_examples(
     path: str | Path, subset: str | None = None, trace_side: str | None = None, image_root: str | Path = "."
-) -> Iterator[tuple[int, dict | Problem]]:
-    """(1-based line, example or Problem) for every row of `path`; never raises on a bad row.
+) -> Iterator[tuple[int, dict | BadRow]]:
+    """(1-based line, example or BadRow) for every row of `path`; never raises on a bad row.
 
     `subset` defaults to the file stem (or directory name) when that is a known MMEB subset; rows already in our
     schema need none. A BEIR-style visual-document directory (`distill.data.beir`) gives its query examples for
@@ -290,7 +277,7 @@ def load_examples(
     elif path.is_dir() and not saved:
         for f in dataset_files(path):
             for line, item in load_examples(f, subset, trace_side, image_root):
-                if isinstance(item, Problem):
+                if isinstance(item, BadRow):
                     item.reason = f"{f.name}: {item.reason}"
                 yield line, item
         return
@@ -304,5 +291,5 @@ def load_examples(
     from distill.data.mmeb_video import label_list, with_pools
 
     items = list(items)  # one dataset: its pool is built once, from every row
-    pooled = iter(with_pools([ex for _, ex in items if not isinstance(ex, Problem)], subset, label_list(path)))
-    yield from ((line, ex if isinstance(ex, Problem) else next(pooled)) for line, ex in items)
+    pooled = iter(with_pools([ex for _, ex in items if not isinstance(ex, BadRow)], subset, label_list(path)))
+    yield from ((line, ex if isinstance(ex, BadRow) else next(pooled)) for line, ex in items)

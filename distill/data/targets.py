@@ -37,7 +37,7 @@ def target_only_row(example: dict, target: dict, digest: bytes) -> dict:
 
 
 def distinct_targets(read: Callable[[], Iterator[tuple[int, object]]]) -> Iterator[tuple[int, object]]:
-    """(line, row or Problem) as `read()` yields them, each distinct target once (module docstring); non-dict items
+    """(line, row or BadRow) as `read()` yields them, each distinct target once (module docstring); non-dict items
     (problems) pass through."""
     positives = set()
     for _, item in read():

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.embed_text import query_item, target_item, trace_for_embedding, with_trace
-from distill.io import BadLine, iter_jsonl
+from distill.io import BadRow, iter_jsonl
 from distill.records import trace_side
 from distill.stage import StageError
 
@@ -62,7 +62,8 @@ def example_files(path: Path) -> list[Path]:
 def load_examples_checked(paths: list[str], subset: str | None = None) -> list[Example]:
     """Every example row of `paths` (MMEB-train, MMEB eval or ours, via `distill.data.mmeb.load_examples`);
     InputError listing each bad row by file and line."""
-    from distill.data.mmeb import Problem, load_examples
+    from distill.data.mmeb import load_examples
+    from distill.io import BadRow
 
     out, problems = [], []
     for p in paths:
@@ -76,7 +77,7 @@ def load_examples_checked(paths: list[str], subset: str | None = None) -> list[E
                 problems.append(f"{f}: {e}")
                 continue
             for line, item in items:
-                if isinstance(item, Problem):
+                if isinstance(item, BadRow):
                     problems.append(f"{f}:{line}: {item.reason}")
                 else:
                     out.append(Example(item, str(f), line))
@@ -111,7 +112,7 @@ def load_traces(name: str, path: str, examples: list[Example], part: str) -> Tra
     ids = {e.row["id"] for e in examples}
     out, problems = TraceSet(name, path), []
     for line, row in iter_jsonl(path):
-        if isinstance(row, BadLine):
+        if isinstance(row, BadRow):
             problems.append(str(row))
             continue
         if not isinstance(row.get("id"), str) or not row["id"]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.data.beir import is_beir_dir
-from distill.data.mmeb import Problem, dataset_files, load_examples
-from distill.io import BadLine, iter_jsonl
+from distill.data.mmeb import dataset_files, load_examples
+from distill.io import BadRow, iter_jsonl
 from distill.records import example_problems, trace_side
 
 MAX_LISTED = 10  # problems listed in one message; the count says how many more
@@ -74,7 +74,7 @@ def load_trace_set(name: str, path: str) -> TraceSet:
         raise InputError(f"trace set {name!r}: {path}: no such file")
     out, problems, seen = TraceSet(name, path), [], {}
     for line, row in iter_jsonl(path):
-        if isinstance(row, BadLine):
+        if isinstance(row, BadRow):
             problems.append(str(row))
             continue
         if not isinstance(row.get("id"), str) or not row["id"]:
@@ -175,7 +175,7 @@ def load_eval_rows(paths: list[str], subset: str | None = None, image_root: str 
                 problems.append(str(e))
                 continue
             for line, item in items:
-                if isinstance(item, Problem):
+                if isinstance(item, BadRow):
                     problems.append(f"{f}:{line}: {item.reason}")
                     continue
                 if bad := example_problems(item):  # rows already in our schema are passed through unchecked
@@ -247,7 +247,7 @@ def load_target_traces(path: str, part: str) -> dict[tuple, str]:
     best: dict[tuple, tuple[int, str]] = {}
     problems = []
     for line, row in iter_jsonl(path):
-        if isinstance(row, BadLine):
+        if isinstance(row, BadRow):
             problems.append(f"{path}:{line}: {row.reason}")
             continue
         try:

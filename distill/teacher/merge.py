@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from distill.io import BadLine, iter_jsonl, write_jsonl_atomic
+from distill.io import BadRow, iter_jsonl, write_jsonl_atomic
 from distill.stage import DataError, Paths, Stage, reason_class
 from distill.stage import summary as stage_summary
 
@@ -50,9 +50,9 @@ def _good_rows(inputs: list[str], stats: dict | None, strict: bool):
     """(file index, line, row) of every row with an id and sample_index; bad lines are logged into `stats`."""
     for f, path in enumerate(inputs):
         for line, row in iter_jsonl(path):
-            if isinstance(row, BadLine) or "id" not in row or "sample_index" not in row:
+            if isinstance(row, BadRow) or "id" not in row or "sample_index" not in row:
                 if stats is not None:
-                    reason = str(row) if isinstance(row, BadLine) else f"{path}:{line}: row without id/sample_index"
+                    reason = str(row) if isinstance(row, BadRow) else f"{path}:{line}: row without id/sample_index"
                     stats["bad_lines"].append(reason)
                     log.warning("%s", reason)
                     if strict:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 
-from distill.data.mmeb import Problem, load_examples
+from distill.data.mmeb import load_examples
+from distill.io import BadRow
 from distill.trace_rows import parse_trace
 
 
@@ -93,7 +94,7 @@ def kept_demo_rows(input: str = "data/demo/train", model: str = "demo-teacher") 
     """One kept trace row per demo example (sample_index 0), deterministic."""
     rows = []
     for i, (_, ex) in enumerate(load_examples(input)):
-        if isinstance(ex, Problem):
+        if isinstance(ex, BadRow):
             raise ValueError(f"{input}: {ex.reason}")
         think, final = _trace(ex, i)
         prompt_id = f"ecr-{ex['task']}-v1"
