@@ -25,6 +25,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from distill.images import PixelBudget
 from distill.io import BadRow, checked_rows, write_jsonl_atomic
 from distill.records import trace_problems
@@ -47,6 +49,7 @@ class ScoreConfig(PixelBudget):
     )  # fmt: skip
     image_root: str = field(default=".", metadata={"help": "Directory the rows' image paths are relative to."})
     strict: bool = field(default=False, metadata={"help": "Exit 1 on the first unreadable input line."})
+    progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar (rows/s) on stderr."})
 
     def __post_init__(self):
         self.check_pixels()
@@ -194,6 +197,8 @@ def stream_scores(config: ScoreConfig, scorers: dict, bad: list) -> tuple[int, d
               for name, kind in kinds.items() if kind in ("chunk", "pooled") and _registry_name(config, name) in CACHED}  # fmt: skip
     position = 0
 
+    bar = tqdm(desc="score", unit="row", disable=not config.progress, mininterval=1.0)
+
     def scored():
         nonlocal position
         for _, chunk in _chunks(config, bad):
@@ -211,11 +216,13 @@ def stream_scores(config: ScoreConfig, scorers: dict, bad: list) -> tuple[int, d
                     stats[name].add(values, time.perf_counter() - t0)
                 _attach(chunk, name, values)
             position += len(chunk)
+            bar.update(len(chunk))
             yield from chunk
 
     try:
         n = write_jsonl_atomic(config.output, scored())
     finally:
+        bar.close()
         for cache in caches.values():
             cache.close()
         if reader is not None:

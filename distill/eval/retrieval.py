@@ -30,6 +30,7 @@ import logging
 from collections import defaultdict
 
 import numpy as np
+from tqdm import tqdm
 
 from distill.embed_text import candidate_items, query_item, visuals, with_trace
 
@@ -164,10 +165,13 @@ def retrieval(rows: list, traces: dict[str, dict[str, str | None]], embedder, ti
     for row in rows:
         by_dataset[row.example["dataset"]].append(row)
     datasets, per_query = {}, []
-    for ds, ds_rows in sorted(by_dataset.items()):
-        datasets[ds], queries = _dataset(ds_rows, traces, embedder, conditions, ties, target_traces, sink)
-        per_query += queries
-        log.info("retrieval %s: %d rows, %s", ds, len(ds_rows), datasets[ds]["scores"])
+    # rows/s over the whole eval, on stderr (each dataset is embedded at once, so the bar moves a dataset at a time)
+    with tqdm(total=len(rows), desc="eval retrieval", unit="row", mininterval=1.0) as bar:
+        for ds, ds_rows in sorted(by_dataset.items()):
+            datasets[ds], queries = _dataset(ds_rows, traces, embedder, conditions, ties, target_traces, sink)
+            per_query += queries
+            log.info("retrieval %s: %d rows, %s", ds, len(ds_rows), datasets[ds]["scores"])
+            bar.update(len(ds_rows))
     return {"conditions": conditions, "ties": ties, "tie_policy": TIES[ties], "datasets": datasets,
             **_averages(datasets, conditions), "per_query": per_query}  # fmt: skip
 
