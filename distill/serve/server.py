@@ -19,7 +19,7 @@ as it grows past the limit (chunked); text that cannot fit the context is a 400 
 `distill.images` size and pixel guards before decoding (`--max_image_pixels`, `--max_images`); `n x max_tokens` is at
 most `--max_request_tokens`; at most 4 requests are parsed/tokenized at once. A client that disconnects has its
 generation stopped at the next token (`distill.serve.batcher`).
-This is the embedded and test teacher; production teachers run on vLLM or SGLang (see README). The flags:
+This is the embedded and test teacher; production teachers run on vLLM or SGLang (docs/serve.md). The flags:
 `distill.serve.serve_config.ServeConfig`.
 """
 
