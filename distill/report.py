@@ -7,10 +7,14 @@ Plots (plots/): score histograms (kept vs rejected, thresholds marked) and keep 
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from distill.extras import install_hint
 from distill.io import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 
 def check_of(reason: str) -> str:
@@ -116,7 +120,14 @@ def write_report(out_dir, rows, reasons, config, bad_lines, seconds: float) -> d
     paths = numeric_paths(rows)
     ranges = {p: {"min": min(v for v, _ in vs), "max": max(v for v, _ in vs), "mean": round(sum(v for v, _ in vs) / len(vs), 6), "n": len(vs)}
               for p, vs in paths.items()}  # fmt: skip
-    plots = _plots(out_dir / "plots", paths, reasons, config, per_check, per_task, per_dataset)
+    try:
+        plots = _plots(out_dir / "plots", paths, reasons, config, per_check, per_task, per_dataset)
+        no_plots = None
+    except ModuleNotFoundError as e:  # a base install (no `eval` extra): the filter's outputs matter, not its plots
+        if (no_plots := install_hint(e.name or "")) is None:
+            raise
+        log.warning("filter report without plots: %s", no_plots)
+        plots = []
     summary = {
         "input": config.input, "kept_file": config.kept, "rejected_file": config.rejected,
         "rows_in": n, "kept": n_kept, "rejected": n - n_kept, "keep_rate": round(n_kept / n, 4) if n else 0.0,
@@ -135,7 +146,7 @@ def write_report(out_dir, rows, reasons, config, bad_lines, seconds: float) -> d
     for title, table in (("task", per_task), ("dataset", per_dataset)):
         md += ["", f"## Per {title}", "", f"| {title} | rows | kept | keep rate |", "|---|---:|---:|---:|"]
         md += [f"| {k} | {v['rows']} | {v['kept']} | {v['keep_rate']:.1%} |" for k, v in table.items()]
-    md += ["", "## Plots", ""] + [f"![{p}](plots/{p})" for p in plots]
+    md += ["", "## Plots", ""] + ([f"![{p}](plots/{p})" for p in plots] if not no_plots else [f"No plots: {no_plots}."])
     k = config.report_examples
     kept_rows = [r for r, why in zip(rows, reasons, strict=False) if not why][:k]
     rej_rows, shown = [], set()

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.configs import ConfigError
+from distill.extras import missing_extra
 from distill.urls import redact_url
 
 # The one table of exit statuses (docs/formats.md "Exit statuses"); argparse also uses 2 for a bad flag.
@@ -213,6 +214,8 @@ _ENV_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk 
 
 def error_line(e: BaseException) -> str | None:
     """The one-line message for an expected failure, None for a bug (which keeps its traceback)."""
+    if hint := missing_extra(e):  # an optional package this install lacks: name the extra that brings it
+        return hint
     if isinstance(e, (StageError, ConfigError)):
         return " ".join(str(e).split())
     if isinstance(e, FileNotFoundError):

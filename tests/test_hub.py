@@ -13,6 +13,7 @@ from huggingface_hub import DatasetCard
 
 from distill.export import ExportConfig, export
 from distill.io import write_jsonl_atomic
+from distill.testing.tiny import torchvision_imports
 from distill.testing.traces import kept_demo_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,13 +71,19 @@ def test_export_is_a_hub_dataset_with_a_card(sft_export):
     assert str(sft_export.parent) not in card.content  # no machine-local paths
 
 
-def test_real_trl_sft_cli_trains_on_the_export(sft_export, tiny_llava, tmp_path):
-    """The stock `trl sft` command, from another directory, with no distill code on the path. The tiny LLaVA's stock
-    processor loads without torchvision (the Qwen2-VL one needs it here; see distill/testing/tiny.py)."""
+@pytest.mark.parametrize(("family", "vision_prefix"), [
+    ("tiny_llava", "vision_tower"),
+    pytest.param("tiny_vlm", "visual", marks=[pytest.mark.torchvision, pytest.mark.skipif(
+        not torchvision_imports(), reason="the stock Qwen2-VL processor needs torchvision")]),
+])  # fmt: skip
+def test_real_trl_sft_cli_trains_on_the_export(sft_export, family, vision_prefix, request, tmp_path):
+    """The stock `trl sft` command, from another directory, with no distill code on the path, on the tiny LLaVA (its
+    stock processor loads without torchvision) and, where torchvision imports, on the tiny Qwen2-VL."""
+    model_dir = request.getfixturevalue(family)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     trl = Path(sys.executable).parent / "trl"
-    proc = subprocess.run([str(trl), "sft", "--model_name_or_path", str(tiny_llava), "--dataset_name", str(sft_export),
+    proc = subprocess.run([str(trl), "sft", "--model_name_or_path", str(model_dir), "--dataset_name", str(sft_export),
                            "--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--per_device_train_batch_size",
                            "2", "--logging_steps", "1", "--report_to", "none", "--save_strategy", "no", "--bf16",
                            "false", "--use_cpu", "true"], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -87,8 +94,8 @@ def test_real_trl_sft_cli_trains_on_the_export(sft_export, tiny_llava, tmp_path)
     # the images went through the vision tower: its weights got gradients and moved (text alone leaves them as is)
     from safetensors.torch import load_file
 
-    base, trained = load_file(tiny_llava / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
-    vision = [k for k in base if "vision_tower" in k and k.endswith("weight")]
+    base, trained = load_file(model_dir / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+    vision = [k for k in base if vision_prefix in k and k.endswith("weight")]
     assert vision and any(not (base[k] == trained[k]).all() for k in vision)
 
 

@@ -9,8 +9,9 @@ A 56x56 image becomes 16 patches -> 4 image tokens (min_pixels=28*28*4, max_pixe
 
 `--family llava`: a LLaVA-architecture VLM (tiny CLIP vision tower + projector + the same Qwen2 text model and chat
 template). Why a second family: stock `AutoProcessor` for Qwen2-VL needs torchvision (its video processor), which does
-not import beside the CPU torch build, while `LlavaProcessor` loads with the PIL CLIP image processor. So tests that must
-use only stock tools on this machine (`trl sft` CLI, `AutoProcessor` from another directory) use this family. Every
+not import beside the CPU torch pin, while `LlavaProcessor` loads with the PIL CLIP image processor. So the stock-tools
+tests (`trl sft` CLI, `AutoProcessor` from another directory) run on every install with this family, and with the
+Qwen2-VL family too where torchvision imports (`torchvision_imports`; CI's requirements-torchvision.lock step). Every
 image becomes 28x28 (resize + centre crop) -> 4 patches -> 4 image tokens.
 """
 
@@ -34,6 +35,17 @@ _CORPUS = [
     "classification retrieval grounding question reasoning step first then final label left right top bottom",
     "0 1 2 3 4 5 6 7 8 9 one two three four a an the of and is in on with for to it this that",
 ]
+
+
+def torchvision_imports() -> bool:
+    """Does torchvision import here? Not beside the CPU torch pin (`operator torchvision::nms does not exist`, a
+    RuntimeError, not an ImportError); yes with requirements-torchvision.lock. Tests of the stock Qwen2-VL processors
+    run only where it does."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        return False
+    return True
 
 
 def chat_template(name: str = "qwen2_5_vl") -> str:
