@@ -2,7 +2,8 @@
 
     pip install distill            # validate, generate, merge, score (rule scorers), filter, export, reason
     pip install 'distill[train]'   # + DeepSpeed            'distill[serve]'  # + FastAPI, uvicorn, Prometheus client
-    pip install 'distill[eval]'    # + sentence-transformers, ir-measures, matplotlib   'distill[video]'  # + PyAV
+    pip install 'distill[eval]'    # + eval, embed: sentence-transformers, ir-measures, matplotlib
+    pip install 'distill[video]'   # + PyAV
 
 The package imports these only inside the feature that needs them (tests/test_packaging.py checks that no module of
 the base install imports one at load time, and that this table matches pyproject.toml's extras). A missing one raises
