@@ -67,10 +67,9 @@ def _stock_vectors(model_dir, inputs, tmp_path) -> np.ndarray:
 
 
 def test_minilm_learns_to_read_the_traces(demo_dir, tmp_path):
-    from distill.embed.embedder import TrainedEmbedder
     from distill.eval.inputs import load_eval_rows
     from distill.eval.retrieval import retrieval
-    from distill.scoring.embedders import resolve_model_path
+    from distill.scoring.embedders import SentenceTransformerEmbedder, resolve_model_path
 
     traces = tmp_path / "teacher.jsonl"
     write_jsonl_atomic(traces, [coded_trace_row(ex) for _, ex in load_examples(demo_dir / "train")])
@@ -86,11 +85,11 @@ def test_minilm_learns_to_read_the_traces(demo_dir, tmp_path):
     held_out = {"teacher": {r.example["id"]: coded_trace(r.example) for r in rows}}  # the same kind of traces
     scores = {}
     for name, path in (("untrained", resolve_model_path(MINILM)), ("trained", str(out))):
-        scores[name] = retrieval(rows, held_out, TrainedEmbedder(path))["overall"]["scores"]["teacher"]
+        scores[name] = retrieval(rows, held_out, SentenceTransformerEmbedder(path))["overall"]["scores"]["teacher"]
     assert scores["trained"] > scores["untrained"] + 0.1, scores
 
     texts = ["How many shapes?\nvier", "An image of a red circle on a white background."]
-    mine = TrainedEmbedder(str(out)).embed([(t, ()) for t in texts])
+    mine = SentenceTransformerEmbedder(str(out)).embed([(t, ()) for t in texts])
     np.testing.assert_allclose(_stock_vectors(out, texts, tmp_path), mine, atol=1e-5)
 
     lineage = json.loads((out / "lineage.json").read_text())
@@ -139,7 +138,7 @@ def test_kill_9_then_rerun_resumes(tmp_path):
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
 def test_tiny_vlm_trains_saves_and_reads_images(family, demo_dir, tmp_path):
-    from distill.embed.embedder import TrainedEmbedder
+    from distill.scoring.embedders import SentenceTransformerEmbedder
     from distill.testing.tiny import build_tiny_vlm
 
     model = build_tiny_vlm(tmp_path / family, family=family)
@@ -148,7 +147,7 @@ def test_tiny_vlm_trains_saves_and_reads_images(family, demo_dir, tmp_path):
                          str(out), "--max_steps", "2", "--per_device_train_batch_size", "4", "--min_pixels", "3136",
                          "--max_pixels", "12544", "--save_strategy", "no"), out)  # fmt: skip
     assert summary["uses_images"] and summary["rows_out"] == 60  # image positives are readable: every demo pair
-    emb = TrainedEmbedder(str(out), image_root=str(demo_dir))
+    emb = SentenceTransformerEmbedder(str(out), image_root=str(demo_dir))
     items = [("a red circle", ("images/vqa_00.png",)), ("a red circle", ("images/vqa_01.png",)), ("a red circle", ())]
     vectors = emb.embed(items)
     assert np.abs(vectors[0] - vectors[1]).max() > 1e-4 and np.abs(vectors[0] - vectors[2]).max() > 1e-4

