@@ -21,6 +21,8 @@ class StageSpec:
     name: str
     verb: str
     wire: Callable[[Path], dict]  # run_dir -> {config field: path}: the run layout
+    # (run_dir, the stages the pipeline declares) -> fields wired only when the stages that write them are declared
+    wire_declared: Callable[[Path, list[str]], dict] = lambda run_dir, declared: {}
     report: str | None = None  # the stage's own human report, relative to its stage dir (None: its summary)
     # (stage config, a local teacher's base URL) -> the config using that teacher; None: the stage sends no request
     use_teacher: Callable[[dict, str], dict] | None = None
@@ -95,6 +97,24 @@ STAGES: list[StageSpec] = [
         ),
         report="model/README.md",
     ),
+    # The other half of TTE (optional): the embedder trained on the same examples without traces (the baseline) and
+    # with the teacher's kept traces (TTE_t's and TTE_s's embedder); one recipe, the trace condition is wired.
+    StageSpec(
+        "embed_base",
+        "embed",
+        wire=lambda d: {"output_dir": _p(d, "embed_base", "model"), "trace_condition": "none"},
+        optional=True,
+    ),
+    StageSpec(
+        "embed",
+        "embed",
+        wire=lambda d: {
+            "output_dir": _p(d, "embed", "model"),
+            "traces": [f"teacher={_p(d, 'filter', 'kept.jsonl')}"],
+            "trace_condition": "teacher",
+        },  # fmt: skip
+        optional=True,
+    ),
     # Closing the loop (optional): the untrained and the trained student on the held-out rows, and the report that
     # puts them beside the teacher's traces.
     StageSpec(
@@ -117,6 +137,7 @@ STAGES: list[StageSpec] = [
             "output_dir": _p(d, "eval"),
             "traces": [f"{name}={_p(d, stage, 'traces.jsonl')}" for name, stage in EVAL_SETS],
         },
+        wire_declared=lambda d, declared: _eval_extras(d, declared),
         report="report.md",
         optional=True,
     ),
@@ -141,6 +162,20 @@ def _judges_use(scorers: dict, url: str) -> dict:
 # eval's trace sets: (name in the report, the stage that wrote them)
 EVAL_SETS = (("teacher", "generate_eval"), ("student_untrained", "reason_base"), ("student_trained", "reason"))
 TARGET_TRACES = "generate_target"  # the stage whose traces eval takes as `target_traces` when the run has it
+# eval's trained embedders, beside its frozen `embedder_model`: (name in the report, the stage that trained it); the
+# names are eval's defaults for the TTE headline (`baseline_embedder`, `tte_embedder`)
+EVAL_EMBEDDERS = (("base", "embed_base"), ("tte", "embed"))
+
+
+def _eval_extras(run_dir: Path, declared: list[str]) -> dict:
+    """eval's inputs from optional stages: the target-side traces, the trained embedders (when declared)."""
+    out: dict = {}
+    if TARGET_TRACES in declared:  # the target-side traces condition eval's candidates
+        out["target_traces"] = _p(run_dir, TARGET_TRACES, "traces.jsonl")
+    if any(stage in declared for _, stage in EVAL_EMBEDDERS):
+        out["embedders"] = [f"{name}={_p(run_dir, stage, 'model')}" for name, stage in EVAL_EMBEDDERS
+                            if stage in declared]  # fmt: skip
+    return out
 
 
 def stage_summary(spec: StageSpec, config: dict) -> dict:

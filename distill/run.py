@@ -38,7 +38,7 @@ from distill.cli import load_stage
 from distill.configs import ConfigError, configs_from_mapping, read_yaml_mapping, typed
 from distill.fingerprint import fingerprint, read_paths, referenced_images
 from distill.io import write_json_atomic, write_text_atomic
-from distill.pipeline_stages import STAGES, TARGET_TRACES, StageSpec, stage_summary
+from distill.pipeline_stages import STAGES, StageSpec, stage_summary
 from distill.stage import Paths, Stage, StageError, die_with_parent
 from distill.stage import summary as stage_contract_summary
 from distill.urls import redacted
@@ -70,8 +70,8 @@ class RunConfig:
     stages: list[str] | None = field(
         default=None,
         metadata={"help": "Stages to run, in pipeline order (a subset runs only those; earlier outputs must exist); "
-                  "None: generate..train, plus each optional stage (generate_eval, generate_target, reason_base, reason, eval) whose "
-                  "section the recipe has."},
+                  "None: generate..train, plus each optional stage (generate_eval, generate_target, embed_base, embed, "
+                  "reason_base, reason, eval) whose section the recipe has."},
     )  # fmt: skip
     force: list[str] = field(default_factory=list, metadata={"help": "Stages to rerun even when up to date."})
     tiny_vlm: str | None = field(
@@ -104,6 +104,16 @@ class RunConfig:
         metadata={"help": "The teacher on the held-out rows' retrieval targets and pages (side target, each distinct "
                   "target once; eval's target_traces): {recipe: generate.yaml, input: ...}"},
     )  # fmt: skip
+    embed_base: dict | None = field(
+        default=None,
+        metadata={"help": "The baseline embedder, trained without traces: {recipe: embed.yaml, <overrides>} "
+                  "(output_dir and trace_condition none wired); eval ranks with it as `base`."},
+    )  # fmt: skip
+    embed: dict | None = field(
+        default=None,
+        metadata={"help": "The embedder trained with the teacher's kept traces (filter/kept.jsonl, wired as "
+                  "`teacher`): {recipe: embed.yaml, <overrides>}; eval ranks with it as `tte`."},
+    )  # fmt: skip
     reason_base: dict | None = field(
         default=None, metadata={"help": "The untrained student on held-out rows: {input: ..., model: base checkpoint}"}
     )
@@ -133,14 +143,21 @@ class RunConfig:
         self.stages = [s for s in known if s in self.stages]  # pipeline order, whatever order was given
 
     @property
+    def declared(self) -> list[str]:
+        """The stages this pipeline has: the selected ones and every optional one whose section the recipe has (a
+        `--stages` subset still reads what the others wrote, e.g. eval the embedders trained by an earlier run)."""
+        return [s.name for s in STAGES if s.name in self.stages or getattr(self, s.name) is not None]
+
+    @property
     def run_dir(self) -> Path:
         return Path(self.runs_root) / self.name
 
 
 def stage_config(spec: StageSpec, section: dict | None, run_dir: Path, teacher_url: str | None,
-                 shared: dict | None = None) -> dict:  # fmt: skip
-    """The stage's recipe + the pipeline's overrides + shared values + wired paths (shared values and wired paths
-    win over a recipe: they define the run; a section that sets a shared value differently is an error)."""
+                 shared: dict | None = None, declared: list[str] = ()) -> dict:  # fmt: skip
+    """The stage's recipe + the pipeline's overrides + shared values + wired paths, those of optional stages only when
+    `declared` names them (shared values and wired paths win over a recipe: they define the run; a section that sets a
+    shared value differently is an error)."""
     section = dict(section or {})
     recipe = section.pop("recipe", None)
     merged = dict(read_yaml_mapping(recipe)) if recipe else {}
@@ -155,6 +172,7 @@ def stage_config(spec: StageSpec, section: dict | None, run_dir: Path, teacher_u
                                   f"{value!r}; set it once, at the top of the pipeline recipe")  # fmt: skip
             merged[key] = value
     merged.update(spec.wire(run_dir))
+    merged.update(spec.wire_declared(run_dir, list(declared)))
     if teacher_url and spec.use_teacher:
         merged = spec.use_teacher(merged, teacher_url)
     return merged
@@ -170,9 +188,7 @@ def check_stage_configs(cfg: RunConfig) -> dict[str, dict]:
         section = getattr(cfg, spec.name)
         if section is not None and not isinstance(section, dict):
             raise ConfigError(f"{spec.name}: expected a mapping (recipe: FILE plus overrides), got {section!r}")
-        merged = stage_config(spec, section, cfg.run_dir, None, shared(cfg))
-        if spec.name == "eval" and TARGET_TRACES in cfg.stages:  # the target-side traces condition eval's candidates
-            merged["target_traces"] = str(cfg.run_dir / TARGET_TRACES / "traces.jsonl")
+        merged = stage_config(spec, section, cfg.run_dir, None, shared(cfg), cfg.declared)
         configs_from_mapping(load_stage(spec.verb).configs, merged, f"pipeline stage {spec.name}")
         plain[spec.name] = merged
     return plain
@@ -335,7 +351,7 @@ def run(cfg: RunConfig) -> dict:
                     teacher = LocalTeacher(dataclasses.asdict(cfg.serve), log_path=run_dir / "serve.log").start()
                 url = teacher.base_url
             launcher = cfg.train_launcher if spec.name == "train" else None
-            config = stage_config(spec, section, run_dir, url, shared(cfg))
+            config = stage_config(spec, section, run_dir, url, shared(cfg), cfg.declared)
             summary = run_stage(spec, config, run_dir, launcher)
             summaries[spec.name] = {**summary, "status": "ran"}
             if retry := retryable_failures(spec, summary):

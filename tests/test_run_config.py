@@ -107,5 +107,30 @@ def test_generate_target_is_wired_as_the_target_side_and_into_eval(monkeypatch):
     plain = check_stage_configs(cfg)
     assert plain["generate_target"]["side"] == "target"
     assert plain["eval"]["target_traces"] == str(cfg.run_dir / "generate_target" / "traces.jsonl")
-    without = RunConfig(**{**vars(cfg), "stages": [s for s in cfg.stages if s != "generate_target"]})
+    without = RunConfig(**{**vars(cfg), "generate_target": None,
+                            "stages": [s for s in cfg.stages if s != "generate_target"]})  # fmt: skip
     assert "target_traces" not in check_stage_configs(without)["eval"]
+
+
+def test_eval_is_wired_to_the_embedders_and_target_traces_the_pipeline_declares(tmp_path):
+    """embed_base / embed train the baseline and the TTE embedder; eval ranks with both beside its frozen one, also
+    when a `--stages` subset reruns eval alone; without those sections eval gets no `embedders`."""
+    from distill.pipeline_stages import EVAL_EMBEDDERS
+
+    spec = {s.name: s for s in STAGES}
+    run_dir = tmp_path / "runs" / "t"
+    full = RunConfig(name="t", runs_root=str(tmp_path / "runs"), embed_base={}, embed={}, eval={},
+                     generate_target={}, stages=["eval"])  # fmt: skip
+    assert full.stages == ["eval"] and {"embed_base", "embed", "generate_target"} <= set(full.declared)
+    merged = stage_config(spec["eval"], {}, run_dir, None, None, full.declared)
+    assert merged["embedders"] == [f"base={run_dir / 'embed_base' / 'model'}", f"tte={run_dir / 'embed' / 'model'}"]
+    assert merged["target_traces"] == str(run_dir / "generate_target" / "traces.jsonl")
+    assert [name for name, _ in EVAL_EMBEDDERS] == ["base", "tte"]  # eval's baseline_embedder / tte_embedder defaults
+    embed = stage_config(spec["embed"], {"trace_condition": "none"}, run_dir, None, None, full.declared)
+    assert embed["traces"] == [f"teacher={run_dir / 'filter' / 'kept.jsonl'}"] and embed["trace_condition"] == "teacher"
+    assert embed["output_dir"] == str(run_dir / "embed" / "model")
+    base = stage_config(spec["embed_base"], {}, run_dir, None, None, full.declared)
+    assert base["trace_condition"] == "none" and "traces" not in base
+    only_eval = RunConfig(name="t", runs_root=str(tmp_path / "runs"), eval={"embedders": ["mine=/m"]})
+    merged = stage_config(spec["eval"], only_eval.eval, run_dir, None, None, only_eval.declared)
+    assert merged["embedders"] == ["mine=/m"] and "target_traces" not in merged  # the recipe's own list is kept
