@@ -119,6 +119,8 @@ def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
     held_out = "data/demo/eval/ShapesVQA.jsonl"  # 8 of the 40 held-out rows keep the closing stages quick
     pipeline["generate_eval"].update(max_tokens=64, input=held_out)
     pipeline["train"]["num_train_epochs"] = 1
+    for stage in ("embed_base", "embed"):
+        pipeline[stage]["num_train_epochs"] = 1
     for stage in ("reason_base", "reason"):
         pipeline[stage].update(max_new_tokens=24, input=held_out)
     pipeline["eval"]["eval_rows"] = [held_out]
@@ -128,7 +130,7 @@ def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
                           env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = tmp_path / "runs" / "demo"
-    closing = ["generate_eval", "reason_base", "reason", "eval"]  # the demo's held-out rows and its eval table
+    closing = ["generate_eval", "embed_base", "embed", "reason_base", "reason", "eval"]  # held-out rows, embedders, table
     assert _statuses(run_dir) == dict.fromkeys(STAGES + closing, "ran")
     for path in ["generate/traces.jsonl", "score/scored.jsonl", "filter/kept.jsonl", "filter/report.md",
                  "filter/kept.summary.json", "export/dataset/README.md", "export/dataset/data",
@@ -153,7 +155,13 @@ def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
     ]
     assert trained[0]["teacher"]["checkpoint"] == str((run_dir / "train" / "model").resolve())
     assert trained[0]["teacher"]["fingerprint"] != untrained[0]["teacher"]["fingerprint"]
-    quality = json.loads((run_dir / "eval" / "eval.json").read_text())["quality"]
+    result = json.loads((run_dir / "eval" / "eval.json").read_text())
+    # the frozen MiniLM and the two embedders trained by embed_base / embed, ranked side by side, and TTE's headline
+    by_embedder = result["retrieval_by_embedder"]
+    assert list(by_embedder) == ["frozen", "base", "tte"]
+    assert by_embedder["tte"]["embedder"]["model"] == str(run_dir / "embed" / "model")
+    assert result["tte"]["tte_s"] == by_embedder["tte"]["overall"]["scores"]["student_trained"]
+    quality = result["quality"]
     assert list(quality) == ["teacher", "student_untrained", "student_trained"]
     assert quality["student_trained"]["writers"] != quality["student_untrained"]["writers"]
 
