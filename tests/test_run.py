@@ -130,7 +130,8 @@ def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
                           env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = tmp_path / "runs" / "demo"
-    closing = ["generate_eval", "embed_base", "embed", "reason_base", "reason", "eval"]  # held-out rows, embedders, table
+    # the held-out rows, the two trained embedders and the eval table
+    closing = ["generate_eval", "embed_base", "embed", "reason_base", "reason", "eval"]
     assert _statuses(run_dir) == dict.fromkeys(STAGES + closing, "ran")
     for path in ["generate/traces.jsonl", "score/scored.jsonl", "filter/kept.jsonl", "filter/report.md",
                  "filter/kept.summary.json", "export/dataset/README.md", "export/dataset/data",
