@@ -152,3 +152,15 @@ def test_validate_reports_what_it_found_per_task_kind(published, tmp_path, capsy
     pools = {ds: d["pool"] for k in kinds.values() for ds, d in k["datasets"].items()}
     assert pools == {name: p.pool for name, p in sets.items() if p.kind.startswith("video")}
     assert "video_ret: 15 rows, 15 ok; DiDeMo 3 rows [3 candidates]" in capsys.readouterr().out
+
+
+def test_eval_and_embed_read_a_published_dataset_folder(published):
+    """`eval --eval_rows` and `embed --input` take a dataset's Hub folder as it is, with MMEB-V2's pools."""
+    from distill.embed.pairs import load_examples_checked
+    from distill.eval.inputs import load_eval_rows
+
+    root, sets = published
+    for name in ("HMDB51", "MSR-VTT", "arxivqa_test_subsampled_beir"):
+        rows = load_eval_rows([str(sets[name].path)], image_root=str(root))
+        assert len(rows) == sets[name].rows and {len(r.candidates) for r in rows} == {sets[name].pool}
+    assert len(load_examples_checked([str(sets["NExTQA"].path)], image_root=str(root))) == 2

@@ -241,6 +241,28 @@ def dataset_files(path: Path) -> list[Path]:
     return sorted([*path.glob("*.jsonl"), *path.glob("*.parquet"), *folders])
 
 
+def is_published_folder(path: Path, subset: str | None = None) -> bool:
+    """A folder holding one dataset as the Hub publishes it: named after an MMEB-V2 dataset or its repo (or read with
+    `--subset`), no `*.jsonl` in it, parquet shards below it (`distill.data.mmeb_v2.hub_shards`)."""
+    from distill.data.mmeb_v2 import hub_shards, hub_subset
+
+    if not path.is_dir() or (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+        return False
+    named = hub_subset(path.name) or (subset and not any(path.glob("*.parquet")))
+    return bool(named) and not any(path.glob("*.jsonl")) and bool(hub_shards(path))
+
+
+def input_files(path: Path, subset: str | None = None) -> list[Path]:
+    """What `--input` names, one entry per dataset: the path itself (a file, a saved dataset, a visual-document
+    corpus, a published dataset folder), or the datasets of a directory (`dataset_files`)."""
+    from distill.data.beir import is_beir_dir
+
+    plain = not path.is_dir() or (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+    if plain or is_beir_dir(path) or is_published_folder(path, subset):
+        return [path]
+    return dataset_files(path)
+
+
 def load_examples(
     path: str | Path, subset: str | None = None, trace_side: str | None = None, image_root: str | Path = "."
 ) -> Iterator[tuple[int, dict | BadRow]]:
@@ -268,9 +290,7 @@ def load_examples(
         yield from load_beir_examples(path, subset, trace_side, image_root)
         return
     saved = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
-    named = hub_subset(path.name) or (subset and not any(path.glob("*.parquet")))
-    published = path.is_dir() and not saved and named and not any(path.glob("*.jsonl"))
-    shards = hub_shards(path) if published else []
+    shards = hub_shards(path) if is_published_folder(path, subset) else []
     if shards:
         subset = subset or hub_subset(path.name)
         items = _examples(_hub_rows(shards, path), subset, image_root)

@@ -116,7 +116,7 @@ class InputMaker:
 
     def _load(self, rel: str):
         from distill.embed_text import VIDEO
-        from distill.images import open_image, resolve_image
+        from distill.images import load_image
 
         if rel.startswith(VIDEO):  # frames as images, as the VLM embedder of embedding_gain sees a video
             from distill.images import resize_to_budget  # noqa: I001
@@ -125,7 +125,7 @@ class InputMaker:
             refs = sample_frames(self.image_root, rel[len(VIDEO) :])
             return tuple(resize_to_budget(open_frame(self.image_root, r), FRAME_MIN_PIXELS, FRAME_MAX_PIXELS)
                          for r in refs)  # fmt: skip
-        return (open_image(resolve_image(self.image_root, rel)),)
+        return (load_image(self.image_root, rel),)  # a path or an embedded page (distill.images)
 
     def __call__(self, item):
         text, visuals = _as_item(item)

@@ -50,29 +50,20 @@ class Example:
     line: int
 
 
-def example_files(path: Path) -> list[Path]:
-    """A file, or the per-dataset `*.jsonl` / `*.parquet` files of a folder (each file's stem names its dataset)."""
-    from distill.data.beir import is_beir_dir
-
-    if path.is_dir() and not is_beir_dir(path) and not (path / "dataset_info.json").exists():
-        return sorted([*path.glob("*.jsonl"), *path.glob("*.parquet"), *filter(is_beir_dir, path.iterdir())])
-    return [path]
-
-
-def load_examples_checked(paths: list[str], subset: str | None = None) -> list[Example]:
-    """Every example row of `paths` (MMEB-train, MMEB eval or ours, via `distill.data.mmeb.load_examples`);
-    InputError listing each bad row by file and line."""
-    from distill.data.mmeb import load_examples
+def load_examples_checked(paths: list[str], subset: str | None = None, image_root: str = ".") -> list[Example]:
+    """Every example row of `paths` (MMEB-train, MMEB eval or ours, via `distill.data.mmeb.load_examples`; embedded
+    page images referenced relative to `image_root`); InputError listing each bad row by file and line."""
+    from distill.data.mmeb import input_files, load_examples
     from distill.io import BadRow
 
     out, problems = [], []
     for p in paths:
-        files = example_files(Path(p))
+        files = input_files(Path(p), subset)
         if not files:
             problems.append(f"{p}: no .jsonl or .parquet files")
         for f in files:
             try:
-                items = list(load_examples(f, subset, "query"))
+                items = list(load_examples(f, subset, "query", image_root))
             except ValueError as e:  # an unsupported file type, a subset that names no task
                 problems.append(f"{f}: {e}")
                 continue

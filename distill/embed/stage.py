@@ -80,7 +80,7 @@ def last_checkpoint(config: EmbedConfig) -> str | None:
 def _check_images(examples, image_root: str) -> None:
     """InputError naming file, line and reason for every example image the VLM would fail to open."""
     from distill.embed_text import VIDEO, visuals
-    from distill.images import ImageError, check_image, resolve_image
+    from distill.images import ImageError, check_ref
 
     status, problems = {}, []
     for e in examples:
@@ -88,7 +88,7 @@ def _check_images(examples, image_root: str) -> None:
         for entry in [v for s in sides for v in visuals(s) if not v.startswith(VIDEO)]:
             if entry not in status:
                 try:
-                    check_image(resolve_image(image_root, entry))
+                    check_ref(image_root, entry)  # a path or an embedded page
                     status[entry] = None
                 except ImageError as err:
                     status[entry] = err.reason
@@ -124,7 +124,7 @@ def run(config: EmbedConfig, model_args: ModelConfig) -> dict:
     from distill.stage import summary as stage_summary
 
     t0 = time.time()
-    examples = load_examples_checked(config.input, config.subset)
+    examples = load_examples_checked(config.input, config.subset, config.image_root)
     traces = None
     if config.trace_condition != "none":
         traces = load_traces(config.trace_condition, config.traces[config.trace_condition], examples,

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.data.beir import is_beir_dir
-from distill.data.mmeb import dataset_files, load_examples
+from distill.data.mmeb import input_files, load_examples
 from distill.io import BadRow, iter_jsonl
 from distill.records import example_problems, trace_side
 
@@ -149,14 +148,6 @@ class EvalRow:
         return f"{self.file}:{self.line}"
 
 
-def _files(path: Path) -> list[Path]:
-    if is_beir_dir(path):  # a visual-document corpus (queries, pages, qrels): one "file"
-        return [path]
-    if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
-        return dataset_files(path)
-    return [path]
-
-
 def load_eval_rows(paths: list[str], subset: str | None = None, image_root: str = ".") -> list[EvalRow]:
     """MMEB eval rows (or example rows with negatives) from files or directories of per-subset files (the stem names
     the subset). InputError lists bad rows and rows with fewer than 2 candidates, each with file and line."""
@@ -165,7 +156,7 @@ def load_eval_rows(paths: list[str], subset: str | None = None, image_root: str 
         if not Path(p).exists():
             problems.append(f"{p}: no such file or directory")
             continue
-        files = _files(Path(p))
+        files = input_files(Path(p), subset)
         if not files:
             problems.append(f"{p}: no .jsonl or .parquet files")
         for f in files:
