@@ -138,15 +138,25 @@ def test_kill_9_then_rerun_resumes(tmp_path):
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
 def test_tiny_vlm_trains_saves_and_reads_images(family, demo_dir, tmp_path):
+    """Qwen2-VL: LoRA + GradCache, stopped after a checkpoint and continued (the adapter reloads), merged output.
+    LLaVA: full weights, plain loss; its output loads with the stock library (its processor needs no torchvision)."""
     from distill.scoring.embedders import SentenceTransformerEmbedder
     from distill.testing.tiny import build_tiny_vlm
 
     model = build_tiny_vlm(tmp_path / family, family=family)
     out = tmp_path / "embed"
-    summary = _ok(_embed("--config", "recipes/demo/embed.yaml", "--model_name_or_path", str(model), "--output_dir",
-                         str(out), "--max_steps", "2", "--per_device_train_batch_size", "4", "--min_pixels", "3136",
-                         "--max_pixels", "12544", "--save_strategy", "no"), out)  # fmt: skip
+    args = ["--config", "recipes/demo/embed.yaml", "--model_name_or_path", str(model), "--output_dir", str(out),
+            "--per_device_train_batch_size", "4", "--min_pixels", "3136", "--max_pixels", "12544", "--save_steps", "2"]  # fmt: skip
+    if family == "qwen2_vl":
+        args += ["--use_peft", "--lora_r", "4", "--lora_alpha", "16", "--lora_target_modules", "q_proj", "v_proj",
+                 "--loss", "CachedMultipleNegativesRankingLoss", "--mini_batch_size", "2"]  # fmt: skip
+        _ok(_embed(*args, "--max_steps", "2"), out)
+    run = _embed(*args, "--max_steps", "4")
+    summary = _ok(run, out)
     assert summary["uses_images"] and summary["rows_out"] == 60  # image positives are readable: every demo pair
+    if family == "qwen2_vl":
+        assert f"resume: {out}/checkpoint-2" in run.stderr and summary["global_step"] == 4
+        assert (out / "adapter" / "adapter_config.json").is_file() and not (out / "adapter_config.json").exists()
     emb = SentenceTransformerEmbedder(str(out), image_root=str(demo_dir))
     items = [("a red circle", ("images/vqa_00.png",)), ("a red circle", ("images/vqa_01.png",)), ("a red circle", ())]
     vectors = emb.embed(items)

@@ -4,7 +4,7 @@
   own pooling kept.
 - A plain checkpoint (Qwen2-VL family, LLaVA, a text LM) becomes `Transformer` -> `Pooling(lasttoken)` ->
   `Normalize`: TTE's and VLM2Vec's embedder (the last real token's hidden state, L2-normalised).
-- LoRA through PEFT via the library's `add_adapter` (vision tower excluded, as in `distill train`).
+- LoRA through PEFT (`add_lora`), vision tower excluded, as in `distill train`; the output is the merged model.
 
 Why `kit_processor()`: `Transformer` loads its processor with `AutoProcessor`, and the stock Qwen2-VL processor needs
 torchvision, which does not import beside the CPU torch build (docs/environment.md); the library takes no processor
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -94,11 +95,48 @@ def build_model(model_path: str, model_args, config):
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
     if model_args.use_peft:
-        from distill.train.model import peft_config
-
-        lora = dataclasses.replace(peft_config(model_args, True, VISION_MODULES), task_type="FEATURE_EXTRACTION")
-        model.add_adapter(lora)
+        add_lora(model, model_args)
     return model
+
+
+def add_lora(model, model_args) -> None:
+    """Wrap the backbone in a `peft.PeftModel` with the recipe's LoRA (TRL ModelConfig fields).
+
+    Why not the library's `model.add_adapter`: it goes through transformers' PEFT integration, which needs
+    peft >= 0.22, and the lock pins 0.21.2 (the newest in the package index here); `get_peft_model` works with
+    both. The adapter is saved in every checkpoint (`EmbedTrainer` reloads it on resume) and merged into the output.
+    """
+    from peft import get_peft_model
+
+    from distill.train.model import peft_config
+
+    names = "|".join(map(re.escape, VISION_MODULES))
+    # task_type None: a plain PeftModel whose forward passes every input (pixel_values, grids) to the backbone;
+    # the vision tower is excluded also at the top level (Qwen2VLModel.visual has no dotted prefix)
+    lora = dataclasses.replace(peft_config(model_args, True, VISION_MODULES), task_type=None,
+                               exclude_modules=rf"(.*\.)?({names})(\..*)?")  # fmt: skip
+    model[0].model = get_peft_model(model[0].model, lora)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("LoRA r=%d alpha=%d: %d trainable parameters", lora.r, lora.lora_alpha, trainable)
+
+
+def peft_backbone(model):
+    """The `PeftModel` backbone of a model `add_lora` wrapped, else None."""
+    from peft import PeftModel
+
+    backbone = getattr(model[0], "model", None)
+    return backbone if isinstance(backbone, PeftModel) else None
+
+
+def save_merged(model, output_dir: str) -> str:
+    """Save a LoRA-trained model for stock `SentenceTransformer(output_dir)`: the adapter to `output_dir/adapter`,
+    then the merged weights as a plain model (no peft needed to load it); returns the adapter folder."""
+    backbone = peft_backbone(model)
+    adapter = str(Path(output_dir) / "adapter")
+    backbone.save_pretrained(adapter)
+    model[0].model = backbone.merge_and_unload()
+    model.save(output_dir)
+    return adapter
 
 
 def uses_images(model) -> bool:

@@ -33,6 +33,26 @@ log = logging.getLogger(__name__)
 __all__ = ["STAGE", "EmbedConfig", "ModelConfig", "main", "run"]
 
 
+def _trainer_class():
+    """sentence-transformers' trainer, resuming a LoRA run from its checkpoint's adapter (the library reloads a
+    checkpoint as a whole SentenceTransformer, which for an adapter needs peft >= 0.22: see `model.add_lora`)."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    from distill.embed.model import peft_backbone
+
+    class EmbedTrainer(SentenceTransformerTrainer):
+        def _load_from_checkpoint(self, checkpoint_path: str, *args, **kwargs) -> None:
+            backbone = peft_backbone(self.model)
+            if backbone is None:
+                return super()._load_from_checkpoint(checkpoint_path, *args, **kwargs)
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(backbone, load_file(str(Path(checkpoint_path) / "adapter_model.safetensors")))
+
+    return EmbedTrainer
+
+
 class PairsPerSecond(TrainerCallback):
     """Logs loss and pairs/s (pairs = global batch x steps since the last log) every `logging_steps`."""
 
@@ -112,12 +132,11 @@ def _loss(model, config: EmbedConfig):
 def run(config: EmbedConfig, model_args: ModelConfig) -> dict:
     """Train; returns the summary on the main process (None on other ranks). InputError for bad inputs (pairs)."""
     from datasets import Dataset, DatasetDict
-    from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
 
     from distill.configs import config_dict
     from distill.embed.card import build_lineage, write_card
-    from distill.embed.model import InputMaker, build_model, kit_processor, uses_images
+    from distill.embed.model import InputMaker, build_model, kit_processor, peft_backbone, save_merged, uses_images
     from distill.embed.pairs import build_pairs, load_examples_checked, load_traces
     from distill.io import umask_mode
     from distill.scoring.embedders import resolve_model_path
@@ -150,15 +169,19 @@ def run(config: EmbedConfig, model_args: ModelConfig) -> dict:
     out = Path(config.output_dir)
     resolved = {**config_dict(config, model_args), "base_model": config.base_model or model_args.model_name_or_path}
     with kit_processor():  # checkpoints reload through it on resume
-        trainer = SentenceTransformerTrainer(model=model, args=config, train_dataset=data, loss=_loss(model, config),
-                                             data_collator=collator, callbacks=[progress])  # fmt: skip
+        trainer = _trainer_class()(model=model, args=config, train_dataset=data, loss=_loss(model, config),
+                                   data_collator=collator, callbacks=[progress])  # fmt: skip
         log.info("%d pairs over %d datasets; global batch %d = %d per device x %d processes; loss %s, τ %g",
                  stats["pairs"], len(pairs), global_batch, config.per_device_train_batch_size, config.world_size,
                  config.loss, config.temperature)  # fmt: skip
         t_train = time.time()
         train_out = trainer.train(resume_from_checkpoint=last_checkpoint(config))
         train_seconds = time.time() - t_train
-        trainer.save_model(config.output_dir)
+    adapter = None
+    if peft_backbone(model) is None:
+        trainer.save_model(config.output_dir)  # on every rank: under ZeRO-3 the weights are gathered for the save
+    elif trainer.is_world_process_zero():
+        adapter = save_merged(model, config.output_dir)
     result = {"train_loss": train_out.training_loss, "global_step": trainer.state.global_step,
               "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
               "pairs_per_second": progress.rates[-1] if progress.rates else None,
@@ -166,7 +189,7 @@ def run(config: EmbedConfig, model_args: ModelConfig) -> dict:
               "global_batch_size": global_batch,
               "global_batch": f"global batch {global_batch} = {config.per_device_train_batch_size} per device x "
                               f"{config.world_size} processes x {config.gradient_accumulation_steps} accumulation",
-              "uses_images": vlm}  # fmt: skip
+              "uses_images": vlm, "lora_adapter": adapter}  # fmt: skip
     if not trainer.is_world_process_zero():
         return None  # the main process alone writes the card, lineage and summary
     write_card(config.output_dir, build_lineage(resolved, traces, stats, result))
