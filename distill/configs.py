@@ -157,26 +157,32 @@ def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
     return ConfigError(f"{where}: unknown key {key!r}{hint}")
 
 
+def renamed_keys(config_classes: tuple[type, ...], mapping: dict, where: str) -> dict:
+    """`mapping` with the old names of renamed fields (a class's `__renamed__`: old key -> new key) read as the new
+    ones, each with a warning; ConfigError when one mapping holds both spellings."""
+    renames = {old: new for cls in config_classes for old, new in getattr(cls, "__renamed__", {}).items()}
+    out = dict(mapping)
+    for old, new in renames.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"{where}: both {old!r} and {new!r}; keep {new!r} only ({old!r} is its old name)")
+            log.warning("%s: %r is now spelled %r (read as such)", where, old, new)
+            out[new] = out.pop(old)
+    return out
+
+
 def check_mapping(config_classes: tuple[type, ...], mapping: dict, where: str) -> dict:
     """`mapping` checked against the fields of `config_classes` (together): unknown keys and wrong types are
     ConfigErrors; returns the values as the fields' types want them (ints widened to floats and the like)."""
     fields: dict[str, tuple] = {}
-    renames: dict[str, str] = {}
     for cls in config_classes:
         # `__yaml_types__`: a field whose YAML may take another shape than its CLI flag (a mapping for NAME=PATH pairs)
         hints = {**_hints(cls), **getattr(cls, "__yaml_types__", {})}
-        renames.update(getattr(cls, "__renamed__", {}))  # old key -> new key (a part's field renamed)
         for f in dataclasses.fields(cls):
             if f.init:
                 fields.setdefault(f.name, (hints.get(f.name, typing.Any), f))
     out = {}
-    mapping = dict(mapping)
-    for old, new in renames.items():
-        if old in mapping and old not in fields:
-            if new in mapping:
-                raise ConfigError(f"{where}: both {old!r} and {new!r}; keep {new!r} only ({old!r} is its old name)")
-            log.warning("%s: %r is now spelled %r (read as such)", where, old, new)
-            mapping[new] = mapping.pop(old)
+    mapping = renamed_keys(config_classes, mapping, where)
     for key, value in mapping.items():
         if key not in fields:
             raise _unknown_key(str(key), list(fields), where)

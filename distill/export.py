@@ -38,74 +38,21 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from distill.chat_format import assistant_text, load_images, load_videos, student_prompt, user_text  # noqa: F401 (re-exported: older callers)
+from distill.export_config import ExportConfig
 from distill.export_hub import export_traces, sft_card
 from distill.hub import push_folder, write_parquet_shards
-from distill.images import ImageError, PixelBudget
+from distill.images import ImageError
 from distill.io import BadRow, atomic_temp, dumps, iter_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from distill.records import trace_problems, trace_side
 from distill.stage import DataError, Paths, Stage, StageError, reason_class
 from distill.stage import summary as stage_summary
-from distill.video import FRAME_MAX_PIXELS, FRAME_MIN_PIXELS, NUM_FRAMES
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ExportConfig(PixelBudget):
-    """export's flags, plus the image budget (`PixelBudget`): the teacher's, which the student is trained with."""
-
-    input: str = field(metadata={"help": "Kept trace rows (.jsonl) written by `distill filter`."})
-    output: str = field(metadata={"help": "Output directory (README.md, data/, train.jsonl, manifest.json, ...)."})
-    image_root: str = field(default=".", metadata={"help": "Directory the rows' image paths are relative to."})
-    system_prompt: str | None = field(
-        default=None, metadata={"help": "System message for every row; None: none (the chat template's default)."}
-    )
-    filter_summary: str | None = field(
-        default=None,
-        metadata={"help": "The filter's summary (`kept.summary.json`) for the manifest's keep rates; None: none "
-                  "(`distill run` wires it like any path; nothing is guessed from beside the input)."},
-    )  # fmt: skip
-    strict: bool = field(default=False, metadata={"help": "Stop at the first row that cannot be exported."})
-    require_think: bool = field(
-        default=True,
-        metadata={"help": "Drop rows with an empty think part; false keeps them as '<think></think>' + final (demo)."},
-    )
-    num_frames: int = field(default=NUM_FRAMES, metadata={"help": "Frames sampled per video (as generate sent)."})
-    frame_min_pixels: int = field(default=FRAME_MIN_PIXELS, metadata={"help": "Smallest video frame area (px)."})
-    frame_max_pixels: int = field(
-        default=FRAME_MAX_PIXELS, metadata={"help": "Largest video frame area (px); match generate's frame budget."}
-    )
-
-    format: str = field(
-        default="sft", metadata={"help": "sft: training rows; traces: the trace rows themselves (one config a file)."}
-    )
-    extra_inputs: list[str] = field(
-        default_factory=list, metadata={"help": "--format traces: more trace files (rejected.jsonl, traces.jsonl)."}
-    )
-    embed_images: bool = field(default=True, metadata={"help": "--format traces: embed the query images."})
-    push_to_hub: str | None = field(
-        default=None, metadata={"help": "Hub dataset repo id to upload README.md + data to, once all is written."}
-    )
-    hub_private_repo: bool = field(
-        default=True, metadata={"help": "Create the Hub repo private (if it does not exist)."}
-    )
-    license: str | None = field(default=None, metadata={"help": "Dataset card license (e.g. apache-2.0, cc-by-4.0)."})
-    pretty_name: str | None = field(default=None, metadata={"help": "Dataset card title."})
-
-    def __post_init__(self):
-        if not self.input or not self.output:
-            raise ValueError("--input and --output are required")
-        self.check_pixels()
-        if self.format not in ("sft", "traces"):
-            raise ValueError(f"--format must be sft or traces, got {self.format!r}")
-        if self.extra_inputs and self.format != "traces":
-            raise ValueError("--extra_inputs is for --format traces")
 
 
 def row_problem(row: dict, require_think: bool = True) -> str | None:

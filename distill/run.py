@@ -23,134 +23,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 import yaml
 
 from distill.cli import load_stage
-from distill.configs import ConfigError, configs_from_mapping, read_yaml_mapping, typed
+from distill.configs import ConfigError, configs_from_mapping, read_yaml_mapping, renamed_keys
 from distill.fingerprint import fingerprint, read_paths, referenced_images
 from distill.io import write_json_atomic, write_text_atomic
 from distill.pipeline_stages import STAGES, StageSpec, stage_summary
-from distill.stage import Paths, Stage, StageError, die_with_parent
+from distill.run_config import SHARED_FIELDS, RunConfig, ServeSection  # noqa: F401 (ServeSection: the recipe's part)
+from distill.run_process import raise_stopped, run_teed
+from distill.stage import Paths, Stage, StageError
 from distill.stage import summary as stage_contract_summary
 from distill.urls import redacted
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ServeSection:
-    """The pipeline's `serve:` section: the local teacher `run` starts for the stages that need one."""
-
-    models: list[str] = field(metadata={"help": "`distill serve --model` values: NAME=PATH or a bundled name."})
-    args: list[str | int | float] = field(default_factory=list, metadata={"help": "Extra `distill serve` flags."})
-
-    def __post_init__(self):
-        if not self.models:
-            raise ConfigError("serve: models: name at least one model")
-        self.args = [str(a) for a in self.args]
-
-
-# Values set once in the pipeline recipe and wired into every stage whose config has the field, like paths are.
-SHARED_FIELDS = ("image_root", "min_pixels", "max_pixels")
-
-
-@dataclass
-class RunConfig:
-    name: str = field(default="demo", metadata={"help": "Run name; outputs go to <runs_root>/<name>/<stage>/."})
-    runs_root: str = field(default="runs", metadata={"help": "Directory holding run directories."})
-    stages: list[str] | None = field(
-        default=None,
-        metadata={"help": "Stages to run, in pipeline order (a subset runs only those; earlier outputs must exist); "
-                  "None: generate..train, plus each optional stage (generate_eval, generate_target, embed_base, embed, "
-                  "reason_base, reason, eval) whose section the recipe has."},
-    )  # fmt: skip
-    force: list[str] = field(default_factory=list, metadata={"help": "Stages to rerun even when up to date."})
-    tiny_vlm: str | None = field(
-        default=None, metadata={"help": "Demo only: build the kit's tiny random VLM at this path if it is missing."}
-    )
-    serve: dict | None = field(
-        default=None,
-        metadata={"help": "Start a local teacher: {models: [name=PATH | smollm2 ...], args: [extra serve flags]} "
-                  "(a `ServeSection`)."},
-    )  # fmt: skip
-    image_root: str | None = field(
-        default=None, metadata={"help": "Set once for every stage that reads images; None: each stage's own."}
-    )
-    min_pixels: int | None = field(
-        default=None,
-        metadata={"help": "Pixel budget (`PixelBudget`) of teacher, judge and embedders, export, student and eval, set "
-                  "once for every stage; None: each stage's own."},
-    )  # fmt: skip
-    max_pixels: int | None = field(default=None, metadata={"help": "... its upper bound (px); None: each stage's."})
-    generate: dict | None = field(default=None, metadata={"help": "{recipe: generate.yaml, <overrides>}"})
-    score: dict | None = field(default=None, metadata={"help": "{recipe: score.yaml, <overrides>}"})
-    filter: dict | None = field(default=None, metadata={"help": "{recipe: filter.yaml, <overrides>}"})
-    export: dict | None = field(default=None, metadata={"help": "{recipe: export.yaml (optional), <overrides>}"})
-    train: dict | None = field(default=None, metadata={"help": "{recipe: train.yaml, <overrides>}"})
-    generate_eval: dict | None = field(
-        default=None, metadata={"help": "The teacher on held-out rows (for eval): {recipe: generate.yaml, input: ...}"}
-    )
-    generate_target: dict | None = field(
-        default=None,
-        metadata={"help": "The teacher on the held-out rows' retrieval targets and pages (side target, each distinct "
-                  "target once; eval's target_traces): {recipe: generate.yaml, input: ...}"},
-    )  # fmt: skip
-    embed_base: dict | None = field(
-        default=None,
-        metadata={"help": "The baseline embedder, trained without traces: {recipe: embed.yaml, <overrides>} "
-                  "(output_dir and trace_condition none wired); eval ranks with it as `base`."},
-    )  # fmt: skip
-    embed: dict | None = field(
-        default=None,
-        metadata={"help": "The embedder trained with the teacher's kept traces (filter/kept.jsonl, wired as "
-                  "`teacher`): {recipe: embed.yaml, <overrides>}; eval ranks with it as `tte`."},
-    )  # fmt: skip
-    reason_base: dict | None = field(
-        default=None, metadata={"help": "The untrained student on held-out rows: {input: ..., model: base checkpoint}"}
-    )
-    reason: dict | None = field(
-        default=None, metadata={"help": "The trained student (train/model, wired) on held-out rows: {input: ...}"}
-    )
-    eval: dict | None = field(
-        default=None, metadata={"help": "{recipe: eval.yaml, <overrides>}: teacher vs untrained vs trained student"}
-    )
-    train_launcher: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Command prefix for multi-GPU training, e.g. [accelerate, launch, --config_file, "
-            "recipes/accelerate/zero2_offload.yaml]; None: one `python -m distill train` process."
-        },
-    )
-
-    def __post_init__(self):
-        if self.serve is not None:
-            self.serve = typed(ServeSection, self.serve, "serve")
-        known = [s.name for s in STAGES]
-        if self.stages is None:
-            self.stages = [s.name for s in STAGES if not s.optional or getattr(self, s.name) is not None]
-        for name in [*self.stages, *self.force]:
-            if name not in known:
-                raise ValueError(f"unknown stage {name!r} (stages: {', '.join(known)})")
-        self.stages = [s for s in known if s in self.stages]  # pipeline order, whatever order was given
-
-    @property
-    def declared(self) -> list[str]:
-        """The stages this pipeline has: the selected ones and every optional one whose section the recipe has (a
-        `--stages` subset still reads what the others wrote, e.g. eval the embedders trained by an earlier run)."""
-        return [s.name for s in STAGES if s.name in self.stages or getattr(self, s.name) is not None]
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.runs_root) / self.name
 
 
 def stage_config(spec: StageSpec, section: dict | None, run_dir: Path, teacher_url: str | None,
@@ -158,12 +50,14 @@ def stage_config(spec: StageSpec, section: dict | None, run_dir: Path, teacher_u
     """The stage's recipe + the pipeline's overrides + shared values + wired paths, those of optional stages only when
     `declared` names them (shared values and wired paths win over a recipe: they define the run; a section that sets a
     shared value differently is an error)."""
-    section = dict(section or {})
+    classes = load_stage(spec.verb).configs
+    # old spellings (base_url) read as new ones in each mapping, so a section's old key overrides its recipe's new one
+    section = renamed_keys(classes, section or {}, spec.name)
     recipe = section.pop("recipe", None)
-    merged = dict(read_yaml_mapping(recipe)) if recipe else {}
+    merged = renamed_keys(classes, read_yaml_mapping(recipe), str(recipe)) if recipe else {}
     merged.update(section)
     if shared:
-        fields = {f.name for cls in load_stage(spec.verb).configs for f in dataclasses.fields(cls)}
+        fields = {f.name for cls in classes for f in dataclasses.fields(cls)}
         for key, value in shared.items():
             if value is None or key not in fields:
                 continue
@@ -198,56 +92,6 @@ def shared(cfg: RunConfig) -> dict:
     return {k: getattr(cfg, k) for k in SHARED_FIELDS}
 
 
-class Stopped(KeyboardInterrupt):
-    """SIGTERM / SIGINT reached `run`: unwinds to the cleanup that stops every child, then to the stage boundary,
-    which prints the message and exits 143 (SIGTERM) or 130 (SIGINT)."""
-
-    def __init__(self, signame: str):
-        super().__init__(f"stopped by {signame}; every stage process and the local teacher were stopped")
-        self.exit_status = 130 if signame == "SIGINT" else 143
-
-
-def _raise_stopped(signum, frame):
-    for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not interrupt the cleanup
-        signal.signal(sig, signal.SIG_IGN)
-    raise Stopped(signal.Signals(signum).name)
-
-
-def stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
-    """SIGTERM the child's whole process group (a launcher and its ranks), SIGKILL what is left after `grace_s`."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait_s)
-            os.killpg(proc.pid, 0)  # the leader is gone: are any of its group left?
-        except ProcessLookupError:
-            break
-        except subprocess.TimeoutExpired:
-            continue
-        time.sleep(0.2)
-
-
-def _run_teed(cmd: list[str], log_path: Path) -> int:
-    """Run `cmd` in its own process group, copying its output (progress bars included, unbuffered) to our stdout and
-    to `log_path`; on any exception (a signal included) the whole group is stopped before it propagates."""
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=die_with_parent)  # fmt: skip
-        try:
-            while chunk := proc.stdout.read1(1 << 14):
-                log_file.write(chunk)
-                log_file.flush()
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-        except BaseException:
-            stop_group(proc)
-            raise
-        return proc.wait()
-
-
 def run_stage(spec: StageSpec, config: dict, run_dir: Path, launcher: list[str] | None = None) -> dict:
     """Run one stage as a subprocess (under `launcher`, e.g. accelerate launch, when given), logging to
     <stage>/stage.log; returns its summary (read from the file the stage wrote). StageError on failure."""
@@ -263,7 +107,7 @@ def run_stage(spec: StageSpec, config: dict, run_dir: Path, launcher: list[str] 
     cmd = [*prefix, "distill", spec.verb, "--config", str(config_path)]
     log.info("stage %s: %s", spec.name, " ".join(cmd))
     start = time.time()
-    returncode = _run_teed(cmd, stage_dir / "stage.log")
+    returncode = run_teed(cmd, stage_dir / "stage.log")
     seconds = time.time() - start
     if returncode != 0:
         raise StageError(f"stage {spec.name} failed (exit {returncode}); see {stage_dir / 'stage.log'}")
@@ -330,7 +174,7 @@ def run(cfg: RunConfig) -> dict:
         build_tiny_vlm_once(cfg.tiny_vlm)
     summaries: dict[str, dict] = {}
     teacher: LocalTeacher | None = None
-    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, raise_stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for i, spec in enumerate(STAGES):
             if spec.name not in cfg.stages:
@@ -370,7 +214,7 @@ def run(cfg: RunConfig) -> dict:
                 teacher.stop()  # free its memory and cores for training
                 teacher = None
     finally:
-        # The running stage's group is already stopped (`_run_teed`); the teacher goes last, whatever happened.
+        # The running stage's group is already stopped (`run_teed`); the teacher goes last, whatever happened.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
         if teacher is not None:

@@ -111,3 +111,14 @@ def test_a_checkpoint_is_resolved_once_and_again_when_it_changes(tmp_path, monke
     assert ckpt.resolve_checkpoint(str(tmp_path)).fingerprint != first.fingerprint and len(hashed) == 2
     with pytest.raises(ValueError, match="is a full checkpoint"):
         ckpt.resolve_checkpoint(str(tmp_path), base_model=str(tmp_path))
+
+
+def test_a_pipeline_section_in_the_old_spelling_overrides_its_recipe(tmp_path):
+    """The demo recipe spells base_urls; a pipeline section (written before the rename) still says base_url."""
+    from distill.pipeline_stages import STAGES
+    from distill.run import stage_config
+
+    spec = next(s for s in STAGES if s.name == "generate")
+    section = {"recipe": str(REPO / "recipes/demo/generate.yaml"), "base_url": ["http://h:9/v1"]}
+    merged = stage_config(spec, section, tmp_path, None)
+    assert merged["base_urls"] == ["http://h:9/v1"] and "base_url" not in merged

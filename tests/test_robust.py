@@ -68,7 +68,7 @@ def test_generate_config_errors_are_one_line_before_any_request(recipe, message,
 
 def test_nested_sections_are_typed(tmp_path, capsys):
     """filter's thresholds / dedup / best_of_n and the pipeline's serve section are dataclasses, checked by type."""
-    from distill.filter import BestOfN, FilterConfig, Threshold
+    from distill.filter_config import BestOfN, FilterConfig, Threshold
     from distill.run import RunConfig, ServeSection
 
     cfg = FilterConfig(input="a", kept="b", rejected="c", thresholds={"length": {"max": 5}}, best_of_n={"score": "x"})

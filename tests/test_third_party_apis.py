@@ -1,6 +1,6 @@
 """Third-party libraries through their public APIs (issue 21): datasketch's LSH bands, datasets' card YAML and the
 tokenizer's saved processor class give what the private calls they replace gave. DeepSpeed's `__compatible_ops__` has
-no public equivalent: `distill.train.sft._skip_deepspeed_shm_comm` isolates it and says why."""
+no public equivalent: `distill.train.config.skip_deepspeed_shm_comm` isolates it and says why."""
 
 import json
 

@@ -152,9 +152,9 @@ class EmbedConfig(SentenceTransformerTrainingArguments, PixelBudget):
                                  "adds no in-batch negatives; GradCache bounds the memory instead)")  # fmt: skip
             self.per_device_train_batch_size = self.global_batch_size // world
         if self.deepspeed and "RANK" not in os.environ and "LOCAL_RANK" not in os.environ:
-            from distill.train.sft import _single_process_deepspeed_env  # before the Trainer's args set up ranks
+            from distill.train.config import single_process_deepspeed_env  # before the Trainer's args set up ranks
 
-            _single_process_deepspeed_env()
+            single_process_deepspeed_env()
         super().__post_init__()
         checks = [("trace_part", self.trace_part, PARTS), ("missing_trace", self.missing_trace, MISSING_TRACE),
                   ("loss", self.loss, LOSSES), ("pooling", self.pooling, POOLING),
