@@ -220,49 +220,6 @@ def _examples(rows, subset: str | None, image_root) -> Iterator[tuple[int, dict 
         yield line, example
 
 
-def _hub_rows(shards: list, folder: Path):
-    """Rows of a Hub snapshot's shards; problems name the shard. A config folder (MVBench's sub-tasks) fills `subset`."""
-    for f, config in shards:
-        for line, row in iter_table(f):
-            if isinstance(row, BadRow):
-                row.reason = f"{f.relative_to(folder)}: {row.reason}"
-            elif config and "subset" not in row:
-                row = {**row, "subset": config}
-            yield line, row
-
-
-def dataset_files(path: Path) -> list[Path]:
-    """What a directory of datasets holds, one entry per dataset: `*.jsonl` / `*.parquet` files (the stem names the
-    subset), visual-document corpora and folders named after an MMEB-V2 dataset or its Hub repo (a Hub snapshot)."""
-    from distill.data.beir import is_beir_dir
-    from distill.data.mmeb_v2 import hub_subset
-
-    folders = [d for d in path.iterdir() if d.is_dir() and (is_beir_dir(d) or hub_subset(d.name))]
-    return sorted([*path.glob("*.jsonl"), *path.glob("*.parquet"), *folders])
-
-
-def is_published_folder(path: Path, subset: str | None = None) -> bool:
-    """A folder holding one dataset as the Hub publishes it: named after an MMEB-V2 dataset or its repo (or read with
-    `--subset`), no `*.jsonl` in it, parquet shards below it (`distill.data.mmeb_v2.hub_shards`)."""
-    from distill.data.mmeb_v2 import hub_shards, hub_subset
-
-    if not path.is_dir() or (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-        return False
-    named = hub_subset(path.name) or (subset and not any(path.glob("*.parquet")))
-    return bool(named) and not any(path.glob("*.jsonl")) and bool(hub_shards(path))
-
-
-def input_files(path: Path, subset: str | None = None) -> list[Path]:
-    """What `--input` names, one entry per dataset: the path itself (a file, a saved dataset, a visual-document
-    corpus, a published dataset folder), or the datasets of a directory (`dataset_files`)."""
-    from distill.data.beir import is_beir_dir
-
-    plain = not path.is_dir() or (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
-    if plain or is_beir_dir(path) or is_published_folder(path, subset):
-        return [path]
-    return dataset_files(path)
-
-
 def load_examples(
     path: str | Path, subset: str | None = None, trace_side: str | None = None, image_root: str | Path = "."
 ) -> Iterator[tuple[int, dict | BadRow]]:
@@ -280,6 +237,7 @@ def load_examples(
     """
     path = Path(path)
     from distill.data.beir import check_beir_parts, is_beir_dir, load_beir_examples
+    from distill.data.inputs import dataset_files, hub_rows, is_published_folder
     from distill.data.mmeb_v2 import hub_shards, hub_subset
 
     check_beir_parts(path)
@@ -293,7 +251,7 @@ def load_examples(
     shards = hub_shards(path) if is_published_folder(path, subset) else []
     if shards:
         subset = subset or hub_subset(path.name)
-        items = _examples(_hub_rows(shards, path), subset, image_root)
+        items = _examples(hub_rows(shards, path), subset, image_root)
     elif path.is_dir() and not saved:
         for f in dataset_files(path):
             for line, item in load_examples(f, subset, trace_side, image_root):

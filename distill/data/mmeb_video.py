@@ -271,12 +271,6 @@ def with_pools(examples: list[dict], subset: str, extra_labels: list[str] = ()) 
     return out
 
 
-def pool_size(examples: list[dict], subset: str) -> int:
-    """How many candidates each row of the dataset is ranked against (the largest, for per-row pools)."""
-    pooled = with_pools(examples, subset)
-    return max((1 + len(ex["negatives"]) for ex in pooled), default=0)
-
-
 def natural_name(subset: str) -> str:
     """The MMEB-V2 spelling of a video subset name (Kinetics-700 -> K700); other names as given."""
     return _name(subset)

@@ -53,7 +53,8 @@ class Example:
 def load_examples_checked(paths: list[str], subset: str | None = None, image_root: str = ".") -> list[Example]:
     """Every example row of `paths` (MMEB-train, MMEB eval or ours, via `distill.data.mmeb.load_examples`; embedded
     page images referenced relative to `image_root`); InputError listing each bad row by file and line."""
-    from distill.data.mmeb import input_files, load_examples
+    from distill.data.inputs import input_files
+    from distill.data.mmeb import load_examples
     from distill.io import BadRow
 
     out, problems = [], []

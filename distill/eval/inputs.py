@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.data.mmeb import input_files, load_examples
+from distill.data.inputs import input_files
+from distill.data.mmeb import load_examples
 from distill.io import BadRow, iter_jsonl
 from distill.records import example_problems, trace_side
 
