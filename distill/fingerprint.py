@@ -112,8 +112,9 @@ def referenced_images(input_path: str | None, image_root: str | None, subset: st
             if isinstance(video, str) and video:  # a video file, or a frame folder (its listing's mtime)
                 seen.setdefault(video, None)
     from distill.images import EMBEDDED
-    from distill.parquet_images import parse_ref
 
-    # an embedded page stands for its parquet file (listed once)
-    files = dict.fromkeys(parse_ref(rel)[0] if rel.startswith(EMBEDDED) else rel for rel in seen)
+    # an embedded page (parquet:<file>#<row>) stands for its parquet file, listed once; a malformed ref as it is
+    # (the stage that reads it reports it)
+    files = dict.fromkeys(rel[len(EMBEDDED) :].rpartition("#")[0] or rel if rel.startswith(EMBEDDED) else rel
+                          for rel in seen)  # fmt: skip
     return [root / rel for rel in files]

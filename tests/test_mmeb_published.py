@@ -92,6 +92,9 @@ def test_embedded_pages_are_read_lazily_and_never_extracted(published, monkeypat
     assert [load_image(root, r).getpixel((0, 0)) for r in refs] == [((c * 53) % 256, (c * 97) % 256, (c * 31) % 256)
                                                                     for c in range(40, 45)]  # fmt: skip
     assert image_size(root, refs[0]) == (16, 16) and len(pi._groups) == 3  # 5 rows in groups of 2
+    from distill.fingerprint import referenced_images
+
+    assert referenced_images(str(base), str(root)) == [base / "corpus" / "test-00000-of-00001.parquet"]  # run's key
     monkeypatch.setattr(pi, "CACHE_BYTES", 1)  # the cache stays bounded: one group at a time, same pixels
     pi.clear()
     assert [load_image(root, r).size for r in refs] == [(16, 16)] * 5 and len(pi._groups) == 1
