@@ -94,8 +94,13 @@ def read_paths(resolved: dict, skip_under: list[Path]) -> list[Path]:
     return sorted(out)
 
 
-def referenced_images(input_path: str | None, image_root: str | None, subset: str | None = None) -> list[Path]:
-    """Every image (and video) the rows of `input_path` reference (query, positive, negatives), under `image_root`."""
+def referenced_images(
+    input_path: str | list[str] | None, image_root: str | None, subset: str | None = None
+) -> list[Path]:
+    """Every image (and video) the rows of `input_path` (or of each path of a list: `embed`'s input) reference
+    (query, positive, negatives), under `image_root`."""
+    if isinstance(input_path, list):
+        return list(dict.fromkeys(p for one in input_path for p in referenced_images(one, image_root, subset)))
     if not input_path or not Path(input_path).exists():
         return []
     from distill.data.mmeb import load_examples

@@ -134,3 +134,17 @@ def test_eval_is_wired_to_the_embedders_and_target_traces_the_pipeline_declares(
     only_eval = RunConfig(name="t", runs_root=str(tmp_path / "runs"), eval={"embedders": ["mine=/m"]})
     merged = stage_config(spec["eval"], only_eval.eval, run_dir, None, None, only_eval.declared)
     assert merged["embedders"] == ["mine=/m"] and "target_traces" not in merged  # the recipe's own list is kept
+
+
+def test_embed_stage_fingerprint_covers_each_input_file_and_its_images(monkeypatch, tmp_path):
+    """`embed` reads a list of inputs: every file's referenced images are in its skip fingerprint."""
+    from distill.fingerprint import referenced_images
+    from distill.run import stage_fingerprint
+
+    monkeypatch.chdir(REPO)
+    spec = {s.name: s for s in STAGES}["embed"]
+    plain = stage_config(spec, {"recipe": "recipes/demo/embed.yaml"}, tmp_path / "t", None, None, ["embed"])
+    assert isinstance(plain["input"], list)
+    images = referenced_images(plain["input"], plain["image_root"])
+    assert len(images) == len(set(images)) and Path("data/demo/images/vqa_00.png") in images
+    assert len(stage_fingerprint(spec, plain, tmp_path / "t")) == 64
