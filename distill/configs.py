@@ -273,6 +273,25 @@ def configs_from_mapping(config_classes: tuple[type, ...], mapping: dict, where:
         os.environ.update(saved)
 
 
+def named_items(value, flag: str, noun: str, form: str = "NAME=PATH", stem_names: bool = True) -> dict[str, str]:
+    """{name: value} from a YAML mapping or `NAME=VALUE` strings (the CLI form of `--traces`, `--embedders`); with
+    `stem_names` a bare path is named by its file stem. ValueError `<flag> item 'x' must be <form>` for an item
+    without a name or a value, `<noun> 'x' given twice` for a repeated name."""
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    out: dict[str, str] = {}
+    for item in [value] if isinstance(value, str) else list(value or []):
+        name, sep, rest = item.partition("=")
+        if not sep and stem_names:
+            name, rest = Path(item).stem, item
+        if not (name and rest):
+            raise ValueError(f"{flag} item {item!r} must be {form}")
+        if name in out:
+            raise ValueError(f"{noun} {name!r} given twice")
+        out[name] = rest
+    return out
+
+
 def config_dict(*configs) -> dict:
     """The resolved configs as one plain dict (for logging and saving next to outputs), credentials removed from
     every URL in it (`distill.urls`)."""

@@ -25,19 +25,11 @@ POOLING = ("lasttoken", "mean", "cls", "max")
 
 def parse_trace_files(value) -> dict[str, str]:
     """{name: path} from a YAML mapping or `name=path` strings (a bare path is named by its file stem)."""
-    from pathlib import Path
+    from distill.configs import named_items
 
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    out: dict[str, str] = {}
-    for item in [value] if isinstance(value, str) else list(value or []):
-        name, sep, path = item.partition("=")
-        name, path = (name, path) if sep else (Path(item).stem, item)
-        if not name or not path:
-            raise ValueError(f"embed: --traces item {item!r} must be NAME=PATH")
-        if name in out or name == "none":
-            raise ValueError(f"embed: trace set name {name!r} given twice or reserved ('none' trains without traces)")
-        out[name] = path
+    out = named_items(value, "embed: --traces", "embed: trace set name")
+    if "none" in out:
+        raise ValueError("embed: 'none' means training without traces; name the trace set otherwise")
     return out
 
 

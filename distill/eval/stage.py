@@ -47,18 +47,9 @@ def _as_list(value) -> list[str]:
 
 def parse_traces(value) -> dict[str, str]:
     """{name: path} from a YAML mapping or `name=path` strings (a bare path is named by its file stem)."""
-    if isinstance(value, dict):
-        out = {str(k): str(v) for k, v in value.items()}
-    else:
-        out = {}
-        for item in _as_list(value):
-            name, sep, path = item.partition("=")
-            name, path = (name, path) if sep else (Path(item).stem, item)
-            if not name or not path:
-                raise ValueError(f"eval: --traces item {item!r} must be NAME=PATH")
-            if name in out:
-                raise ValueError(f"eval: trace set name {name!r} given twice")
-            out[name] = path
+    from distill.configs import named_items
+
+    out = named_items(value, "eval: --traces", "eval: trace set name")
     if not out:
         raise ValueError("eval: --traces needs at least one trace file (NAME=PATH ...)")
     if "no_trace" in out:

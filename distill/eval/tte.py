@@ -24,18 +24,10 @@ log = logging.getLogger(__name__)
 
 def parse_embedders(value) -> dict[str, str]:
     """{name: model} from a YAML mapping or `NAME=MODEL` strings; ValueError on a bare or repeated name."""
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    out: dict[str, str] = {}
-    for item in [value] if isinstance(value, str) else list(value or []):
-        name, sep, model = item.partition("=")
-        if not (sep and name and model):
-            raise ValueError(f"eval: --embedders item {item!r} must be NAME=MODEL (an embed output dir, a checkpoint, "
-                             "package:NAME or hashing)")  # fmt: skip
-        if name in out:
-            raise ValueError(f"eval: embedder name {name!r} given twice")
-        out[name] = model
-    return out
+    from distill.configs import named_items
+
+    return named_items(value, "eval: --embedders", "eval: embedder name", stem_names=False,
+                       form="NAME=MODEL (an embed output dir, a checkpoint, package:NAME or hashing)")  # fmt: skip
 
 
 def columns(config) -> dict[str, tuple[str, str]]:
