@@ -17,55 +17,21 @@ scorer's registry name, or any name with `scorer: <registry name>` among the par
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from distill.images import PixelBudget
 from distill.io import BadRow, checked_rows, write_jsonl_atomic
 from distill.records import trace_problems
+from distill.score_config import ScoreConfig
 from distill.stage import DataError, Paths, Stage, StageError, every_row_dropped, reason_class
 from distill.stage import summary as stage_summary
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ScoreConfig(PixelBudget):
-    """score's flags, plus the image budget (`PixelBudget`) the judge and the vlm embedders see."""
-
-    input: str = field(metadata={"help": "Trace rows (.jsonl) written by `distill generate`."})
-    output: str = field(metadata={"help": "Scored rows (.jsonl): the input rows plus `scores`, same order."})
-    scorers: dict | str | None = field(
-        default=None,
-        metadata={"help": "Output name -> scorer parameters (YAML mapping, or JSON on the command line); "
-                  "`scorer: NAME` picks the registry scorer when the output name differs."},
-    )  # fmt: skip
-    image_root: str = field(default=".", metadata={"help": "Directory the rows' image paths are relative to."})
-    strict: bool = field(default=False, metadata={"help": "Exit 1 on the first unreadable input line."})
-    progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar (rows/s) on stderr."})
-
-    def __post_init__(self):
-        self.check_pixels()
-        if isinstance(self.scorers, str):
-            self.scorers = json.loads(self.scorers)
-        if not self.scorers or not isinstance(self.scorers, dict):
-            raise ValueError("score: `scorers` must name at least one scorer (a mapping name -> parameters)")
-        from distill.scoring.registry import check_params
-
-        for name, params in self.scorers.items():
-            if params is not None and not isinstance(params, dict):
-                raise ValueError(f"score: parameters of scorer {name!r} must be a mapping or null")
-            params = dict(params or {})
-            check_params(params.pop("scorer", name), params)
-        if Path(self.input).resolve() == Path(self.output).resolve():
-            raise ValueError("score: --output must differ from --input (stages never rewrite their input)")
 
 
 def build_scorers(config: ScoreConfig) -> dict:
