@@ -4,7 +4,7 @@ import pytest
 from transformers import AutoModelForImageTextToText
 from trl import ModelConfig
 
-from distill.train.lineage import _rates, build_lineage, model_card
+from distill.lineage import _rates, build_lineage, model_card
 from distill.train.model import freeze, param_group, peft_config
 
 VISION, PROJECTOR = ["visual", "vision_tower"], ["merger", "multi_modal_projector"]

@@ -2,7 +2,7 @@
 (teacher model / student checkpoint, from the trace rows' `teacher`), the traces' filter summary, loss, τ, batch and
 steps. `distill embed` writes `<output_dir>/lineage.json` and the card `<output_dir>/README.md` (replacing the one
 sentence-transformers generates: ours says what the inputs must look like). Local paths appear only as their last
-component (`distill.train.lineage.public`), so both can be published.
+component (`distill.lineage.public`), so both can be published.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from distill.io import write_json_atomic, write_text_atomic
-from distill.train.lineage import _rates, is_hub_id, public
+from distill.lineage import _rates, is_hub_id, public
 
 TAGS = ["distill", "think-then-embed", "sentence-transformers", "embeddings", "contrastive"]
 

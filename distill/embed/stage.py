@@ -221,7 +221,7 @@ def _push(summary: dict, config: EmbedConfig, model_args: ModelConfig) -> None:
 
 def _check_model(config: EmbedConfig, model_args: ModelConfig) -> None:
     """A model is named, and a local one exists (a hub id `org/name` or `package:NAME` is resolved when loading)."""
-    from distill.train.lineage import is_hub_id
+    from distill.lineage import is_hub_id
 
     name = model_args.model_name_or_path
     if not name:

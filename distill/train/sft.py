@@ -135,11 +135,11 @@ def train(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict 
     StageError when the launch's world size differs from the one the global batch was derived from."""
     from distill.configs import config_dict
     from distill.io import umask_mode
+    from distill.lineage import build_lineage, write_lineage
     from distill.stage import StageError
     from distill.stage import summary as stage_summary
     from distill.train.audit import audit
     from distill.train.batch import describe
-    from distill.train.lineage import build_lineage, write_lineage
 
     t0 = time.time()
     # the world size accelerate actually set up: the one the global batch was derived from must match it

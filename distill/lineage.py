@@ -1,4 +1,5 @@
-"""Lineage of a trained student: what data, teacher, prompts, filter and config made it, and its model card.
+"""Lineage of a trained model (the student `distill train` writes; `distill embed` reuses the card's parts): what data,
+teacher, prompts, filter and config made it, and its model card.
 
 `distill train` writes `<output_dir>/lineage.json` and the model card `<output_dir>/README.md` from:
 - the resolved train config (the same dict saved as `config.yaml`);
