@@ -73,6 +73,9 @@ def test_video_qa_puts_the_options_in_the_query_as_mmeb_does(published):
     (mme, *_), _ = _load(sets["Video-MME"].path, root)
     assert mme["query"]["text"] == "What colour is the car?\nA. red\nB. blue\nC. green\nD. white"
     assert mme["answer"] == "blue" and {n["text"] for n in mme["negatives"]} == {"red", "green", "white"}
+    (ego, *_), _ = _load(sets["EgoSchema"].path, root)  # VLM2Vec-V2: query + " ".join(options), no separator
+    assert ego["query"]["text"] == "What is C doing?A. doing A B. doing B C. doing C D. doing D E. doing E"
+    assert ego["answer"] == "doing C"
 
 
 def test_embedded_pages_are_read_lazily_and_never_extracted(published, monkeypatch):

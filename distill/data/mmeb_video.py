@@ -147,7 +147,8 @@ def _published_qa(row: dict, name: str, folder: str) -> tuple:
         gold = cands[options.index(str(row["answer"]))]
     elif name in ("EgoSchema", "Video-MME"):
         options = [str(o) for o in _list(row["option" if name == "EgoSchema" else "options"])]
-        text = q + (" " + " ".join(options) if name == "EgoSchema" else "\n" + "\n".join(options))
+        # VLM2Vec-V2's parsers, verbatim: EgoSchema glues the options to the question with no separator.
+        text = q + (" ".join(options) if name == "EgoSchema" else "\n" + "\n".join(options))
         cands = [o[o.find(". ") :].strip(". ") for o in options]  # 'A. text' -> 'text'
         index = int(row["answer"]) if name == "EgoSchema" else "ABCDE".index(str(row["answer"]).strip())
         gold, vid = cands[index], row["video_idx" if name == "EgoSchema" else "videoID"]
