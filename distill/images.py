@@ -113,11 +113,6 @@ def _guarded_decode(opener, where, max_pixels: int) -> Image.Image:
         raise ImageError(where, f"corrupt or unreadable image ({type(e).__name__}: {e})") from None
 
 
-def check_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_IMAGE_BYTES) -> None:
-    """Raise ImageError if `open_image` would; used by `validate`."""
-    open_image(path, max_pixels=max_pixels, max_bytes=max_bytes).close()
-
-
 def is_embedded(ref: str) -> bool:
     """True for an image stored inside a parquet file (`parquet:<file>#<row>`, `distill.parquet_images`)."""
     return ref.startswith(EMBEDDED)

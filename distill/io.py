@@ -71,26 +71,6 @@ def checked_rows(path: str | Path, check) -> Iterator[tuple[int, dict | BadRow]]
         yield line, item
 
 
-def read_rows_reporting_bad(path: str | Path, strict: bool = False, check=None) -> tuple[list[dict], list[dict]]:
-    """(rows, bad lines as {"line", "reason"}) of a JSONL file; each bad line is logged with its file and line.
-    With `check` (row -> reasons), rows that fail it are bad lines too.
-
-    With `strict`, the first bad line raises ValueError naming it (callers stop before writing anything).
-    """
-    import logging
-
-    rows, bad = [], []
-    for line, item in checked_rows(path, check) if check else iter_jsonl(path):
-        if isinstance(item, BadRow):
-            if strict:
-                raise ValueError(f"{item} (--strict: stopping, nothing written)")
-            logging.getLogger(__name__).warning("%s (not passed on)", item)
-            bad.append({"line": line, "reason": item.reason})
-            continue
-        rows.append(item)
-    return rows, bad
-
-
 def read_jsonl(path: str | Path) -> list[dict]:
     """All good rows of a JSONL file (bad lines skipped; use `iter_jsonl` to see them)."""
     return [row for _, row in iter_jsonl(path) if isinstance(row, dict)]
