@@ -10,7 +10,7 @@ import pytrec_eval
 
 from distill.embed_text import DOC_QUERY
 from distill.eval.inputs import EvalRow
-from distill.eval.retrieval import NO_TRACE, doc_id, measure_queries, retrieval
+from distill.eval.retrieval import NO_TRACE, doc_id, headline, measure_all, retrieval
 
 # query -> candidate scores (candidate 0 is the positive unless `relevance` grades them), then hand-computed values.
 # NDCG as trec_eval computes it: linear gain (the grade), log2(rank + 1) discount.
@@ -38,7 +38,7 @@ def _run_qrels():
 @pytest.mark.parametrize("metric, trec, column", [("Hit@1", "success_1", 3), ("NDCG@5", "ndcg_cut_5", 4)])
 def test_metrics_equal_pytrec_eval_and_hand_values(metric, trec, column):
     run, qrels = _run_qrels()
-    mean, per_query = measure_queries(run, qrels, metric)
+    mean, per_query = headline(measure_all(run, qrels), metric)
     direct = pytrec_eval.RelevanceEvaluator(qrels, {trec}).evaluate(run)
     assert set(per_query) == set(qrels)  # the query with no relevant candidate is scored (0), not dropped
     for name, *_ in TABLE:

@@ -37,7 +37,7 @@ from distill.embed_text import candidate_items, query_item, visuals, with_trace
 log = logging.getLogger(__name__)
 NO_TRACE = "no_trace"
 TARGETS = "+targets"  # suffix of a condition whose candidates carry their target-side traces
-MEASURES = {"Hit@1": "Success@1", "NDCG@5": "nDCG@5"}  # report name -> ir-measures name
+HEADLINE = {"Hit@1": "hit@1", "NDCG@5": "ndcg_linear@5"}  # MMEB's metric of a task type -> its score-file key
 # every cut MMEB's score files hold (`hit@k`, `ndcg_linear@k`: linear gain, trec_eval's nDCG), ir-measures names
 CUTS = (1, 5, 10)
 ALL_MEASURES = {f"hit@{k}": f"Success@{k}" for k in CUTS} | {f"ndcg_linear@{k}": f"nDCG@{k}" for k in CUTS}
@@ -89,14 +89,12 @@ def doc_ids(n: int, ties: str = "against_positive") -> list[str]:
     return names[:n]
 
 
-def measure_queries(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]], metric: str):
-    """(mean, {query id: value}) of `metric` (Hit@1 | NDCG@5) with ir-measures' pytrec_eval provider.
+def headline(values: dict[str, dict[str, float]], metric: str) -> tuple[float, dict[str, float]]:
+    """(mean, {query id: value}) of `metric` (Hit@1 | NDCG@5) out of `measure_all`'s values.
 
-    Every query of `qrels` must have a run entry and is scored, also those with no relevant candidate (value 0).
-    The mean over queries is what ir-measures' calc_aggregate returns (tested); taking it from the per-query values
-    saves a second pytrec_eval pass."""
-    name = {"Hit@1": "hit@1", "NDCG@5": "ndcg_linear@5"}[metric]
-    per_query = measure_all(run, qrels)[name]
+    Every query of the qrels is there, also those with no relevant candidate (value 0). The mean over queries is what
+    ir-measures' calc_aggregate returns (tested); taking it from the per-query values saves a second pytrec_eval pass."""
+    per_query = values[HEADLINE[metric]]
     return float(np.mean(list(per_query.values()))), per_query
 
 
@@ -211,10 +209,10 @@ def _dataset(rows: list, traces: dict, embedder, conditions: list[str], ties: st
             sims = (emb[uniq] @ emb[queries[base]])[inverse]  # identical items -> bit-identical scores
             run[f"{i}"] = dict(zip(doc_ids(len(sims), ties), sims.tolist(), strict=True))
         values = measure_all(run, qrels)
-        headline = values[{"Hit@1": "hit@1", "NDCG@5": "ndcg_linear@5"}[metric]]
-        entry["scores"][cond] = round(float(np.mean(list(headline.values()))), 4)
+        mean, by_query = headline(values, metric)
+        entry["scores"][cond] = round(mean, 4)
         per_query += [{"id": rows[i].example["id"], "dataset": ds, "condition": cond, "metric": metric,
-                       "value": headline[f"{i}"]} for i in ranked]  # fmt: skip
+                       "value": by_query[f"{i}"]} for i in ranked]  # fmt: skip
         if sink is not None:
             sink(entry | {"dataset": ds}, cond, run, qrels, values, {f"{i}": rows[i].example["id"] for i in ranked})
     return entry, per_query
