@@ -12,6 +12,7 @@ from pathlib import Path
 
 from distill.chat_format import SIDES
 from distill.client.config import ClientConfig, ClientFields, client_config
+from distill.client.journal import journal_path
 from distill.images import PixelBudget
 from distill.stage import contract_paths
 
@@ -75,7 +76,4 @@ class ReasonConfig(ClientFields, PixelBudget):
         return {k: v for k, v in s.items() if v is not None}
 
     def paths(self) -> dict[str, Path]:
-        out = Path(self.output)
-        stem = out.parent / (out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name)
-        config, summary = contract_paths(out)  # the stage contract: beside the output, like every stage's
-        return {"journal": Path(f"{stem}.journal.jsonl"), "summary": summary, "config": config}
+        return {"journal": journal_path(self.output), "summary": contract_paths(self.output)[1]}

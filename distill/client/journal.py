@@ -33,6 +33,12 @@ class JournalLocked(RuntimeError):
     """Another process holds the journal (one writer per journal); str() is one line naming the file."""
 
 
+def journal_path(output: str | Path) -> Path:
+    """`<stem>.journal.jsonl` beside a trace output `<stem>.jsonl` (or beside `output` when it has another name)."""
+    out = Path(output)
+    return out.with_name(f"{out.name.removesuffix('.jsonl')}.journal.jsonl")
+
+
 def usable(record) -> bool:
     """A journal record the readers can use: an object with a key, `content` / `reasoning_content` strings or null."""
     return (

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from distill.client.batch import BatchSettings
 from distill.client.config import ClientConfig, ClientFields, client_config
+from distill.client.journal import journal_path
 from distill.image_store import VIDEO_PARTS
 from distill.images import PixelBudget
 from distill.stage import contract_paths
@@ -97,11 +98,10 @@ class GenerateConfig(ClientFields, PixelBudget):
         return {k: v for k, v in s.items() if v is not None}
 
     def paths(self) -> dict[str, Path]:
+        """The journal (`<stem>.journal.jsonl`), the summary and the batch state (`<stem>.batch`) of this output."""
         out = Path(self.output)
-        stem = out.parent / (out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name)
-        config, summary = contract_paths(out)  # the stage contract: beside the output, like every stage's
-        return {"journal": Path(f"{stem}.journal.jsonl"), "summary": summary, "config": config,
-                "batch": Path(f"{stem}.batch")}  # fmt: skip
+        return {"journal": journal_path(out), "summary": contract_paths(out)[1],
+                "batch": out.with_name(f"{out.name.removesuffix('.jsonl')}.batch")}  # fmt: skip
 
     def batch_settings(self) -> BatchSettings:
         return BatchSettings(self.paths()["batch"], self.batch_submit, tuple(self.batch_results),
