@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import enum
 import logging
 import types
 import typing
@@ -114,9 +113,7 @@ def check_value(value, hint, where: str):
         if isinstance(value, str):
             return value
         raise ConfigError(f"{where}: expected a string, got {_shown(value)}")
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return value  # the library's own parser names the valid members
-    return value
+    return value  # enums and other classes: the library's own parser names the valid values
 
 
 def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
