@@ -116,10 +116,15 @@ def referenced_images(
             video = side.get("video") if isinstance(side, dict) else None
             if isinstance(video, str) and video:  # a video file, or a frame folder (its listing's mtime)
                 seen.setdefault(video, None)
-    from distill.images import EMBEDDED
+    return [root / rel for rel in dict.fromkeys(map(_image_file, seen))]
 
-    # an embedded page (parquet:<file>#<row>) stands for its parquet file, listed once; a malformed ref as it is
-    # (the stage that reads it reports it)
-    files = dict.fromkeys(rel[len(EMBEDDED) :].rpartition("#")[0] or rel if rel.startswith(EMBEDDED) else rel
-                          for rel in seen)  # fmt: skip
-    return [root / rel for rel in files]
+
+def _image_file(ref: str) -> str:
+    """The file an image ref stands for: an embedded page (parquet:<file>#<row>) its parquet file; a malformed ref as
+    it is (the stage that reads it reports it)."""
+    from distill.parquet_images import parse_ref
+
+    try:
+        return parse_ref(ref)[0]
+    except ValueError:  # a path, or a malformed embedded ref
+        return ref
