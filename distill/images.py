@@ -24,6 +24,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from distill.parquet_images import PREFIX  # an embedded image: parquet:<file under image_root>#<row>
+
 # Defaults: Pillow's own bomb threshold (~89 MP) and a file-size cap far above any MMEB image.
 MAX_IMAGE_PIXELS = 89_478_485
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
@@ -33,7 +35,6 @@ QWEN_FACTOR = 28
 # default and the budget VLM2Vec trains with: teacher, judge, export and student keep one budget.
 DEFAULT_MIN_PIXELS = 56 * 56
 DEFAULT_MAX_PIXELS = 28 * 28 * 1280
-EMBEDDED = "parquet:"  # an image inside a parquet file: parquet:<file under image_root>#<row> (distill.parquet_images)
 
 
 @dataclass(kw_only=True)
@@ -115,7 +116,7 @@ def _guarded_decode(opener, where, max_pixels: int) -> Image.Image:
 
 def is_embedded(ref: str) -> bool:
     """True for an image stored inside a parquet file (`parquet:<file>#<row>`, `distill.parquet_images`)."""
-    return ref.startswith(EMBEDDED)
+    return ref.startswith(PREFIX)
 
 
 def ref_file(image_root: str | Path, ref: str) -> Path:
