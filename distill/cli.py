@@ -65,33 +65,26 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"distill: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        stage = load_stage(verb)
-    except ModuleNotFoundError as e:  # a verb of an extra this install lacks (`serve` without FastAPI): say which
-        from distill.extras import missing_extra
+    started: list = []  # (stage, configs) once the verb's module loads and its flags parse
+    rc = boundary(verb, lambda: started.extend(_start(verb, rest)))  # a missing extra, bad flags, config, values
+    return rc if rc else started[0].main(*started[1])
 
-        if (hint := missing_extra(e)) is None:
-            raise
-        print(f"distill {verb}: error: {hint}", file=sys.stderr)
-        return EXIT_USAGE
-    level = _log_level(rest, stage)
-    if level not in LOG_LEVELS:
-        print(f"distill {verb}: error: --log_level: expected one of {', '.join(LOG_LEVELS)}", file=sys.stderr)
-        return EXIT_USAGE
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+def _start(verb: str, argv: list[str]) -> tuple:
+    """(the verb's `Stage`, its parsed configs), logging set up in between. Raises what `boundary` turns into one
+    line (a missing extra's ModuleNotFoundError, ConfigError); argparse exits by itself on --help and bad flags."""
+    from distill.configs import ConfigError, parse_configs
     from distill.urls import redact_logs
 
+    stage = load_stage(verb)
+    level = _log_level(argv, stage)
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"--log_level: expected one of {', '.join(LOG_LEVELS)}")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redact_logs()  # credentials in a --base_url never reach a log line
-
-    def parsed():
-        from distill.configs import parse_configs
-
-        return parse_configs(stage.configs, rest, prog=f"distill {verb}", description=VERBS[verb][1],
-                             epilog=_epilog(stage))  # fmt: skip
-
-    configs: list = []
-    rc = boundary(verb, lambda: configs.extend(parsed()))  # bad config file, unknown keys, wrong types, bad values
-    return rc if rc else stage.main(*configs)
+    configs = parse_configs(stage.configs, argv, prog=f"distill {verb}", description=VERBS[verb][1],
+                            epilog=_epilog(stage))  # fmt: skip
+    return stage, configs
 
 
 def _epilog(stage) -> str:
