@@ -135,3 +135,11 @@ def test_config_and_summary_are_written_by_the_one_rule(verb, tmp_path, demo_dir
     summary_path.unlink()
     assert failing.main(*configs) == EXIT_DATA and summary_path.exists()
     assert capsys.readouterr().err.strip() == f"distill {verb}: error: every row failed for one reason: x"
+
+
+def test_unknown_verb_and_bad_log_level_are_one_line_exit_2(capsys):
+    assert cli(["nosuchverb"]) == EXIT_USAGE and "unknown verb 'nosuchverb'" in capsys.readouterr().err
+    rc, lines = _cli(["validate", "--log_level", "loud", "--input", "x.jsonl"], capsys)
+    assert rc == EXIT_USAGE and lines == [
+        "distill validate: error: --log_level: expected one of DEBUG, INFO, WARNING, ERROR"
+    ]
