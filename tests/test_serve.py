@@ -527,7 +527,7 @@ def test_embedded_smollm2_materialises_once_and_answers(tmp_path, monkeypatch):
     """The real embedded teacher: GGUF -> HF checkpoint once (~20 s on 2 cores), then a sensible greedy answer."""
     import importlib.util
 
-    from distill.reason_hf import check_checkpoint
+    from distill.checkpoint import check_checkpoint
     from distill.serve.local_engine import LocalModel
     from distill.serve.local_models import is_materialised, resolve_local_model
 
