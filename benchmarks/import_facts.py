@@ -5,7 +5,7 @@ modules together), and stage modules that import another stage's module or packa
     python benchmarks/import_facts.py            # from the repository root
     python benchmarks/import_facts.py --json     # the same facts as JSON
 
-A stage module is a module the CLI names (every `"distill.<...>"` string in distill/cli.py or distill/stages.py).
+A stage module is a module the CLI names (every `"distill.<...>"` string in distill/cli.py).
 """
 
 from __future__ import annotations
@@ -85,13 +85,10 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def stage_modules(known: set[str]) -> list[str]:
     names: set[str] = set()
-    for f in ("cli.py", "stages.py"):
-        path = PKG / f
-        if path.exists():
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in known:
-                    if node.value.startswith("distill.") and node.value not in ("distill.cli", "distill.stages"):
-                        names.add(node.value)
+    for node in ast.walk(ast.parse((PKG / "cli.py").read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in known:
+            if node.value.startswith("distill.") and node.value != "distill.cli":
+                names.add(node.value)
     return sorted(names)
 
 
