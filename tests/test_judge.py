@@ -136,3 +136,13 @@ def test_judge_row_with_unreadable_image_gets_a_reason(tmp_path):
                           rubric=str(RUBRIC), client={"model": "judge"}, complete=lambda r, c, j: [])  # fmt: skip
     (value,) = scorer([trace_row(ex, 0, "<think>x</think>red")])
     assert value["score"] is None and "judge image" in value["error"]
+
+
+def test_llm_judge_client_reads_the_old_base_url_key_and_refuses_both(tmp_path, caplog):
+    """The judge's `client:` renames old keys by the one rule every config follows (`config_types.renamed_keys`)."""
+    old = {"base_url": ["http://127.0.0.1:1/v1"], "model": "judge"}
+    build_scorer("llm_judge", context={"work_dir": str(tmp_path)}, rubric=str(RUBRIC), client=old)
+    assert "'base_url' is now spelled 'base_urls'" in caplog.text
+    with pytest.raises(ValueError, match="both 'base_url' and 'base_urls'"):
+        build_scorer("llm_judge", context={"work_dir": str(tmp_path)}, rubric=str(RUBRIC),
+                     client={**old, "base_urls": ["http://127.0.0.1:2/v1"]})  # fmt: skip

@@ -13,14 +13,12 @@ A stage config inherits `ClientFields` (flat flags, `--base_urls URL ...`) and b
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from dataclasses import dataclass, field
 
 from distill.urls import redact_url
 
-log = logging.getLogger(__name__)
-RENAMED = {"base_url": "base_urls"}  # old key -> new key, read by `distill.configs.check_mapping` and the judge
+RENAMED = {"base_url": "base_urls"}  # old key -> new key, read by `distill.config_types.renamed_keys`
 
 
 def _f(default, help_: str):
@@ -95,15 +93,3 @@ def client_config(fields: ClientFields, **extra) -> ClientConfig:
     """The `ClientConfig` of a stage config that composes `ClientFields` (`extra`: model, progress)."""
     shared = {f.name: getattr(fields, f.name) for f in dataclasses.fields(ClientFields)}
     return ClientConfig(**shared, **extra)
-
-
-def renamed(mapping: dict, where: str) -> dict:
-    """`mapping` with old keys (`RENAMED`) read as their new names, each with a warning naming the new key."""
-    out = dict(mapping)
-    for old, new in RENAMED.items():
-        if old in out:
-            if new in out:
-                raise ValueError(f"{where}: both {old!r} and {new!r}; keep {new!r} only ({old!r} is its old name)")
-            log.warning("%s: %r is now spelled %r (read as such)", where, old, new)
-            out[new] = out.pop(old)
-    return out

@@ -100,9 +100,10 @@ def make_llm_judge(
     sampling = {"temperature": 0.0, "max_tokens": 256, **(sampling or {})}
     journal_path = str(journal or Path(work_dir) / "llm_judge.journal.jsonl")
     if complete is None:
-        from distill.client.config import ClientConfig, renamed
+        from distill.client.config import ClientConfig
+        from distill.config_types import renamed_keys
 
-        config = ClientConfig(**renamed(client, "llm_judge: client"))
+        config = ClientConfig(**renamed_keys((ClientConfig,), client, "llm_judge: client"))
         complete = _default_complete()
     else:
         config = dict(client)
