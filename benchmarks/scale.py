@@ -128,10 +128,10 @@ def stage_args(stage: str, root: Path, url: str) -> list[str]:
                "self_consistency": None, "near_duplicate": {"threshold": 0.8}}  # fmt: skip
     return {
         "generate": ["generate", "--input", str(root / "examples.jsonl"), "--image_root", str(root), "--output",
-                     str(root / "gen/traces.jsonl"), "--base_url", url, "--model", "m", "--num_samples", "2",
+                     str(root / "gen/traces.jsonl"), "--base_urls", url, "--model", "m", "--num_samples", "2",
                      "--max_concurrency", "256", "--max_tokens", "64", "--progress", "false"],
         "reason": ["reason", "--backend", "openai", "--input", str(root / "examples.jsonl"), "--image_root", str(root),
-                   "--output", str(root / "reason/traces.jsonl"), "--base_url", url, "--model", "m", "--num_samples",
+                   "--output", str(root / "reason/traces.jsonl"), "--base_urls", url, "--model", "m", "--num_samples",
                    "2", "--temperature", "0.7", "--max_concurrency", "256", "--max_new_tokens", "64",
                    "--progress", "false"],
         "score": ["score", "--input", str(root / "traces.jsonl"), "--output", str(root / "score/scored.jsonl"),

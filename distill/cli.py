@@ -81,7 +81,7 @@ def _start(verb: str, argv: list[str]) -> tuple:
     if level not in LOG_LEVELS:
         raise ConfigError(f"--log_level: expected one of {', '.join(LOG_LEVELS)}")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    redact_logs()  # credentials in a --base_url never reach a log line
+    redact_logs()  # credentials in a --base_urls URL never reach a log line
     configs = parse_configs(stage.configs, argv, prog=f"distill {verb}", description=VERBS[verb][1],
                             epilog=_epilog(stage))  # fmt: skip
     return stage, configs

@@ -3,7 +3,7 @@ them unchanged. Journaled, resumable after kill -9, shardable like `generate`.
 
     distill reason --backend hf --model runs/demo/train/model --input runs/demo/heldout.jsonl \
         --image_root data/demo --output runs/demo/reason_trained/traces.jsonl
-    distill reason --backend openai --model student --base_url http://127.0.0.1:8000/v1 \
+    distill reason --backend openai --model student --base_urls http://127.0.0.1:8000/v1 \
         --input /data/MMEB-eval/OK-VQA.parquet --output runs/eval/student.jsonl --shard_index 0 --num_shards 8
 
 The student is asked with `distill.chat_format.student_prompt(row)`: the messages it was trained on, without the

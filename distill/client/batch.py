@@ -1,7 +1,7 @@
 """Batch mode for `generate`: OpenAI Batch API files (or `vllm run-batch`), answered into the online mode's journal.
 
     distill generate --config recipes/qwen2vl-2b/generate.yaml --batch true \
-        --base_url https://api.openai.com/v1 --model gpt-4o --api_key_env OPENAI_API_KEY   # submit, poll, download
+        --base_urls https://api.openai.com/v1 --model gpt-4o --api_key_env OPENAI_API_KEY   # submit, poll, download
     distill generate ... --batch true --batch_submit false      # only write <stem>.batch/round-0/input-<model>-*.jsonl
     vllm run-batch -i input-M-000.jsonl -o output-M-000.jsonl --model /models/Qwen2.5-VL-72B --served-model-name M
     distill generate ... --batch true --batch_results 'runs/x/traces.batch/round-0/output-*.jsonl'   # ingest them

@@ -1,7 +1,7 @@
 """A local stand-in for OpenAI's `/v1/files` and `/v1/batches`, answering like `FakeOpenAI` does online.
 
     server = FakeBatchAPI(expire_after={0: 5}, fail_every={0: 4}); base_url = server.start()
-    ... distill generate --batch true --base_url base_url ...; server.submitted[i] = custom_ids of batch i
+    ... distill generate --batch true --base_urls base_url ...; server.submitted[i] = custom_ids of batch i
 
 Batch i moves validating -> in_progress -> final on successive `retrieve` calls (so clients must poll). Each request is
 answered with the same completion `FakeOpenAI` gives the same request online (its content key is the custom_id), so a
