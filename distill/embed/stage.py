@@ -18,6 +18,7 @@ Progress: every `logging_steps` a log line with the loss and pairs/s.
 from __future__ import annotations
 
 import logging
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -165,6 +166,9 @@ def run(config: EmbedConfig, model_args: ModelConfig) -> dict:
         preprocess_fn=lambda inputs, **kw: model.preprocess([make(x) for x in inputs], **kw)
     )
     global_batch = config.per_device_train_batch_size * config.world_size * config.gradient_accumulation_steps
+    if config.global_batch_size is not None and global_batch != config.global_batch_size:
+        raise InputError(f"global batch {global_batch} ({config.world_size} processes training), not "
+                         f"global_batch_size {config.global_batch_size}: WORLD_SIZE at launch differs")  # fmt: skip
     progress = PairsPerSecond(global_batch)
     out = Path(config.output_dir)
     resolved = {**config_dict(config, model_args), "base_model": config.base_model or model_args.model_name_or_path}
@@ -184,7 +188,8 @@ def run(config: EmbedConfig, model_args: ModelConfig) -> dict:
         adapter = save_merged(model, config.output_dir)
     result = {"train_loss": train_out.training_loss, "global_step": trainer.state.global_step,
               "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
-              "pairs_per_second": progress.rates[-1] if progress.rates else None,
+              # the median log window after the first (which holds the warm-up: allocations, first kernels)
+              "pairs_per_second": statistics.median(progress.rates[1:] or progress.rates) if progress.rates else None,
               "pairs_per_second_log": progress.rates, "train_seconds": round(train_seconds, 2),
               "global_batch_size": global_batch,
               "global_batch": f"global batch {global_batch} = {config.per_device_train_batch_size} per device x "
