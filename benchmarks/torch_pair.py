@@ -80,8 +80,13 @@ def main() -> None:
 
     base = None
     for py in pythons:
-        secs, proc = _timed([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", *args.tests], env=env, cwd=REPO)
-        last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+        secs, proc = _timed([str(py), "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *args.tests], env=env,
+                            cwd=REPO)  # fmt: skip
+        lines = proc.stdout.strip().splitlines() or ["(no output)"]
+        for line in lines:
+            if line.startswith(("FAILED", "ERROR")):
+                print(f"  {line[:300]}", flush=True)
+        last = lines[-1]
         base = base or secs
         print(f"pytest {' '.join(args.tests)}: {secs:.0f} s ({secs / base:.2f}x), load {_load()}: {last}  {py}",
               flush=True)  # fmt: skip

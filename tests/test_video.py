@@ -119,17 +119,20 @@ def test_teacher_sees_eight_frames_in_order_at_the_frame_budget(fake_teacher, tm
 
 
 def test_numpy_video_processor_matches_the_image_processor_on_a_still(tiny_vlm):
-    from distill.processing import load_processor
+    # the fallback's pair, built as load_processor builds it where torchvision is missing (where it imports,
+    # load_processor returns the stock processors: tests/test_stock_processor.py compares the two)
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    proc = load_processor(tiny_vlm)
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(tiny_vlm)
+    video_processor = PilQwen2VLVideoProcessor.like(image_processor)
     img = Image.new("RGB", (56, 84), (10, 200, 30))
-    video = proc.video_processor([[img, img]], return_tensors="pt")
-    image = proc.image_processor(images=[img], return_tensors="pt")
+    video = video_processor([[img, img]], return_tensors="pt")
+    image = image_processor(images=[img], return_tensors="pt")
     assert video["video_grid_thw"].tolist() == image["image_grid_thw"].tolist() == [[1, 6, 4]]
     assert torch.allclose(video["pixel_values_videos"], image["pixel_values"], atol=1e-5)
-    eight = proc.video_processor([[img] * 8], return_tensors="pt")
+    eight = video_processor([[img] * 8], return_tensors="pt")
     assert eight["video_grid_thw"].tolist() == [[4, 6, 4]]
-    assert proc.video_processor.num_video_tokens(8, 84, 56) == 4 * 6 * 4 // 4
+    assert video_processor.num_video_tokens(8, 84, 56) == 4 * 6 * 4 // 4
 
 
 @pytest.fixture(scope="module")
