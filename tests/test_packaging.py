@@ -22,11 +22,9 @@ EXTRAS = PROJECT["optional-dependencies"]
 INDIRECT = {"pytrec-eval-terrier": "ir-measures' backend for the eval metrics"}
 # imported only to see whether it works here, never needed (distill.testing.tiny.torchvision_imports)
 PROBED = {"torchvision"}
-# Modules that may import an extra's package when they load: they are only imported by that extra's verb.
-LOAD_TIME_OK = {
-    "serve": ("distill/serve/server.py", "distill/serve/metrics.py"),
-    "eval": ("distill/embed/config.py",),
-}  # its config extends SentenceTransformerTrainingArguments
+# Modules that may import an extra's package when they load: they are only imported by that extra's verb
+# (distill/embed/config.py: its config extends SentenceTransformerTrainingArguments).
+LOAD_TIME_OK = {"serve": ("distill/serve/server.py", "distill/serve/metrics.py"), "eval": ("distill/embed/config.py",)}
 # Extras that are not about distill's own imports (models, tools, loggers, the union).
 NOT_IMPORTED = {"offline-models", "dev", "tensorboard", "wandb", "all"}
 
