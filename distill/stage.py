@@ -148,18 +148,12 @@ def reason_class(reason: str) -> str:
     return re.sub(r"^row .*?: ", "", reason).split(":")[0][:80]
 
 
-def all_failed_reason(rows_in: int, rows_out: int, dropped: dict) -> str | None:
-    """The one reason every row failed for (rows came in, none came out, one reason), else None."""
-    if rows_in and not rows_out and len(dropped) == 1:
-        return next(iter(dropped))
-    return None
-
-
 def every_row_dropped(s: dict) -> str | None:
-    """A `verdict`: every row in was dropped for one reason (score, filter)."""
-    if reason := all_failed_reason(s["rows_in"] or 0, s["rows_out"] or 0, s["dropped"]):
+    """A `verdict` (score, filter): rows came in, none came out, and all were dropped for one reason."""
+    if s["rows_in"] and not s["rows_out"] and len(s["dropped"]) == 1:
         line = next((p["line"] for p in s["problems"] if p.get("line") is not None), None)
-        return f"every row was dropped for one reason: {reason}" + (f" (e.g. line {line})" if line else "")
+        where = f" (e.g. line {line})" if line else ""
+        return f"every row was dropped for one reason: {next(iter(s['dropped']))}{where}"
     return None
 
 

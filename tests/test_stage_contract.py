@@ -13,7 +13,7 @@ from distill.cli import VERBS, load_stage
 from distill.cli import main as cli
 from distill.data.mmeb import load_examples
 from distill.io import write_jsonl_atomic
-from distill.stage import EXIT_DATA, EXIT_USAGE, contract_paths, summary
+from distill.stage import EXIT_DATA, EXIT_USAGE, contract_paths, every_row_dropped, summary
 from distill.testing.traces import demo_trace_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,3 +143,11 @@ def test_unknown_verb_and_bad_log_level_are_one_line_exit_2(capsys):
     assert rc == EXIT_USAGE and lines == [
         "distill validate: error: --log_level: expected one of DEBUG, INFO, WARNING, ERROR"
     ]
+
+
+def test_every_row_dropped_is_a_verdict_only_when_one_reason_took_every_row():
+    s = summary("score", 3, 0, 0.0, dropped={"bad": 3}, problems=[{"line": 4, "id": None, "reason": "bad"}])
+    assert every_row_dropped(s) == "every row was dropped for one reason: bad (e.g. line 4)"
+    assert every_row_dropped({**s, "problems": []}) == "every row was dropped for one reason: bad"
+    for other in ({"rows_out": 1}, {"rows_in": 0}, {"dropped": {"a": 1, "b": 2}}):
+        assert every_row_dropped({**s, **other}) is None, other
