@@ -160,7 +160,8 @@ def test_demo_pipeline_end_to_end_with_the_local_teacher(tmp_path):
     # the frozen MiniLM and the two embedders trained by embed_base / embed, ranked side by side, and TTE's headline
     by_embedder = result["retrieval_by_embedder"]
     assert list(by_embedder) == ["frozen", "base", "tte"]
-    assert by_embedder["tte"]["embedder"]["model"] == str(run_dir / "embed" / "model")
+    # the path as the run wired it, relative to the run's working directory
+    assert tmp_path / by_embedder["tte"]["embedder"]["model"] == run_dir / "embed" / "model"
     assert result["tte"]["tte_s"] == by_embedder["tte"]["overall"]["scores"]["student_trained"]
     quality = result["quality"]
     assert list(quality) == ["teacher", "student_untrained", "student_trained"]
