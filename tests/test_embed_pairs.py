@@ -45,12 +45,22 @@ def test_hard_negatives_and_top_up(examples):
     rows = [e.row for e in examples if e.row["dataset"] == "ShapesI2T"]
     rows[0] = {**rows[0], "negatives": [{"text": "An image of nothing.", "images": []}]}
     exs = [type(examples[0])(r, "f.jsonl", i + 1) for i, r in enumerate(rows)]
-    pairs, stats = build_pairs(exs, None, dropout=0.0, seed=0, num_negatives=3, uses_images=False)
+    pairs, stats = build_pairs(exs, None, dropout=0.0, seed=0, num_negatives=3, uses_images=True)  # images: queries differ
     got = pairs["ShapesI2T"]
     assert all(len(p) == 3 for p in got)  # one hard-negative column: the most any row has (at most num_negatives)
     assert got[0][2] == ("An image of nothing.", ())
     assert got[1][2] == got[2][1]  # topped up with the next row's positive
     assert stats["hard_negatives"] == 1 and stats["negatives_topped_up"] == 11
+
+
+def test_queries_that_read_the_same_are_left_out(examples):
+    """No trace and a text model: every image query of ShapesCLS and ShapesI2T is its instruction alone, so nothing to
+    contrast (the no-duplicates sampler would train one-pair batches at loss 0); ShapesVQA's questions differ."""
+    pairs, stats = build_pairs(examples, None, dropout=0.0, seed=0, num_negatives=1, uses_images=False)
+    assert set(pairs) == {"ShapesVQA"} and stats["dropped_identical_queries"] == 24
+    assert len({p[0] for p in pairs["ShapesVQA"]}) > 1
+    with_images, _ = build_pairs(examples, None, dropout=0.0, seed=0, num_negatives=1, uses_images=True)
+    assert {"ShapesCLS", "ShapesI2T", "ShapesVQA"} <= set(with_images)  # a VLM sees the images: the queries differ
 
 
 def test_dropout_is_a_stable_fraction():

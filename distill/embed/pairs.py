@@ -153,7 +153,7 @@ def build_pairs(examples: list[Example], traces: TraceSet | None, *, dropout: fl
         by_ds[e.row["dataset"]].append(e)
     stats = {"pairs": 0, "with_query_trace": 0, "with_target_trace": 0, "trace_dropout": 0, "no_trace": 0,
              "dropped_no_trace": 0, "dropped_unreadable_positive": 0, "dropped_indistinguishable": 0,
-             "hard_negatives": 0, "negatives_topped_up": 0, "datasets": {}}  # fmt: skip
+             "dropped_identical_queries": 0, "hard_negatives": 0, "negatives_topped_up": 0, "datasets": {}}  # fmt: skip
     out, problems = {}, []
     for ds, exs in sorted(by_ds.items()):
         rows = []
@@ -202,6 +202,11 @@ def build_pairs(examples: list[Example], traces: TraceSet | None, *, dropout: fl
                     negs.append(cand)
                     stats["negatives_topped_up"] += 1
             rows.append([q, pos, *negs])
+        if rows and len({r[0] for r in rows}) < 2:
+            # every query reads the same to this embedder (image queries to a text model, no trace): nothing to
+            # contrast, and the no-duplicates sampler would make one-pair batches whose loss is 0 (wasted steps)
+            stats["dropped_identical_queries"] += len(rows)
+            continue
         if rows:
             out[ds] = rows
             stats["datasets"][ds] = {"pairs": len(rows), "negative_columns": k}

@@ -135,6 +135,8 @@ def run(config: EmbedConfig, model_args: ModelConfig) -> dict:
     from datasets import Dataset, DatasetDict
     from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
 
+    from transformers import set_seed
+
     from distill.configs import config_dict
     from distill.embed.card import build_lineage, write_card
     from distill.embed.model import InputMaker, build_model, kit_processor, peft_backbone, save_merged, uses_images
@@ -149,6 +151,10 @@ def run(config: EmbedConfig, model_args: ModelConfig) -> dict:
     if config.trace_condition != "none":
         traces = load_traces(config.trace_condition, config.traces[config.trace_condition], examples,
                              config.trace_part)  # fmt: skip
+    # seeded before the model is built, as Trainer does before `model_init`: LoRA's A matrices are drawn at random
+    # here, before the Trainer seeds anything, so an unseeded run (and the reference a resumed run is checked
+    # against) would start from different adapters each time
+    set_seed(config.seed)
     try:
         model = build_model(resolve_model_path(model_args.model_name_or_path), model_args, config)
     except (OSError, ValueError, ImportError) as e:  # no such checkpoint, not a model, an unknown architecture
