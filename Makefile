@@ -42,8 +42,12 @@ demo: install
 	$(VENV)/bin/distill validate --input data/demo/train --image_root data/demo --report runs/demo/validate.json
 	$(VENV)/bin/distill run --config recipes/demo/pipeline.yaml
 
+# One pytest-xdist worker per core of the 2-core machines CI runs on (work stealing: the end-to-end tests take minutes,
+# most take milliseconds); each worker and its subprocesses use one torch thread (tests/conftest.py). The suite is
+# mostly single-threaded, so 2 workers halve its time here (12.5 -> 6.5 min). `make test TEST_WORKERS=0`: one process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # The stock Qwen2-VL processor tests (`-m torchvision`), in a second venv with the torch + torchvision pair that imports
 # together here (requirements-torchvision.lock: a CUDA build, about 6.6 GB; docs/environment.md). CI runs it after

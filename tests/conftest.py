@@ -7,6 +7,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one torch thread each, in the
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # tests and their subprocesses, or the workers oversubscribe them
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"

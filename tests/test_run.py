@@ -51,7 +51,9 @@ def test_kill_during_generate_then_resume_redoes_no_request_and_no_finished_stag
     url = fake.start()
     try:
         config = tmp_path / "pipeline.yaml"
-        config.write_text(yaml.safe_dump(_pipeline(tmp_path, tiny_vlm, url)))
+        # up to export: what follows a stage reruns or is skipped the same way for train (the demo test runs train)
+        stages = STAGES[:-1]
+        config.write_text(yaml.safe_dump({**_pipeline(tmp_path, tiny_vlm, url), "stages": stages}))
         run_dir = tmp_path / "runs" / "t"
         journal = run_dir / "generate" / "traces.journal.jsonl"
 
@@ -81,11 +83,10 @@ def test_kill_during_generate_then_resume_redoes_no_request_and_no_finished_stag
             read_jsonl(run_dir / "filter" / "rejected.jsonl"),
         )
         assert len(kept) + len(rejected) == 60 and kept
-        assert (run_dir / "train" / "model" / "model.safetensors").exists()
-        assert (run_dir / "train" / "model" / "README.md").exists()  # the model card with lineage
-        assert _statuses(run_dir) == dict.fromkeys(STAGES, "ran")
+        assert (run_dir / "export" / "dataset" / "manifest.json").exists()
+        assert _statuses(run_dir) == dict.fromkeys(stages, "ran")
         report = (run_dir / "report.md").read_text()
-        assert all(f"| {s} | ran |" in report for s in STAGES)
+        assert all(f"| {s} | ran |" in report for s in stages)
 
         # 3. Nothing changed: every stage is skipped and the teacher sees no request.
         seen_before = len(fake.seen_keys)
@@ -95,7 +96,7 @@ def test_kill_during_generate_then_resume_redoes_no_request_and_no_finished_stag
         assert set(_statuses(run_dir).values()) == {"skipped (up to date)"}
 
         # 4. A changed filter config reruns filter and what follows it, nothing before it.
-        pipeline = _pipeline(tmp_path, tiny_vlm, url)
+        pipeline = {**_pipeline(tmp_path, tiny_vlm, url), "stages": stages}
         pipeline["filter"]["thresholds"]["length"] = {"min": 1}
         config.write_text(yaml.safe_dump(pipeline))
         proc = _run(config)
@@ -103,7 +104,7 @@ def test_kill_during_generate_then_resume_redoes_no_request_and_no_finished_stag
         assert proc.returncode == 0, log
         statuses = _statuses(run_dir)
         assert statuses["generate"] == statuses["score"] == "skipped (up to date)"
-        assert statuses["filter"] == "ran" and len(fake.seen_keys) == seen_before
+        assert statuses["filter"] == statuses["export"] == "ran" and len(fake.seen_keys) == seen_before
     finally:
         fake.stop()
 
