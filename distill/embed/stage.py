@@ -134,7 +134,6 @@ def run(config: EmbedConfig, model_args: ModelConfig) -> dict:
     """Train; returns the summary on the main process (None on other ranks). InputError for bad inputs (pairs)."""
     from datasets import Dataset, DatasetDict
     from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
-
     from transformers import set_seed
 
     from distill.configs import config_dict
