@@ -146,6 +146,26 @@ def test_kill_9_then_rerun_resumes(weights, tmp_path):
     assert sum(losses[s] > 0.01 for s in after) >= 3  # steps that learn something, not one-pair batches at loss 0
 
 
+def test_two_processes_train_one_global_batch(tmp_path):
+    """Multi-process like a multi-GPU launch: torchrun with 2 CPU processes (gloo; `--use_cpu true`, which a CPU
+    launch needs), `global_batch_size` split over them, the loss gathered across both; one summary, one log line a
+    step, a model that loads."""
+    from distill.testing.tiny_embedder import build_tiny_text_embedder
+
+    model = tmp_path / "tiny"
+    build_tiny_text_embedder(model)
+    out = tmp_path / "ddp"
+    args = ["--config", "recipes/demo/embed.yaml", "--model_name_or_path", str(model), "--output_dir", str(out),
+            "--max_steps", "4", "--logging_steps", "1", "--global_batch_size", "8", "--use_cpu", "true"]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "distill.cli",
+                           "embed", *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
+    summary = _ok(proc, out)
+    assert summary["global_batch"].startswith("global batch 8 = 4 per device x 2 processes")
+    assert summary["global_step"] == 4 and "gather_across_devices: true" in (out / "config.yaml").read_text()
+    assert [proc.stderr.count(f"step {s}/4 ") for s in range(1, 5)] == [1, 1, 1, 1]
+    assert _stock_vectors(out, ["a red circle"], tmp_path).shape == (1, 32)
+
+
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
 def test_tiny_vlm_trains_saves_and_reads_images(family, demo_dir, tmp_path):
     """Qwen2-VL: LoRA + GradCache, stopped after a checkpoint and continued (the adapter reloads), merged output.

@@ -71,7 +71,8 @@ class PairsPerSecond(TrainerCallback):
         rate = self.global_batch * (state.global_step - self._step) / max(now - self._t, 1e-9)
         self.rates.append(round(rate, 2))
         self._t, self._step = now, state.global_step
-        log.info("step %d/%d  loss %.4f  %.1f pairs/s", state.global_step, state.max_steps, logs["loss"], rate)
+        if state.is_world_process_zero:  # one line a step, not one per process
+            log.info("step %d/%d  loss %.4f  %.1f pairs/s", state.global_step, state.max_steps, logs["loss"], rate)
 
 
 def _columns(rows: list[list], vlm: bool) -> dict[str, list]:
