@@ -166,6 +166,19 @@ def test_two_processes_train_one_global_batch(tmp_path):
     assert _stock_vectors(out, ["a red circle"], tmp_path).shape == (1, 32)
 
 
+def test_a_run_that_makes_no_batch_fails_instead_of_saving_an_untrained_model(tmp_path):
+    """ShapesVQA's 12 pairs have 6 distinct questions: the no-duplicates sampler cannot fill a batch of 8, and with
+    the last batch dropped (what sentence-transformers sets for DDP and DeepSpeed launches) no step runs."""
+    from distill.testing.tiny_embedder import build_tiny_text_embedder
+
+    build_tiny_text_embedder(tmp_path / "tiny")
+    proc = _embed("--config", "recipes/demo/embed.yaml", "--model_name_or_path", str(tmp_path / "tiny"),
+                  "--output_dir", str(tmp_path / "out"), "--dataloader_drop_last", "true")  # fmt: skip
+    assert proc.returncode == 1 and not (tmp_path / "out" / "model.safetensors").exists()
+    (line,) = [x for x in proc.stderr.splitlines() if "error:" in x]
+    assert "no training step ran: 12 pairs made no batch of 8" in line and "batch_sampler" in line
+
+
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
 def test_tiny_vlm_trains_saves_and_reads_images(family, demo_dir, tmp_path):
     """Qwen2-VL: LoRA + GradCache, stopped after a checkpoint and continued (the adapter reloads), merged output.

@@ -28,7 +28,7 @@ from trl import ModelConfig
 
 from distill.embed.config import EmbedConfig
 from distill.embed.pairs import InputError
-from distill.stage import Paths, Stage
+from distill.stage import DataError, Paths, Stage
 
 log = logging.getLogger(__name__)
 __all__ = ["STAGE", "EmbedConfig", "ModelConfig", "main", "run"]
@@ -187,6 +187,11 @@ def run(config: EmbedConfig, model_args: ModelConfig) -> dict:
         t_train = time.time()
         train_out = trainer.train(resume_from_checkpoint=last_checkpoint(config))
         train_seconds = time.time() - t_train
+    if trainer.state.global_step == 0:  # the Trainer ends "successfully" when the sampler yields no batch at all
+        drop_last = ", and this launch drops the last, incomplete batch" if config.dataloader_drop_last else ""
+        raise DataError(f"no training step ran: {stats['pairs']} pairs made no batch of "
+                        f"{config.per_device_train_batch_size} (the no-duplicates sampler puts no two equal texts in "
+                        f"one batch{drop_last}): lower per_device_train_batch_size, or batch_sampler: batch_sampler")  # fmt: skip
     adapter = None
     if peft_backbone(model) is None:
         trainer.save_model(config.output_dir)  # on every rank: under ZeRO-3 the weights are gathered for the save
