@@ -1,8 +1,9 @@
 """`distill train` end to end on the tiny VLM, each run in its own subprocess (accelerate/DeepSpeed keep global state).
 
-Eight runs (CPU, ~7 s each, mostly imports): a full finetune without DeepSpeed and with ZeRO-1, -2 and -3 (same
-losses); the first run's config killed after its step-4 checkpoint and resumed (same losses as uninterrupted); LoRA
-under ZeRO-3 (default length-grouped order) with a merged export; the export trained by a plain TRL script.
+Ten runs (CPU, ~7 s each, mostly imports): a full finetune without DeepSpeed and with ZeRO-1, -2 and -3 (same
+losses); the first run's config killed after its step-4 checkpoint and resumed (same losses as uninterrupted); two
+processes (torchrun, gloo) against one with their whole batch (same losses); LoRA under ZeRO-3 (default
+length-grouped order) with a merged export; the export trained by a plain TRL script.
 """
 
 import json
@@ -176,6 +177,25 @@ def test_resume_after_kill_gives_the_uninterrupted_losses(sequential_runs, tiny_
     whole = sequential_runs["plain"]["losses"]
     assert len(resumed["losses"]) == len(whole) == 12
     assert resumed["losses"] == pytest.approx(whole, rel=RTOL)
+
+
+def test_two_processes_train_as_one_process_with_the_whole_batch(tiny_vlm, export_dir, tmp_path):
+    """DDP like a multi-GPU launch: torchrun with 2 CPU processes (gloo; a CPU launch needs `--use_cpu true`) splits
+    the global batch of 10 into 5 + 5 and gives the losses of one process training on all 10 (tokens averaged across
+    the processes); the main process alone writes the model and the summary."""
+    flags = ["--max_steps", "3", "--global_batch_size", "10", "--audit_rows", "10", "--use_cpu", "true",
+             "--train_sampling_strategy", "sequential"]  # fmt: skip
+    one = _summary(_train(tiny_vlm, export_dir, tmp_path / "one", *flags, "--per_device_train_batch_size", "10"),
+                   tmp_path / "one")  # fmt: skip
+    out = tmp_path / "ddp"
+    args = ["--config", "recipes/demo/train.yaml", "--model_name_or_path", str(tiny_vlm), "--dataset_path",
+            str(export_dir), "--output_dir", str(out), *flags, "--per_device_train_batch_size", "5"]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "distill.cli",
+                           "train", *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
+    ddp = _summary(proc, out)
+    assert ddp["global_batch"] == "global batch 10 = 5 per device x 1 gradient accumulation x 2 processes"
+    assert len(ddp["losses"]) == 3 and ddp["losses"] == pytest.approx(one["losses"], rel=RTOL)
+    assert (out / "model.safetensors").is_file() and (out / "lineage.json").is_file()
 
 
 def test_lora_under_zero3_saves_adapter_and_merged_model(tiny_vlm, export_dir, tmp_path):
