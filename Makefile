@@ -41,7 +41,8 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 # Torch threads for every stage and the teacher: half the cores this process may use (at least 1), unless
 # OMP_NUM_THREADS is set. torch's threads wait on each other when another job takes a core: on 2 cores beside the test
 # suite the demo took 12 min 31 s with 2 threads and 5 min 22 s with 1 (idle: 3 min 28 s with 2, 3 min 58 s with 1).
-DEMO_THREADS ?= $(or $(OMP_NUM_THREADS),$(shell python3 -c 'import os; print(max(1, len(os.sched_getaffinity(0)) // 2))'))
+HALF_CORES = $(shell python3 -c 'import os; print(max(1, len(os.sched_getaffinity(0)) // 2))')
+DEMO_THREADS ?= $(or $(OMP_NUM_THREADS),$(HALF_CORES))
 demo: install
 	OMP_NUM_THREADS=$(DEMO_THREADS) $(VENV)/bin/distill validate --input data/demo/train --image_root data/demo \
 		--report runs/demo/validate.json

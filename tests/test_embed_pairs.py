@@ -45,9 +45,8 @@ def test_hard_negatives_and_top_up(examples):
     rows = [e.row for e in examples if e.row["dataset"] == "ShapesI2T"]
     rows[0] = {**rows[0], "negatives": [{"text": "An image of nothing.", "images": []}]}
     exs = [type(examples[0])(r, "f.jsonl", i + 1) for i, r in enumerate(rows)]
-    pairs, stats = build_pairs(
-        exs, None, dropout=0.0, seed=0, num_negatives=3, uses_images=True
-    )  # images: queries differ
+    # a VLM: the image queries differ (to a text model they all read the same and would be left out)
+    pairs, stats = build_pairs(exs, None, dropout=0.0, seed=0, num_negatives=3, uses_images=True)
     got = pairs["ShapesI2T"]
     assert all(len(p) == 3 for p in got)  # one hard-negative column: the most any row has (at most num_negatives)
     assert got[0][2] == ("An image of nothing.", ())

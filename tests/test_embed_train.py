@@ -127,8 +127,8 @@ def test_kill_9_then_rerun_resumes(weights, tmp_path):
     _ok(_embed(*_tiny_args(model, tmp_path / "ref", *extra)), tmp_path / "ref")
     reference = _logged_losses(tmp_path / "ref")  # the uninterrupted run
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "distill", "embed", *_tiny_args(model, out, *extra)], cwd=REPO, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "distill", "embed", *_tiny_args(model, out, *extra)], cwd=REPO,
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 300
     while not (out / "checkpoint-4" / "trainer_state.json").exists():
         assert proc.poll() is None and time.time() < deadline, "the run ended before its step-4 checkpoint"

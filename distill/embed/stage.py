@@ -191,7 +191,8 @@ def run(config: EmbedConfig, model_args: ModelConfig) -> dict:
         drop_last = ", and this launch drops the last, incomplete batch" if config.dataloader_drop_last else ""
         raise DataError(f"no training step ran: {stats['pairs']} pairs made no batch of "
                         f"{config.per_device_train_batch_size} (the no-duplicates sampler puts no two equal texts in "
-                        f"one batch{drop_last}): lower per_device_train_batch_size, or batch_sampler: batch_sampler")  # fmt: skip
+                        f"one batch{drop_last}): lower per_device_train_batch_size, or "
+                        "batch_sampler: batch_sampler")  # fmt: skip
     adapter = None
     if peft_backbone(model) is None:
         trainer.save_model(config.output_dir)  # on every rank: under ZeRO-3 the weights are gathered for the save
