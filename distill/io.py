@@ -35,6 +35,13 @@ class BadRow:
         return f"{self.path}:{self.line}: {self.reason}" if self.path else f"line {self.line}: {self.reason}"
 
 
+def listed(problems: list[str], sep: str, limit: int = 10) -> str:
+    """The first `limit` problems joined by `sep`, then `<sep>... and N more`: an error message that names what is
+    wrong without flooding the terminal."""
+    more = f"{sep}... and {len(problems) - limit} more" if len(problems) > limit else ""
+    return sep.join(problems[:limit]) + more
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | BadRow]]:
     """Yield (1-based line number, row dict or BadRow) for each non-blank line; never raises on content.
 

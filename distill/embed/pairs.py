@@ -26,21 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.embed_text import query_item, target_item, trace_for_embedding, with_trace
-from distill.io import BadRow, iter_jsonl
+from distill.io import BadRow, iter_jsonl, listed
 from distill.records import trace_side
 from distill.stage import StageError
-
-MAX_LISTED = 10
 
 
 class InputError(StageError):
     """Bad input for `distill embed` (exit 2); str() lists one `file:line: reason` per problem."""
 
 
-def _raise(problems: list[str], what: str) -> None:
+def raise_problems(problems: list[str], what: str) -> None:
+    """InputError on one line (`what: problem; problem; ... and N more`) when there are problems."""
     if problems:
-        more = f"; ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        raise InputError(f"{what}: " + "; ".join(problems[:MAX_LISTED]) + more)
+        raise InputError(f"{what}: {listed(problems, '; ')}")
 
 
 @dataclass
@@ -73,7 +71,7 @@ def load_examples_checked(paths: list[str], subset: str | None = None, image_roo
                     problems.append(f"{f}:{line}: {item.reason}")
                 else:
                     out.append(Example(item, str(f), line))
-    _raise(problems, "examples cannot be trained on")
+    raise_problems(problems, "examples cannot be trained on")
     if not out:
         raise InputError(f"no example rows in {', '.join(paths)}")
     return out
@@ -128,7 +126,7 @@ def load_traces(name: str, path: str, examples: list[Example], part: str) -> Tra
             out.texts[key] = (index, trace_for_embedding(row, part))
         writer = _writer(row)
         out.writers[writer] = out.writers.get(writer, 0) + 1
-    _raise(problems, f"trace set {name!r} ({path}) has unusable rows")
+    raise_problems(problems, f"trace set {name!r} ({path}) has unusable rows")
     if not out.rows:
         raise InputError(f"trace set {name!r}: {path}: empty (no trace rows)")
     return out
@@ -211,7 +209,7 @@ def build_pairs(examples: list[Example], traces: TraceSet | None, *, dropout: fl
             out[ds] = rows
             stats["datasets"][ds] = {"pairs": len(rows), "negative_columns": k}
             stats["pairs"] += len(rows)
-    _raise(problems, "pairs cannot be built")
+    raise_problems(problems, "pairs cannot be built")
     if not out:
         left_out = {k: v for k, v in stats.items() if k.startswith("dropped") and v}
         raise InputError(f"no training pairs: every example was left out ({left_out})")

@@ -101,6 +101,7 @@ def last_checkpoint(config: EmbedConfig) -> str | None:
 
 def _check_images(examples, image_root: str) -> None:
     """InputError naming file, line and reason for every example image the VLM would fail to open."""
+    from distill.embed.pairs import raise_problems
     from distill.embed_text import VIDEO, visuals
     from distill.images import ImageError, check_ref
 
@@ -116,10 +117,7 @@ def _check_images(examples, image_root: str) -> None:
                     status[entry] = err.reason
             if status[entry] is not None:
                 problems.append(f"{e.file}:{e.line}: image {entry}: {status[entry]}")
-    if problems:
-        more = f"; ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise InputError(f"examples reference unreadable images (image_root {image_root}): "
-                         + "; ".join(problems[:10]) + more)  # fmt: skip
+    raise_problems(problems, f"examples reference unreadable images (image_root {image_root})")
 
 
 def _loss(model, config: EmbedConfig):

@@ -13,10 +13,8 @@ from pathlib import Path
 
 from distill.data.inputs import input_files
 from distill.data.mmeb import load_examples
-from distill.io import BadRow, iter_jsonl
+from distill.io import BadRow, iter_jsonl, listed
 from distill.records import example_problems, trace_side
-
-MAX_LISTED = 10  # problems listed in one message; the count says how many more
 
 
 class InputError(ValueError):
@@ -25,8 +23,7 @@ class InputError(ValueError):
 
 def _raise(problems: list[str], what: str) -> None:
     if problems:
-        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        raise InputError(f"{what}:\n  " + "\n  ".join(problems[:MAX_LISTED]) + more)
+        raise InputError(f"{what}:\n  " + listed(problems, "\n  "))
 
 
 @dataclass

@@ -35,6 +35,7 @@ from distill.eval.inputs import (
 from distill.eval.retrieval import TIES
 from distill.eval.tte import parse_embedders
 from distill.images import PixelBudget
+from distill.io import listed
 from distill.stage import Paths, Stage
 
 log = logging.getLogger(__name__)
@@ -185,8 +186,7 @@ def _check_eval_ids(rows, sets: dict, on_missing: str) -> list:
     missing = [(r, n) for r in rows for n in sets if r.example["id"] not in ids[n]]
     if missing and on_missing == "error":
         lines = [f"{r.where}: id {r.example['id']!r} has no trace in {n} ({sets[n].path})" for r, n in missing]
-        raise InputError("eval rows without a trace:\n  " + "\n  ".join(lines[:10])
-                         + (f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else "")
+        raise InputError("eval rows without a trace:\n  " + listed(lines, "\n  ")
                          + "\n  (--on_missing intersect ranks only rows every set has a trace for)")  # fmt: skip
     lacking = {id(r) for r, _ in missing}
     kept = [r for r in rows if id(r) not in lacking]
