@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.embed_text import query_item, target_item, trace_for_embedding, with_trace
-from distill.io import BadRow, iter_jsonl, listed
-from distill.records import trace_side
+from distill.io import BadRow, listed
 from distill.stage import StageError
 
 
@@ -53,7 +52,6 @@ def load_examples_checked(paths: list[str], subset: str | None = None, image_roo
     page images referenced relative to `image_root`); InputError listing each bad row by file and line."""
     from distill.data.inputs import input_files
     from distill.data.mmeb import load_examples
-    from distill.io import BadRow
 
     out, problems = [], []
     for p in paths:
@@ -95,31 +93,20 @@ def _writer(row: dict) -> str:
 
 
 def load_traces(name: str, path: str, examples: list[Example], part: str) -> TraceSet:
-    """The trace set in `path`; InputError naming file and line for an unreadable row, a row without an id, an
-    unknown side and an id that matches no example; InputError when the file holds no trace rows at all."""
+    """The trace set in `path`; InputError naming file and line for each row `eval` could not use either (unreadable,
+    no id, a field of the wrong type, an unknown side) and each id that matches no example; InputError when the file
+    holds no trace rows at all."""
+    from distill.eval.inputs import read_trace_rows
+
     if not Path(path).is_file():
         raise InputError(f"trace set {name!r}: {path}: no such file")
     ids = {e.row["id"] for e in examples}
     out, problems = TraceSet(name, path), []
-    for line, row in iter_jsonl(path):
-        if isinstance(row, BadRow):
-            problems.append(str(row))
-            continue
-        if not isinstance(row.get("id"), str) or not row["id"]:
-            problems.append(f"{path}:{line}: missing field 'id'")
-            continue
+    for line, row, side in read_trace_rows(path, problems):  # eval's reader: the same rows are usable in both
         if row["id"] not in ids:
             problems.append(f"{path}:{line}: trace id {row['id']!r} matches no example of the input")
             continue
-        try:
-            side = trace_side(row)
-        except ValueError as e:
-            problems.append(f"{path}:{line}: {e}")
-            continue
         index = row.get("sample_index") or 0
-        if not isinstance(index, int):
-            problems.append(f"{path}:{line}: field 'sample_index' must be an integer")
-            continue
         out.rows += 1
         key = (row["id"], side)
         if key not in out.texts or index < out.texts[key][0]:  # the lowest sample_index, as `distill eval` picks

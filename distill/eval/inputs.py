@@ -8,6 +8,7 @@ raised as one `InputError` whose lines name the file, the line and the reason, s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,11 +66,9 @@ def _trace_row_problem(row: dict) -> str | None:
     return None
 
 
-def load_trace_set(name: str, path: str) -> TraceSet:
-    """Read one trace file; InputError lists unreadable lines, rows without an id and repeated (id, sample_index)."""
-    if not Path(path).is_file():
-        raise InputError(f"trace set {name!r}: {path}: no such file")
-    out, problems, seen = TraceSet(name, path), [], {}
+def read_trace_rows(path: str, problems: list[str]) -> Iterator[tuple[int, dict, str]]:
+    """(line, row, side) for each usable row of a trace file (`eval`'s trace sets, `embed`'s `--traces`); each other
+    row (unparsable, without an id, a field of the wrong type, an unknown side) goes to `problems` as `file:line: why`."""
     for line, row in iter_jsonl(path):
         if isinstance(row, BadRow):
             problems.append(str(row))
@@ -85,6 +84,15 @@ def load_trace_set(name: str, path: str) -> TraceSet:
         except ValueError as e:
             problems.append(f"{path}:{line}: {e}")
             continue
+        yield line, row, side
+
+
+def load_trace_set(name: str, path: str) -> TraceSet:
+    """Read one trace file; InputError lists unreadable lines, rows without an id and repeated (id, sample_index)."""
+    if not Path(path).is_file():
+        raise InputError(f"trace set {name!r}: {path}: no such file")
+    out, problems, seen = TraceSet(name, path), [], {}
+    for line, row, side in read_trace_rows(path, problems):
         if side == "target":
             out.target_side_rows += 1
             continue
