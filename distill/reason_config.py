@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.chat_format import SIDES
-from distill.client.config import ClientConfig, ClientFields, client_config
+from distill.client.config import ClientConfig, ClientFields, client_config, request_sampling
 from distill.client.journal import journal_path
 from distill.images import PixelBudget
 from distill.stage import contract_paths
@@ -71,9 +71,7 @@ class ReasonConfig(ClientFields, PixelBudget):
         return client_config(self, model=self.model, progress=self.progress)
 
     def sampling(self, sample_index: int) -> dict:
-        s = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_new_tokens,
-             "seed": None if self.seed is None else self.seed + sample_index}  # fmt: skip
-        return {k: v for k, v in s.items() if v is not None}
+        return request_sampling(self.temperature, self.top_p, self.max_new_tokens, self.seed, sample_index)
 
     def paths(self) -> dict[str, Path]:
         return {"journal": journal_path(self.output), "summary": contract_paths(self.output)[1]}

@@ -93,3 +93,11 @@ def client_config(fields: ClientFields, **extra) -> ClientConfig:
     """The `ClientConfig` of a stage config that composes `ClientFields` (`extra`: model, progress)."""
     shared = {f.name: getattr(fields, f.name) for f in dataclasses.fields(ClientFields)}
     return ClientConfig(**shared, **extra)
+
+
+def request_sampling(temperature, top_p, max_tokens, seed, sample_index: int) -> dict:
+    """The sampling fields of sample `sample_index`'s request (the seed offset by the index, so samples differ and a
+    rerun repeats them); unset fields are left out, so the server's defaults apply."""
+    s = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
+         "seed": None if seed is None else seed + sample_index}  # fmt: skip
+    return {k: v for k, v in s.items() if v is not None}

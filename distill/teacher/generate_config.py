@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.client.batch import BatchSettings
-from distill.client.config import ClientConfig, ClientFields, client_config
+from distill.client.config import ClientConfig, ClientFields, client_config, request_sampling
 from distill.client.journal import journal_path
 from distill.image_store import VIDEO_PARTS
 from distill.images import PixelBudget
@@ -93,9 +93,7 @@ class GenerateConfig(ClientFields, PixelBudget):
         return client_config(self, model=self.model, progress=self.progress)
 
     def sampling(self, sample_index: int) -> dict:
-        s = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
-             "seed": None if self.seed is None else self.seed + sample_index}  # fmt: skip
-        return {k: v for k, v in s.items() if v is not None}
+        return request_sampling(self.temperature, self.top_p, self.max_tokens, self.seed, sample_index)
 
     def paths(self) -> dict[str, Path]:
         """The journal (`<stem>.journal.jsonl`), the summary and the batch state (`<stem>.batch`) of this output."""
