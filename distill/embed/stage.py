@@ -29,6 +29,7 @@ from trl import ModelConfig
 from distill.embed.config import EmbedConfig
 from distill.embed.pairs import InputError
 from distill.stage import DataError, Paths, Stage
+from distill.train.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
 __all__ = ["STAGE", "EmbedConfig", "ModelConfig", "main", "run"]
@@ -80,23 +81,6 @@ def _columns(rows: list[list], vlm: bool) -> dict[str, list]:
     names = ["anchor", "positive", *(f"negative_{i}" for i in range(1, len(rows[0]) - 1))]
     cell = (lambda item: {"text": item[0], "images": list(item[1])}) if vlm else (lambda item: item[0])
     return {name: [cell(r[j]) for r in rows] for j, name in enumerate(names)}
-
-
-def last_checkpoint(config: EmbedConfig) -> str | None:
-    """The checkpoint to resume from: with `resume_from_checkpoint: last`, the newest `checkpoint-N` in output_dir
-    that was written to the end. Why not transformers' `get_last_checkpoint`: it takes the highest N even when a
-    kill -9 cut that save short; `trainer_state.json` is the last file a checkpoint save writes, so its presence
-    marks a complete one."""
-    value = config.resume_from_checkpoint
-    if value != "last":
-        return value
-    out = Path(config.output_dir)
-    done = [
-        p for p in out.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
-    ]
-    newest = max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
-    log.info("resume: %s", newest or f"no complete checkpoint in {out}, starting fresh")
-    return str(newest) if newest else None
 
 
 def _check_images(examples, image_root: str) -> None:
@@ -183,7 +167,7 @@ def run(config: EmbedConfig, model_args: ModelConfig) -> dict:
                  stats["pairs"], len(pairs), global_batch, config.per_device_train_batch_size, config.world_size,
                  config.loss, config.temperature)  # fmt: skip
         t_train = time.time()
-        train_out = trainer.train(resume_from_checkpoint=last_checkpoint(config))
+        train_out = trainer.train(resume_from_checkpoint=resume_checkpoint(config.resume_from_checkpoint, out))
         train_seconds = time.time() - t_train
     if trainer.state.global_step == 0:  # the Trainer ends "successfully" when the sampler yields no batch at all
         drop_last = ", and this launch drops the last, incomplete batch" if config.dataloader_drop_last else ""

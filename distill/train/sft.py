@@ -28,24 +28,13 @@ from trl import ModelConfig
 
 from distill.stage import Paths, Stage
 from distill.train.config import TrainConfig
+from distill.train.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 class NoRowsLeft(ValueError):
     """Every row of the export is longer than max_length: nothing to train on."""
-
-
-def _last_checkpoint(config: TrainConfig) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if config.resume_from_checkpoint in (None, "", "false", "False"):
-        return None
-    if config.resume_from_checkpoint in ("last", "true", "True"):
-        ckpt = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
-        log.info("resume: %s", ckpt or f"no checkpoint in {config.output_dir}, starting fresh")
-        return ckpt
-    return config.resume_from_checkpoint
 
 
 def _vision_dummy(processor):
@@ -161,7 +150,9 @@ def train(config: TrainConfig, model_args: ModelConfig, callbacks=None) -> dict 
     trainer.model_card_fn = lambda tr: write_lineage(config.output_dir, build_lineage(**lineage_args, result=None))
 
     t_train = time.time()
-    train_out = trainer.train(resume_from_checkpoint=_last_checkpoint(config))
+    train_out = trainer.train(
+        resume_from_checkpoint=resume_checkpoint(config.resume_from_checkpoint, config.output_dir)
+    )
     train_seconds = time.time() - t_train
     trainer.save_model(config.output_dir)
     result = {
