@@ -90,7 +90,9 @@ def model_card(lineage: dict) -> str:
     loss = lineage["loss"]
     lines += ["", "## Training", "",
               f"- loss: {loss['name']} (InfoNCE, query→target, temperature {loss['temperature']} = scale "
-              f"{loss['scale']:g}); hard negatives per pair: {loss['num_negatives']}"
+              f"{loss['scale']:g}); hard negatives per pair: at most {loss['num_negatives']} "
+              f"({lineage['pairs'].get('hard_negatives', 0)} from the data, "
+              f"{lineage['pairs'].get('negatives_topped_up', 0)} topped up)"
               + (f"; GradCache mini-batches of {loss['mini_batch_size']}" if "Cached" in str(loss["name"]) else ""),
               f"- pairs: {lineage['pairs'].get('pairs')} over datasets {sorted(lineage['pairs'].get('datasets') or {})}",
               f"- {res.get('global_batch') or 'global batch: not recorded'}; steps {res.get('global_step')}; "
