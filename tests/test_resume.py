@@ -1,6 +1,6 @@
-"""Which checkpoint `train` and `embed` resume from (distill.train.resume): the newest one whose save finished."""
+"""Which checkpoint `train` and `embed` resume from (distill.resume): the newest one whose save finished."""
 
-from distill.train.resume import resume_checkpoint
+from distill.resume import resume_checkpoint
 
 
 def _checkpoint(out, step, complete=True):

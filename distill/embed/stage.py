@@ -28,8 +28,8 @@ from trl import ModelConfig
 
 from distill.embed.config import EmbedConfig
 from distill.embed.pairs import InputError
+from distill.resume import resume_checkpoint
 from distill.stage import DataError, Paths, Stage
-from distill.train.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
 __all__ = ["STAGE", "EmbedConfig", "ModelConfig", "main", "run"]

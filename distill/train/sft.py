@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from trl import ModelConfig
 
+from distill.resume import resume_checkpoint
 from distill.stage import Paths, Stage
 from distill.train.config import TrainConfig
-from distill.train.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
 
