@@ -4,7 +4,7 @@ as the Hub publishes it) or a directory of datasets; and the rows of a published
     from distill.data.inputs import input_files
     input_files(Path("/data/mmeb/video"))    # [.../DiDeMo, .../HMDB51, ...]: one entry per dataset
 
-`distill.data.mmeb.load_examples` reads each entry; `eval` and `embed` list their inputs with `input_files`.
+`distill.data.mmeb.load_examples` reads each entry; `distill.data.mmeb.read_inputs` reads all of `--input` (eval, embed).
 """
 
 from __future__ import annotations

@@ -271,3 +271,30 @@ def load_examples(
     items = list(items)  # one dataset: its pool is built once, from every row
     pooled = iter(with_pools([ex for _, ex in items if not isinstance(ex, BadRow)], subset, label_list(path)))
     yield from ((line, ex if isinstance(ex, BadRow) else next(pooled)) for line, ex in items)
+
+
+def read_inputs(paths: list[str], subset: str | None, side: str, image_root: str,
+                problems: list[str]) -> Iterator[tuple[str, int, dict]]:  # fmt: skip
+    """(file, line, example) for every row `load_examples(..., side)` reads from `paths`; a path that does not
+    exist, a folder without datasets, a file type it cannot read and each unreadable row go to `problems` instead,
+    as `file[:line]: why`."""
+    from distill.data.inputs import input_files
+
+    for p in paths:
+        if not Path(p).exists():
+            problems.append(f"{p}: no such file or directory")
+            continue
+        files = input_files(Path(p), subset)
+        if not files:
+            problems.append(f"{p}: no .jsonl or .parquet files")
+        for f in files:
+            try:
+                items = list(load_examples(f, subset, side, image_root))
+            except ValueError as e:  # an unsupported file type, a subset that names no task
+                problems.append(f"{f}: {e}")
+                continue
+            for line, item in items:
+                if isinstance(item, BadRow):
+                    problems.append(f"{f}:{line}: {item.reason}")
+                else:
+                    yield str(f), line, item

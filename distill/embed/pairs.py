@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.embed_text import query_item, target_item, trace_for_embedding, with_trace
-from distill.io import BadRow, listed
+from distill.io import listed
 from distill.stage import StageError
 
 
@@ -50,25 +50,10 @@ class Example:
 def load_examples_checked(paths: list[str], subset: str | None = None, image_root: str = ".") -> list[Example]:
     """Every example row of `paths` (MMEB-train, MMEB eval or ours, via `distill.data.mmeb.load_examples`; embedded
     page images referenced relative to `image_root`); InputError listing each bad row by file and line."""
-    from distill.data.inputs import input_files
-    from distill.data.mmeb import load_examples
+    from distill.data.mmeb import read_inputs
 
-    out, problems = [], []
-    for p in paths:
-        files = input_files(Path(p), subset)
-        if not files:
-            problems.append(f"{p}: no .jsonl or .parquet files")
-        for f in files:
-            try:
-                items = list(load_examples(f, subset, "query", image_root))
-            except ValueError as e:  # an unsupported file type, a subset that names no task
-                problems.append(f"{f}: {e}")
-                continue
-            for line, item in items:
-                if isinstance(item, BadRow):
-                    problems.append(f"{f}:{line}: {item.reason}")
-                else:
-                    out.append(Example(item, str(f), line))
+    problems = []
+    out = [Example(row, f, line) for f, line, row in read_inputs(paths, subset, "query", image_root, problems)]
     raise_problems(problems, "examples cannot be trained on")
     if not out:
         raise InputError(f"no example rows in {', '.join(paths)}")

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.data.inputs import input_files
-from distill.data.mmeb import load_examples
+from distill.data.mmeb import read_inputs
 from distill.io import BadRow, iter_jsonl, listed
 from distill.records import example_problems, trace_side
 
@@ -158,38 +157,22 @@ def load_eval_rows(paths: list[str], subset: str | None = None, image_root: str 
     """MMEB eval rows (or example rows with negatives) from files or directories of per-subset files (the stem names
     the subset). InputError lists bad rows and rows with fewer than 2 candidates, each with file and line."""
     rows, problems = [], []
-    for p in paths:
-        if not Path(p).exists():
-            problems.append(f"{p}: no such file or directory")
+    for f, line, item in read_inputs(paths, subset, "eval", image_root, problems):  # MMEB-V2's candidate pools
+        if bad := example_problems(item):  # rows already in our schema are passed through unchecked
+            problems.append(f"{f}:{line}: " + "; ".join(bad))
             continue
-        files = input_files(Path(p), subset)
-        if not files:
-            problems.append(f"{p}: no .jsonl or .parquet files")
-        for f in files:
-            try:
-                items = list(load_examples(f, subset, "eval", image_root))  # MMEB-V2's candidate pools
-            except ValueError as e:  # an unsupported file type
-                problems.append(str(e))
-                continue
-            for line, item in items:
-                if isinstance(item, BadRow):
-                    problems.append(f"{f}:{line}: {item.reason}")
-                    continue
-                if bad := example_problems(item):  # rows already in our schema are passed through unchecked
-                    problems.append(f"{f}:{line}: " + "; ".join(bad))
-                    continue
-                row = EvalRow(str(f), line, item)
-                if len(row.candidates) < 2:
-                    problems.append(f"{f}:{line}: row {item['id']!r} has {len(row.candidates)} candidate(s); ranking "
-                                    "needs the positive and at least one other (tgt_text, positive first)")  # fmt: skip
-                    continue
-                rel = item.get("relevance")
-                if rel is not None and (not isinstance(rel, list) or len(rel) != len(row.candidates)
-                                        or not all(isinstance(r, int) and r >= 0 for r in rel)):  # fmt: skip
-                    problems.append(f"{f}:{line}: 'relevance' must list one grade (int >= 0) per candidate "
-                                    f"({len(row.candidates)})")  # fmt: skip
-                    continue
-                rows.append(row)
+        row = EvalRow(f, line, item)
+        if len(row.candidates) < 2:
+            problems.append(f"{f}:{line}: row {item['id']!r} has {len(row.candidates)} candidate(s); ranking "
+                            "needs the positive and at least one other (tgt_text, positive first)")  # fmt: skip
+            continue
+        rel = item.get("relevance")
+        if rel is not None and (not isinstance(rel, list) or len(rel) != len(row.candidates)
+                                or not all(isinstance(r, int) and r >= 0 for r in rel)):  # fmt: skip
+            problems.append(f"{f}:{line}: 'relevance' must list one grade (int >= 0) per candidate "
+                            f"({len(row.candidates)})")  # fmt: skip
+            continue
+        rows.append(row)
     _raise(problems, "eval rows cannot be ranked")
     if not rows:
         raise InputError(f"no eval rows in {', '.join(paths)}")
